@@ -1,0 +1,46 @@
+-- complete_task: a node's result for a job. Fenced: only the node and attempt that hold the job,
+-- and only once; the first result wins.
+--
+-- KEYS[1] job hash           P..job:<job_id>
+-- KEYS[2] node hash          P..node:<node_id>
+-- KEYS[3] waiting zset       P..waiting
+-- ARGV[1] job id             ARGV[2] node id
+-- ARGV[3] attempt id, or '' when the node did not send one
+-- ARGV[4] outcome: 'completed' or 'failed'
+--
+-- Returns JSON {status=…}:
+--   completed / failed {task_id, attempt, spec, wake}   the task ended; deliver to spec.recipients;
+--                                        wake is the oldest waiting task of the cell, or '' (a slot
+--                                        just freed, so the caller may dispatch it now)
+--   unknown                              no such job (never existed or expired)
+--   stale {state}                        another node's or attempt's job, or the job has already
+--                                        ended (late result of a superseded attempt, or a second
+--                                        result); dropped and counted by the caller
+
+local jid, node = ARGV[1], ARGV[2]
+local j = redis.call('HMGET', KEYS[1], 'task', 'node', 'attempt', 'state')
+if not j[1] then
+  return cjson.encode({ status = 'unknown' })
+end
+if j[2] ~= node or (ARGV[3] ~= '' and ARGV[3] ~= j[3]) or j[4] ~= 'assigned' then
+  return cjson.encode({ status = 'stale', state = j[4] })
+end
+
+local outcome = ARGV[4]
+local tid = j[1]
+local tkey = P .. 'task:' .. tid
+local t = redis.call('HMGET', tkey, 'spec', 'ttl_ms')
+redis.call('HSET', KEYS[1], 'state', outcome, 'done_ms', now_ms())
+redis.call('ZREM', P .. 'deadlines', jid)
+redis.call('SREM', KEYS[2] .. ':jobs', jid)
+if tonumber(redis.call('HGET', KEYS[2], 'running') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[2], 'running', -1)
+end
+reindex_node(node)
+redis.call('HSET', tkey, 'state', outcome)
+redis.call('PEXPIRE', tkey, t[2])
+redis.call('DEL', P .. 'payload:' .. tid)
+
+local wake = redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''
+return cjson.encode({ status = outcome, task_id = tid, attempt = tonumber(j[3]), spec = t[1],
+  wake = wake })

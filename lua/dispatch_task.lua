@@ -1,0 +1,88 @@
+-- dispatch_task: creates a task on its first call and assigns it to one node as a new job attempt,
+-- or leaves it waiting for a free slot.
+--
+-- KEYS[1] task hash          P..task:<task_id>
+-- KEYS[2] payload string     P..payload:<task_id>
+-- KEYS[3] waiting zset       P..waiting        (task → time of its next dispatch try)
+-- KEYS[4] deadlines zset     P..deadlines      (job → deadline)
+-- KEYS[5] liveness zset      P..alive
+-- KEYS[6] pool index zset    P..load:<src>><tgt>
+-- KEYS[7] node hash          P..node:<node_id>  (P..node: when ARGV[3] is '')
+-- ARGV[1] task id            ARGV[2] expected attempt (attempts made so far; 0 for a new task)
+-- ARGV[3] node id, or '' when there is no candidate   ARGV[4] new job id
+-- ARGV[5] job timeout ms     ARGV[6] task spec JSON on the first call, '' afterwards
+-- ARGV[7] payload (first call)   ARGV[8] ttl ms of task, job and payload keys
+-- ARGV[9] max attempts (first call)   ARGV[10] dispatch wait ms (first call)
+-- ARGV[11] retry ms: when the task waits, how soon a sweep tries it again
+--
+-- Returns JSON {status=…}:
+--   assigned  {attempt, job_id}          the node's slot is taken; send job_assign
+--   refused   {reason}                   the node cannot take it (dead, draining, full, wrong pair,
+--                                        already tried); the task waits, try another node
+--   waiting                              no node given; the task waits for a slot
+--   failed    {code, spec}               no node given and the dispatch wait is over
+--   duplicate                            a task with this id exists (first call only)
+--   stale                                the task is not waiting at this attempt (someone else
+--                                        dispatched it, or it ended)
+
+local tid, node = ARGV[1], ARGV[3]
+local expected = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[8])
+local now = now_ms()
+
+if ARGV[6] ~= '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return cjson.encode({ status = 'duplicate' })
+  end
+  redis.call('HSET', KEYS[1], 'state', 'waiting', 'attempt', 0, 'tried', '', 'spec', ARGV[6],
+    'max_attempts', ARGV[9], 'wait_until', now + tonumber(ARGV[10]), 'created_ms', now,
+    'ttl_ms', ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('SET', KEYS[2], ARGV[7], 'PX', ttl)
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
+end
+
+local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'wait_until', 'spec')
+if t[1] ~= 'waiting' or tonumber(t[2]) ~= expected then
+  return cjson.encode({ status = 'stale' })
+end
+
+if node == '' then
+  if now >= tonumber(t[4]) then
+    redis.call('HSET', KEYS[1], 'state', 'failed', 'code', 'NO_AVAILABLE_NODE')
+    redis.call('ZREM', KEYS[3], tid)
+    redis.call('DEL', KEYS[2])
+    return cjson.encode({ status = 'failed', code = 'NO_AVAILABLE_NODE', spec = t[5] })
+  end
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
+  return cjson.encode({ status = 'waiting' })
+end
+
+local function refuse(reason)
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
+  return cjson.encode({ status = 'refused', reason = reason })
+end
+local n = redis.call('HMGET', KEYS[7], 'state', 'draining', 'running', 'capacity', 'pairs')
+if n[1] ~= 'online' then return refuse('offline') end
+if tonumber(redis.call('ZSCORE', KEYS[5], node) or '0') <= now then return refuse('expired') end
+if n[2] ~= '0' then return refuse('draining') end
+if tonumber(n[3]) >= tonumber(n[4]) then return refuse('full') end
+if not redis.call('ZSCORE', KEYS[6], node) then return refuse('wrong_pair') end
+if contains(t[3], node) then return refuse('already_tried') end
+
+local attempt = expected + 1
+local jid = ARGV[4]
+local running = redis.call('HINCRBY', KEYS[7], 'running', 1)
+reindex(node, n[5], true, running, tonumber(n[4]))
+redis.call('SADD', KEYS[7] .. ':jobs', jid)
+redis.call('HSET', P .. 'job:' .. jid, 'task', tid, 'node', node, 'attempt', attempt,
+  'state', 'assigned', 'assigned_ms', now)
+redis.call('PEXPIRE', P .. 'job:' .. jid, ttl)
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), jid)
+local tried = t[3] == '' and node or (t[3] .. ',' .. node)
+redis.call('HSET', KEYS[1], 'state', 'assigned', 'attempt', attempt, 'job', jid, 'node', node,
+  'tried', tried)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('ZREM', KEYS[3], tid)
+return cjson.encode({ status = 'assigned', attempt = attempt, job_id = jid })

@@ -1,0 +1,35 @@
+-- heartbeat: a node reports it is alive, its resource usage and possibly new capabilities.
+--
+-- KEYS[1] node hash          P..node:<id>
+-- KEYS[2] liveness zset      P..alive
+-- ARGV[1] node id            ARGV[2] connection id
+-- ARGV[3] liveness window ms
+-- ARGV[4] cpu %  ARGV[5] gpu %  ARGV[6] gpu mem %  ARGV[7] mem %  ARGV[8] gpu queue length
+-- ARGV[9] language pairs, or '-' when the heartbeat carried no capabilities
+-- ARGV[10] ready service types, or '-'
+--
+-- Returns JSON {status="ok"}, or {status="NODE_NOT_REGISTERED"} when the node is unknown, offline,
+-- or registered by another connection since (the node must send node_register again).
+
+local id = ARGV[1]
+local n = redis.call('HMGET', KEYS[1], 'state', 'conn', 'pairs', 'running', 'capacity', 'draining')
+if n[1] ~= 'online' or n[2] ~= ARGV[2] then
+  return cjson.encode({ status = 'NODE_NOT_REGISTERED' })
+end
+
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
+redis.call('HSET', KEYS[1], 'last_hb', now, 'cpu', ARGV[4], 'gpu', ARGV[5], 'gpu_mem', ARGV[6],
+  'mem', ARGV[7], 'gpu_queue', ARGV[8])
+
+if ARGV[10] ~= '-' then
+  redis.call('HSET', KEYS[1], 'ready', ARGV[10])
+end
+if ARGV[9] ~= '-' and ARGV[9] ~= n[3] then
+  -- Leave every old index, then join the new ones at the current load.
+  reindex(id, n[3], false, 0, 1)
+  redis.call('HSET', KEYS[1], 'pairs', ARGV[9])
+  reindex(id, ARGV[9], n[6] == '0', tonumber(n[4]), tonumber(n[5]))
+end
+
+return cjson.encode({ status = 'ok' })

@@ -1,0 +1,185 @@
+//! Gateway configuration: a TOML file, then `SWITCHBOARD_*` environment variables and flags on top
+//! (clap reads both; a flag wins over its variable, either wins over the file).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::scheduler::SchedulerConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Public listener: `/ws/node`, `/ws/session`, `/livez`, `/readyz`.
+    pub listen: SocketAddr,
+    /// Redis (`redis://host:port/db`). `switchboard dev` starts a private one when absent.
+    pub redis_url: Option<String>,
+    /// This gateway's id; random when absent.
+    pub gateway_id: Option<String>,
+    /// When set, nodes must present it (`token` in node_register or `Authorization: Bearer`).
+    pub node_token: Option<String>,
+    /// Slots of a node that does not send `max_concurrent_jobs`.
+    pub default_capacity: u32,
+    /// Upper bound of `max_concurrent_jobs`.
+    pub max_capacity: u32,
+    /// Largest WebSocket message; a larger one closes the socket with code 1009.
+    pub max_frame_bytes: usize,
+    /// Largest base64 audio (or text) of one utterance; larger gets PAYLOAD_TOO_LARGE.
+    pub max_payload_bytes: usize,
+    /// Most language pairs one node may serve.
+    pub max_language_pairs: usize,
+    /// Time a new socket has to send its first message.
+    pub first_message_timeout_ms: u64,
+    /// Messages queued to one socket before it counts as stuck and is closed.
+    pub outbox_capacity: usize,
+    /// How long shutdown waits for sockets and in-flight work.
+    pub shutdown_grace_ms: u64,
+    pub log_format: LogFormat,
+    pub scheduler: SchedulerConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            redis_url: None,
+            gateway_id: None,
+            node_token: None,
+            default_capacity: 4,
+            max_capacity: 1024,
+            max_frame_bytes: 16 << 20,
+            max_payload_bytes: 8 << 20,
+            max_language_pairs: 256,
+            first_message_timeout_ms: 10_000,
+            outbox_capacity: 1024,
+            shutdown_grace_ms: 5_000,
+            log_format: LogFormat::Text,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Settings that flags and `SWITCHBOARD_*` variables may override.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Address of the public listener.
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Redis URL.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// This gateway's id.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Token nodes must present.
+    #[arg(long, env = "SWITCHBOARD_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
+    /// Redis key prefix.
+    #[arg(long, env = "SWITCHBOARD_PREFIX")]
+    pub prefix: Option<String>,
+    /// Job deadline before a new attempt, in ms.
+    #[arg(long, env = "SWITCHBOARD_JOB_TIMEOUT_MS")]
+    pub job_timeout_ms: Option<u64>,
+    /// Wait for a free slot before NO_AVAILABLE_NODE, in ms.
+    #[arg(long, env = "SWITCHBOARD_DISPATCH_WAIT_MS")]
+    pub dispatch_wait_ms: Option<u64>,
+    /// Node heartbeat interval, in ms.
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Log format.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// The file (when given), then the overrides, then validation.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        let s = &mut self.scheduler;
+        if let Some(v) = o.listen {
+            self.listen = v;
+        }
+        if let Some(v) = &o.redis_url {
+            self.redis_url = Some(v.clone());
+        }
+        if let Some(v) = &o.gateway_id {
+            self.gateway_id = Some(v.clone());
+        }
+        if let Some(v) = &o.node_token {
+            self.node_token = Some(v.clone());
+        }
+        if let Some(v) = &o.prefix {
+            s.prefix = v.clone();
+        }
+        if let Some(v) = o.job_timeout_ms {
+            s.job_timeout_ms = v;
+        }
+        if let Some(v) = o.dispatch_wait_ms {
+            s.dispatch_wait_ms = v;
+        }
+        if let Some(v) = o.heartbeat_interval_ms {
+            s.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = o.log_format {
+            self.log_format = v;
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.scheduler;
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if s.prefix.is_empty() || s.prefix.contains(['{', '}', ':']) {
+            return bad("scheduler.prefix must be non-empty without `{`, `}` or `:`");
+        }
+        if s.cells != 1 {
+            return bad("scheduler.cells: only one cell is supported so far");
+        }
+        if s.max_attempts == 0 || s.candidates == 0 || s.sweep_limit == 0 {
+            return bad("scheduler.max_attempts, candidates and sweep_limit must be at least 1");
+        }
+        if s.heartbeat_interval_ms == 0 || s.job_timeout_ms == 0 || s.sweep_interval_ms == 0 {
+            return bad("scheduler intervals and timeouts must be positive");
+        }
+        if self.default_capacity == 0 || self.default_capacity > self.max_capacity {
+            return bad("default_capacity must be between 1 and max_capacity");
+        }
+        if self.max_payload_bytes > self.max_frame_bytes {
+            return bad("max_payload_bytes must not exceed max_frame_bytes");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! A private `redis-server` child on a free port with a temporary directory: what `switchboard dev`,
+//! the tests and the benchmark run against when no Redis URL is given. Killed on drop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevRedisError {
+    #[error(
+        "redis-server is not installed and cannot be installed here: run `sudo apt-get install -y redis-server`"
+    )]
+    NotInstalled,
+    #[error("redis-server did not start: {0}")]
+    Start(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free loopback port, installing it first when missing and allowed.
+    pub fn start() -> Result<Self, DevRedisError> {
+        ensure_installed()?;
+        let mut dir = tempfile::Builder::new().prefix("switchboard-redis-").tempdir()?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            let log = dir.path().join("redis.log");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let mut server = Self { child, port, dir };
+            match server.wait_ready(Duration::from_secs(10)) {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    last = format!("{e}; log: {}", server.log());
+                    let _ = server.child.kill();
+                    let _ = server.child.wait();
+                    dir = tempfile::Builder::new().prefix("switchboard-redis-").tempdir()?;
+                }
+            }
+        }
+        Err(DevRedisError::Start(last))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's log, for test failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), DevRedisError> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(DevRedisError::Start(format!("exited with {status}")));
+            }
+            if ping(self.port).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(DevRedisError::Start("no PONG within 10 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ping(port: u16) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    if line.starts_with("+PONG") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("unexpected reply {line:?}")))
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs redis-server with apt-get when it is missing and we are root; once per process.
+fn ensure_installed() -> Result<(), DevRedisError> {
+    static INSTALL: Once = Once::new();
+    if on_path("redis-server") {
+        return Ok(());
+    }
+    INSTALL.call_once(|| {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if root && on_path("apt-get") {
+            eprintln!("redis-server is missing: installing it with apt-get");
+            let install = || {
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "redis-server"])
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !install() {
+                let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
+                install();
+            }
+        }
+    });
+    if on_path("redis-server") { Ok(()) } else { Err(DevRedisError::NotInstalled) }
+}

@@ -1,0 +1,52 @@
+//! Counters of what this gateway did. Read by tests and the benchmark; the `/metrics` endpoint of
+//! the operator surface will export them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        impl Metrics {
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters!(
+    /// Job attempts assigned to a node (first attempts and re-dispatches).
+    jobs_assigned,
+    /// Re-dispatches: attempts after the first.
+    jobs_reassigned,
+    /// Tasks that ended with a node's result.
+    tasks_completed,
+    /// Tasks that ended with an error (node failure, timeout, no node).
+    tasks_failed,
+    /// Utterances that repeated an existing task and were ignored.
+    tasks_duplicate,
+    /// Results from a node that does not hold the job (superseded attempt, second result, other node).
+    results_stale,
+    /// Results for jobs that do not exist.
+    results_unknown,
+    /// Messages answered with INVALID_MESSAGE.
+    invalid_messages,
+    /// `node_error` messages.
+    node_errors,
+    /// Messages for a socket that is not on this gateway.
+    undeliverable,
+);
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.snapshot().into_iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| v)
+    }
+}

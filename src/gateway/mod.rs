@@ -1,0 +1,151 @@
+//! The gateway: the axum app with the node and session sockets, the dispatch path, and the sweep.
+
+mod capabilities;
+mod dispatch;
+mod metrics;
+mod node_socket;
+mod peers;
+mod session_socket;
+mod socket;
+mod sweeper;
+
+pub use capabilities::{CapabilityError, language_pairs, ready_types};
+pub use metrics::Metrics;
+pub use peers::{Outbox, Peers};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::protocol::{ErrorCode, ErrorFrame};
+use crate::scheduler::{MinimalSchedulerService, SchedulerError, new_id};
+
+/// Handles shared by every request and socket of one gateway.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub scheduler: MinimalSchedulerService,
+    pub peers: Peers,
+    pub metrics: Arc<Metrics>,
+    pub gateway_id: Arc<str>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// Runs `future` on the task tracker (shutdown waits for it) inside `span`.
+    pub fn spawn<F>(&self, span: tracing::Span, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(future.instrument(span));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("redis URL is not set (--redis-url or SWITCHBOARD_REDIS_URL)")]
+    NoRedisUrl,
+    #[error("cannot reach Redis: {0}")]
+    Scheduler(#[from] SchedulerError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/ws/node", get(node_socket::upgrade))
+        .route("/ws/session", get(session_socket::upgrade))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match state.scheduler.ready().await {
+        Ok(true) => (StatusCode::OK, "ready"),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "scripts not loaded"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
+    }
+}
+
+/// A gateway bound to its listener and connected to Redis, ready to [`serve`](Gateway::serve).
+pub struct Gateway {
+    listener: TcpListener,
+    pub state: AppState,
+}
+
+impl Gateway {
+    /// Connects to Redis (loading the scripts) and builds the gateway's state.
+    pub async fn bind(
+        listener: TcpListener,
+        config: Config,
+        shutdown: CancellationToken,
+    ) -> Result<Self, GatewayError> {
+        let url = config.redis_url.clone().ok_or(GatewayError::NoRedisUrl)?;
+        let scheduler = MinimalSchedulerService::connect(&url, config.scheduler.clone()).await?;
+        let gateway_id = config.gateway_id.clone().unwrap_or_else(|| new_id("gw-", 8));
+        let state = AppState {
+            config: Arc::new(config),
+            scheduler,
+            peers: Peers::default(),
+            metrics: Arc::default(),
+            gateway_id: gateway_id.into(),
+            shutdown,
+            tasks: TaskTracker::new(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the shutdown token is cancelled, then closes every socket and waits for
+    /// in-flight work within the grace period.
+    pub async fn serve(self) -> Result<(), GatewayError> {
+        let state = self.state;
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, gateway.id = %state.gateway_id, "Gateway listening.");
+        state.spawn(tracing::info_span!("sweeper"), sweeper::run(state.clone()));
+        let stop = state.shutdown.clone();
+        let peers = state.peers.clone();
+        axum::serve(self.listener, app(state.clone()))
+            .with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                // axum's graceful shutdown does not wait for WebSocket tasks: close them.
+                peers.close_all(socket::CLOSE_GOING_AWAY, "gateway shutting down");
+            })
+            .await?;
+        state.tasks.close();
+        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+            tracing::warn!(?grace, "Shutdown grace period over with work still running.");
+        }
+        tracing::info!(gateway.id = %state.gateway_id, "Gateway stopped.");
+        Ok(())
+    }
+}
+
+/// The one place scheduler failures become `error` frames.
+pub fn error_frame(err: &SchedulerError) -> ErrorFrame {
+    match err {
+        SchedulerError::Redis(_) => {
+            ErrorFrame::new(ErrorCode::SchedulerDependencyDown, "the scheduler store is unavailable; retry")
+        }
+        SchedulerError::Reply { .. } => ErrorFrame::new(ErrorCode::InternalError, "internal error"),
+    }
+}

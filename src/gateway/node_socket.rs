@@ -1,0 +1,332 @@
+//! `/ws/node`: a worker node's socket. The first message registers the node; then heartbeats,
+//! job acknowledgements, partial transcripts, results, errors and drain. When the socket ends, the
+//! node goes offline and its in-flight jobs are re-dispatched at once.
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::capabilities::{language_pairs, ready_types};
+use super::socket::{CLOSE_POLICY, Incoming, Socket};
+use super::{AppState, Metrics, error_frame};
+use crate::protocol::{
+    ClientAsrPartial, DecodeError, ErrorCode, ErrorFrame, FromNode, JobAck, JobResult, NodeHeartbeat,
+    NodeRegister, NodeRegisterAck, ToClient, ToNode, UiEventKind, decode,
+};
+use crate::scheduler::{
+    CapabilityUpdate, CompleteReply, JobReply, NodeRegistration, NodeReply, OfflineReply, Outcome,
+    RegisterReply, Usage, new_id,
+};
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let limit = state.config.max_frame_bytes;
+    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |ws| {
+        let tasks = state.tasks.clone();
+        tasks.track_future(serve(state, ws, bearer).instrument(info_span!("node", node.id = tracing::field::Empty)))
+    })
+}
+
+/// The node this socket registered.
+struct Registered {
+    id: String,
+    conn: String,
+    /// Explicit `language_pairs` from the register: heartbeats' capabilities do not replace them.
+    explicit_pairs: bool,
+}
+
+async fn serve(state: AppState, ws: WebSocket, bearer: Option<String>) {
+    let (mut socket, writer) = Socket::new(ws, state.config.outbox_capacity, state.shutdown.clone());
+    let outbox = socket.outbox.clone();
+    let session = async {
+        let mut node: Option<Registered> = None;
+        while let Some(incoming) = socket.next().await {
+            let text = match incoming {
+                Incoming::Text(text) => text,
+                Incoming::Binary => {
+                    invalid(&state, &socket, DecodeError::Binary);
+                    continue;
+                }
+            };
+            match decode::<FromNode>(&text, FromNode::TYPES) {
+                Ok(FromNode::NodeRegister(register)) => {
+                    if let Some(old) = node.take() {
+                        go_offline(&state, &old).await;
+                    }
+                    node = register_node(&state, &socket, register, bearer.as_deref()).await;
+                }
+                Ok(message) => match &node {
+                    Some(registered) => handle(&state, &socket, registered, message).await,
+                    None => reply_error(
+                        &socket,
+                        ErrorFrame::new(ErrorCode::NodeNotRegistered, "send node_register first"),
+                    ),
+                },
+                Err(err) => invalid(&state, &socket, err),
+            }
+        }
+        if let Some(registered) = node {
+            go_offline(&state, &registered).await;
+        }
+        socket.outbox.closed().cancel();
+    };
+    tokio::join!(writer, session);
+    drop(outbox);
+}
+
+fn invalid(state: &AppState, socket: &Socket, err: DecodeError) {
+    Metrics::inc(&state.metrics.invalid_messages);
+    reply_error(socket, ErrorFrame::new(ErrorCode::InvalidMessage, err.to_string()));
+}
+
+fn reply_error(socket: &Socket, frame: ErrorFrame) {
+    socket.outbox.send(&ToNode::Error(frame));
+}
+
+async fn register_node(
+    state: &AppState,
+    socket: &Socket,
+    msg: NodeRegister,
+    bearer: Option<&str>,
+) -> Option<Registered> {
+    if let Some(expected) = &state.config.node_token {
+        let presented = msg.token.as_deref().or(bearer).unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            reply_error(socket, ErrorFrame::new(ErrorCode::Unauthorized, "invalid node token"));
+            socket.outbox.close(CLOSE_POLICY, "unauthorized");
+            return None;
+        }
+    }
+    let id = match msg.node_id.as_deref() {
+        None | Some("") => new_id("node-", 8),
+        Some(id) if is_node_id(id) => id.to_owned(),
+        Some(_) => {
+            reply_error(
+                socket,
+                ErrorFrame::new(ErrorCode::InvalidMessage, "node_id: 1-64 letters, digits, `.`, `-`, `_`"),
+            );
+            return None;
+        }
+    };
+    let limit = state.config.max_language_pairs;
+    let pairs = match language_pairs(msg.language_pairs.as_deref(), &msg.language_capabilities, limit) {
+        Ok(pairs) => pairs,
+        Err(err) => {
+            reply_error(socket, ErrorFrame::new(ErrorCode::InvalidMessage, err.to_string()));
+            return None;
+        }
+    };
+    let capacity = msg
+        .max_concurrent_jobs
+        .unwrap_or(state.config.default_capacity)
+        .clamp(1, state.config.max_capacity);
+    let registration = NodeRegistration {
+        id: id.clone(),
+        presented_secret: msg.node_secret.clone(),
+        secret: new_id("", 32),
+        conn: new_id(&format!("{}/", state.gateway_id), 12),
+        gateway: state.gateway_id.to_string(),
+        capacity,
+        pairs,
+        ready: ready_types(&msg.capability_by_type),
+        labels: msg.labels.clone(),
+        info: serde_json::json!({
+            "version": msg.version,
+            "platform": msg.platform,
+            "hardware": msg.hardware,
+            "installed_services": msg.installed_services,
+            "features_supported": msg.features_supported,
+            "language_capabilities": msg.language_capabilities,
+        }),
+        accept_public: msg.accept_public_jobs.unwrap_or(true),
+    };
+    match state.scheduler.register_node(&registration).await {
+        Ok(RegisterReply::Registered { released }) => {
+            state.peers.add_node(&id, &registration.conn, socket.outbox.clone());
+            tracing::Span::current().record("node.id", id.as_str());
+            info!(node.id = %id, capacity, pairs = registration.pairs.len(), "Node registered.");
+            socket.outbox.send(&ToNode::NodeRegisterAck(NodeRegisterAck {
+                node_id: id.clone(),
+                message: "registered".into(),
+                status: "ready".into(),
+                heartbeat_interval_ms: state.config.scheduler.heartbeat_interval_ms,
+                node_secret: registration.secret,
+            }));
+            state.handle_released(released);
+            Some(Registered {
+                id,
+                conn: registration.conn,
+                explicit_pairs: msg.language_pairs.is_some(),
+            })
+        }
+        Ok(RegisterReply::NodeIdConflict) => {
+            reply_error(
+                socket,
+                ErrorFrame::new(ErrorCode::NodeIdConflict, "this node_id is connected; present its node_secret"),
+            );
+            None
+        }
+        Err(err) => {
+            warn!(%err, "Node registration failed.");
+            reply_error(socket, error_frame(&err));
+            None
+        }
+    }
+}
+
+async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: FromNode) {
+    match message {
+        FromNode::NodeRegister(_) => unreachable!("handled by the caller"),
+        FromNode::NodeHeartbeat(hb) => heartbeat(state, socket, node, hb).await,
+        FromNode::JobAck(ack) => job_ack(state, node, ack, false).await,
+        FromNode::JobStarted(ack) => job_ack(state, node, ack, true).await,         FromNode::AsrPartial(partial) => match state.scheduler.job_route(&partial.job_id, &node.id).await {
+            Ok(JobReply::Ok { spec, .. }) => {
+                if partial.is_final {
+                    state.ui_event(&spec, &partial.job_id, UiEventKind::AsrFinal, None);
+                }
+                let message = ToClient::AsrPartial(ClientAsrPartial {
+                    session_id: spec.session_id.clone(),
+                    utterance_index: spec.utterance_index,
+                    job_id: partial.job_id,
+                    text: partial.text,
+                    is_final: partial.is_final,
+                    trace_id: spec.trace_id.clone(),
+                });
+                state.to_recipients(&spec, &message);
+            }
+            Ok(JobReply::Stale) => Metrics::inc(&state.metrics.results_stale),
+            Err(err) => warn!(%err, "asr_partial routing failed."),
+        },
+        FromNode::JobResult(result) => job_result(state, socket, node, result).await,
+        FromNode::NodeError(err) => {
+            Metrics::inc(&state.metrics.node_errors);
+            warn!(node.id = %node.id, code = %err.code, message = %err.message, "Node reported an error.");
+        }
+        FromNode::NodeDrain {} => match state.scheduler.drain_node(&node.id, &node.conn).await {
+            Ok(NodeReply::NotRegistered) => reply_error(socket, not_registered()),
+            Ok(_) => info!(node.id = %node.id, "Node draining."),
+            Err(err) => reply_error(socket, error_frame(&err)),
+        },
+    }
+}
+
+async fn job_ack(state: &AppState, node: &Registered, ack: JobAck, started: bool) {
+    match state.scheduler.ack_job(&ack.job_id, &node.id, ack.attempt_id, started).await {
+        // The UI hears of the node accepting the job once, not again when it starts.
+        Ok(JobReply::Ok { spec, .. }) if !started => {
+            state.ui_event(&spec, &ack.job_id, UiEventKind::NodeAccepted, None)
+        }
+        Ok(JobReply::Ok { .. }) => {}
+        Ok(JobReply::Stale) => debug!(job.id = %ack.job_id, "Ack for a job this node does not hold."),
+        Err(err) => warn!(%err, "job_ack failed."),
+    }
+}
+
+async fn heartbeat(state: &AppState, socket: &Socket, node: &Registered, hb: NodeHeartbeat) {
+    if !hb.node_id.is_empty() && hb.node_id != node.id {
+        reply_error(socket, not_registered());
+        return;
+    }
+    let r = &hb.resource_usage;
+    let usage = Usage {
+        cpu: r.cpu_percent,
+        gpu: r.gpu_percent,
+        gpu_mem: r.gpu_mem_percent,
+        mem: r.mem_percent,
+        gpu_queue: r.gpu_queue_length,
+    };
+    let mut update = CapabilityUpdate {
+        pairs: None,
+        ready: hb.capability_by_type.as_deref().map(ready_types),
+    };
+    if let (Some(caps), false) = (&hb.language_capabilities, node.explicit_pairs) {
+        match language_pairs(None, caps, state.config.max_language_pairs) {
+            Ok(pairs) => update.pairs = Some(pairs),
+            Err(err) => reply_error(socket, ErrorFrame::new(ErrorCode::InvalidMessage, err.to_string())),
+        }
+    }
+    match state.scheduler.heartbeat(&node.id, &node.conn, &usage, &update).await {
+        Ok(NodeReply::NotRegistered) => reply_error(socket, not_registered()),
+        Ok(_) => {}
+        Err(err) => reply_error(socket, error_frame(&err)),
+    }
+}
+
+async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result: JobResult) {
+    let outcome = if result.success { Outcome::Completed } else { Outcome::Failed };
+    let reply = state.scheduler.complete_task(&result.job_id, &node.id, result.attempt_id, outcome).await;
+    match reply {
+        Ok(CompleteReply::Completed(ended)) => {
+            if let Some(reason) = result.empty_reason() {
+                debug!(job.id = %result.job_id, reason, "Empty result; nothing to deliver.");
+                Metrics::inc(&state.metrics.tasks_completed);
+            } else {
+                state.deliver_result(&ended.spec, &result.job_id, &result);
+            }
+            if !ended.wake.is_empty() {
+                state.spawn_redispatch(ended.wake);
+            }
+        }
+        Ok(CompleteReply::Failed(ended)) => {
+            let code = result.error.as_ref().map_or("INTERNAL_ERROR", |e| e.code.as_str());
+            state.fail_task(&ended.spec, code, Some(&result.job_id));
+            if !ended.wake.is_empty() {
+                state.spawn_redispatch(ended.wake);
+            }
+        }
+        Ok(CompleteReply::Stale { state: job_state }) => {
+            Metrics::inc(&state.metrics.results_stale);
+            debug!(job.id = %result.job_id, ?job_state, "Result dropped: this node and attempt do not hold the job.");
+        }
+        Ok(CompleteReply::Unknown) => {
+            Metrics::inc(&state.metrics.results_unknown);
+            debug!(job.id = %result.job_id, "Result dropped: unknown job.");
+        }
+        Err(err) => {
+            // The job stays assigned; its deadline re-dispatches it if the node does not resend.
+            warn!(%err, job.id = %result.job_id, "Completing a job failed.");
+            reply_error(socket, error_frame(&err));
+        }
+    }
+}
+
+async fn go_offline(state: &AppState, node: &Registered) {
+    state.peers.remove_node(&node.id, &node.conn);
+    match state.scheduler.node_offline(&node.id, &node.conn).await {
+        Ok(OfflineReply::Offline { released }) => {
+            info!(node.id = %node.id, requeued = released.requeued.len(), "Node offline.");
+            state.handle_released(released);
+        }
+        Ok(OfflineReply::Stale) => debug!(node.id = %node.id, "Node already replaced or offline."),
+        // Its liveness entry expires and the sweep takes it offline then.
+        Err(err) => warn!(%err, node.id = %node.id, "Taking the node offline failed."),
+    }
+}
+
+fn not_registered() -> ErrorFrame {
+    ErrorFrame::new(ErrorCode::NodeNotRegistered, "unknown node; send node_register again")
+}
+
+fn is_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}

@@ -1,0 +1,35 @@
+//! The periodic sweep: every gateway calls `sweep.lua` each interval; the script's lock lets one
+//! call per interval do the work. Expired nodes go offline, overdue jobs get a new attempt (and a
+//! `job_cancel`), waiting tasks that are due are dispatched again.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::AppState;
+use crate::scheduler::SweepReply;
+
+pub async fn run(state: AppState) {
+    let interval = Duration::from_millis(state.config.scheduler.sweep_interval_ms);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        match state.scheduler.sweep(&state.gateway_id).await {
+            Ok(SweepReply::Busy) => {}
+            Ok(SweepReply::Swept { offline, released, due }) => {
+                if !offline.is_empty() {
+                    info!(nodes = ?offline, "Nodes missed their heartbeats; taken offline.");
+                }
+                state.handle_released(released);
+                for task_id in due {
+                    state.spawn_redispatch(task_id);
+                }
+            }
+            Err(err) => warn!(%err, "Sweep failed."),
+        }
+    }
+}

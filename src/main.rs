@@ -1,0 +1,100 @@
+//! The `switchboard` binary: parses the command line and runs the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use switchboard::config::{Config, Overrides};
+use switchboard::devredis::RedisServer;
+use switchboard::gateway::Gateway;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Scheduler gateway for live speech translation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway for development: starts a private redis-server unless a Redis URL is given.
+    Dev {
+        /// TOML config file.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Run a gateway in production against an external Redis.
+    Serve {
+        /// TOML config file.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Dev { config, overrides } => {
+            let mut config = Config::load(config.as_deref(), &overrides)?;
+            switchboard::init_tracing(config.log_format);
+            let _redis = match &config.redis_url {
+                Some(_) => None,
+                None => {
+                    let redis = RedisServer::start()?;
+                    tracing::info!(url = %redis.url(), "Started a private redis-server.");
+                    config.redis_url = Some(redis.url());
+                    Some(redis)
+                }
+            };
+            let listen = config.listen;
+            run(config, |addr| {
+                println!("switchboard dev gateway on http://{addr}");
+                println!("  nodes:   ws://{addr}/ws/node");
+                println!("  clients: ws://{addr}/ws/session");
+                println!("  ready:   http://{addr}/readyz");
+                println!("Ctrl-C stops it (and its redis-server).");
+            })
+            .await
+            .with_context(|| format!("gateway on {listen}"))
+        }
+        Command::Serve { config, overrides } => {
+            let config = Config::load(config.as_deref(), &overrides)?;
+            switchboard::init_tracing(config.log_format);
+            if config.redis_url.is_none() {
+                bail!("serve needs a Redis URL: --redis-url, SWITCHBOARD_REDIS_URL or redis_url in the config file");
+            }
+            run(config, |_| {}).await
+        }
+    }
+}
+
+/// Binds, connects and serves until Ctrl-C or SIGTERM.
+async fn run(config: Config, announce: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen).await.context("binding the listener")?;
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::bind(listener, config, shutdown.clone()).await?;
+    announce(gateway.local_addr()?);
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutting down.");
+        signals.cancel();
+    });
+    gateway.serve().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

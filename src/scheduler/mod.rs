@@ -1,0 +1,366 @@
+//! `MinimalSchedulerService`: the typed Rust face of the scheduling scripts in `lua/`.
+//!
+//! Every method is one EVALSHA of one script; all scheduling state lives in Redis. The service is a
+//! `Clone` handle (a multiplexed connection and the compiled scripts) with no lock and no cache.
+
+mod keys;
+mod scripts;
+mod types;
+
+pub use keys::{CellKeys, cell_tag, slot};
+pub use scripts::Scripts;
+pub use types::*;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::ScriptInvocation;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Timeouts and bounds of the task lifecycle (DESIGN.md §5). Part of the gateway config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Key prefix of every Redis key.
+    pub prefix: String,
+    /// Number of cells (one Redis = one cell).
+    pub cells: u32,
+    /// Expected node heartbeat interval; a node is offline after 3 missed heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// A job not completed within this time is re-dispatched as a new attempt.
+    pub job_timeout_ms: u64,
+    /// Attempts per task before it fails.
+    pub max_attempts: u32,
+    /// How long a task waits for a free slot before it fails with NO_AVAILABLE_NODE.
+    pub dispatch_wait_ms: u64,
+    /// How often a waiting task is tried again by the sweep (a freed slot also wakes it at once).
+    pub retry_ms: u64,
+    /// Lifetime of task, job and payload keys.
+    pub task_ttl_ms: u64,
+    /// How long an offline node's record (id and secret) is kept.
+    pub node_retention_ms: u64,
+    /// Sweep interval (expired nodes, job deadlines, waiting tasks).
+    pub sweep_interval_ms: u64,
+    /// Upper bound of items of each kind one sweep call handles.
+    pub sweep_limit: u32,
+    /// Candidates read per dispatch (the K of top-K).
+    pub candidates: u32,
+    /// Timeout of one Redis command.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "sb".into(),
+            cells: 1,
+            heartbeat_interval_ms: 5_000,
+            job_timeout_ms: 30_000,
+            max_attempts: 3,
+            dispatch_wait_ms: 10_000,
+            retry_ms: 500,
+            task_ttl_ms: 600_000,
+            node_retention_ms: 86_400_000,
+            sweep_interval_ms: 200,
+            sweep_limit: 100,
+            candidates: 8,
+            redis_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn liveness_ms(&self) -> u64 {
+        3 * self.heartbeat_interval_ms
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from {script}: {source}")]
+    Reply { script: &'static str, source: serde_json::Error },
+}
+
+pub type Result<T> = std::result::Result<T, SchedulerError>;
+
+/// A new job attempt for a task; see `dispatch_task.lua`.
+#[derive(Debug)]
+pub struct DispatchRequest<'a> {
+    pub task_id: &'a str,
+    pub pool: &'a str,
+    /// Attempts made so far (0 for a new task).
+    pub attempt: u32,
+    /// The node to try, or `None` when no candidate was found.
+    pub node_id: Option<&'a str>,
+    /// Spec and payload on the first call only: they create the task.
+    pub create: Option<(&'a TaskSpec, &'a Payload)>,
+}
+
+/// Which way a job ended on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed,
+}
+
+#[derive(Clone)]
+pub struct MinimalSchedulerService {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    keys: CellKeys,
+    config: Arc<SchedulerConfig>,
+}
+
+impl MinimalSchedulerService {
+    pub async fn connect(redis_url: &str, config: SchedulerConfig) -> Result<Self> {
+        let client = redis::Client::open(redis_url)?;
+        let timeout = Duration::from_millis(config.redis_timeout_ms);
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, manager).await?;
+        let service = Self {
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            keys: CellKeys::new(&config.prefix, 0, config.cells),
+            config: Arc::new(config),
+        };
+        service.load_scripts().await?;
+        Ok(service)
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &CellKeys {
+        &self.keys
+    }
+
+    /// Loads every script (SCRIPT LOAD), so the first EVALSHA of each finds it.
+    pub async fn load_scripts(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        for (_, script) in self.scripts.all() {
+            script.prepare_invoke().load_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Redis answers and holds every script.
+    pub async fn ready(&self) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let hashes: Vec<&str> = self.scripts.all().iter().map(|(_, s)| s.get_hash()).collect();
+        let loaded: Vec<bool> =
+            redis::cmd("SCRIPT").arg("EXISTS").arg(&hashes).query_async(&mut conn).await?;
+        Ok(loaded.iter().all(|l| *l))
+    }
+
+    pub async fn register_node(&self, node: &NodeRegistration) -> Result<RegisterReply> {
+        let k = &self.keys;
+        let mut inv = self.scripts.register_node.prepare_invoke();
+        inv.key(k.node(&node.id)).key(k.alive()).key(k.nodes());
+        inv.arg(&node.id)
+            .arg(node.presented_secret.as_deref().unwrap_or(""))
+            .arg(&node.secret)
+            .arg(&node.conn)
+            .arg(&node.gateway)
+            .arg(node.capacity)
+            .arg(node.pairs.join(","))
+            .arg(self.config.liveness_ms())
+            .arg(node.ready.join(","))
+            .arg(serde_json::to_string(&node.labels).expect("labels serialize"))
+            .arg(node.info.to_string())
+            .arg(if node.accept_public { "1" } else { "0" });
+        self.call("register_node", &inv).await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        node_id: &str,
+        conn_id: &str,
+        usage: &Usage,
+        update: &CapabilityUpdate,
+    ) -> Result<NodeReply> {
+        let k = &self.keys;
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(k.node(node_id)).key(k.alive());
+        inv.arg(node_id)
+            .arg(conn_id)
+            .arg(self.config.liveness_ms())
+            .arg(usage.cpu)
+            .arg(usage.gpu)
+            .arg(usage.gpu_mem)
+            .arg(usage.mem)
+            .arg(usage.gpu_queue)
+            .arg(update.pairs.as_ref().map_or("-".into(), |p| p.join(",")))
+            .arg(update.ready.as_ref().map_or("-".into(), |r| r.join(",")));
+        self.call("heartbeat", &inv).await
+    }
+
+    pub async fn drain_node(&self, node_id: &str, conn_id: &str) -> Result<NodeReply> {
+        let mut inv = self.scripts.drain_node.prepare_invoke();
+        inv.key(self.keys.node(node_id)).arg(node_id).arg(conn_id);
+        self.call("drain_node", &inv).await
+    }
+
+    /// The least-loaded live nodes of `pool` with a free slot, without `excluded`, plus `affinity`.
+    pub async fn candidates(
+        &self,
+        pool: &str,
+        excluded: &[String],
+        affinity: Option<&str>,
+    ) -> Result<Vec<Candidate>> {
+        let mut inv = self.scripts.candidates.prepare_invoke();
+        inv.key(self.keys.load(pool)).key(self.keys.alive());
+        inv.arg(self.config.candidates).arg(excluded.join(",")).arg(affinity.unwrap_or(""));
+        let raw: String = self.invoke(&inv).await?;
+        if raw == "{}" {
+            return Ok(Vec::new());
+        }
+        parse("candidates", &raw)
+    }
+
+    pub async fn dispatch_task(&self, req: &DispatchRequest<'_>) -> Result<DispatchReply> {
+        let k = &self.keys;
+        let c = &self.config;
+        let node_key = req.node_id.map_or_else(|| k.no_node(), |id| k.node(id));
+        let (spec, payload) = match req.create {
+            Some((spec, payload)) => (
+                serde_json::to_string(spec).expect("spec serializes"),
+                serde_json::to_string(payload).expect("payload serializes"),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let mut inv = self.scripts.dispatch_task.prepare_invoke();
+        inv.key(k.task(req.task_id))
+            .key(k.payload(req.task_id))
+            .key(k.waiting())
+            .key(k.deadlines())
+            .key(k.alive())
+            .key(k.load(req.pool))
+            .key(node_key);
+        inv.arg(req.task_id)
+            .arg(req.attempt)
+            .arg(req.node_id.unwrap_or(""))
+            .arg(new_id("job-", 16))
+            .arg(c.job_timeout_ms)
+            .arg(spec)
+            .arg(payload)
+            .arg(c.task_ttl_ms)
+            .arg(c.max_attempts)
+            .arg(c.dispatch_wait_ms)
+            .arg(c.retry_ms);
+        self.call("dispatch_task", &inv).await
+    }
+
+    /// Stamps `job_ack` (or `job_started` when `started`) on a job the node holds.
+    pub async fn ack_job(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        attempt: Option<u32>,
+        started: bool,
+    ) -> Result<JobReply> {
+        let mut inv = self.scripts.ack_job.prepare_invoke();
+        inv.key(self.keys.job(job_id));
+        inv.arg(node_id)
+            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
+            .arg(if started { "started_ms" } else { "acked_ms" });
+        self.call("ack_job", &inv).await
+    }
+
+    pub async fn job_route(&self, job_id: &str, node_id: &str) -> Result<JobReply> {
+        let mut inv = self.scripts.job_route.prepare_invoke();
+        inv.key(self.keys.job(job_id)).arg(node_id);
+        self.call("job_route", &inv).await
+    }
+
+    pub async fn complete_task(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        attempt: Option<u32>,
+        outcome: Outcome,
+    ) -> Result<CompleteReply> {
+        let k = &self.keys;
+        let mut inv = self.scripts.complete_task.prepare_invoke();
+        inv.key(k.job(job_id)).key(k.node(node_id)).key(k.waiting());
+        inv.arg(job_id)
+            .arg(node_id)
+            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
+            .arg(match outcome {
+                Outcome::Completed => "completed",
+                Outcome::Failed => "failed",
+            });
+        self.call("complete_task", &inv).await
+    }
+
+    pub async fn node_offline(&self, node_id: &str, conn_id: &str) -> Result<OfflineReply> {
+        let mut inv = self.scripts.node_offline.prepare_invoke();
+        inv.key(self.keys.node(node_id));
+        inv.arg(node_id).arg(conn_id).arg(self.config.node_retention_ms);
+        self.call("node_offline", &inv).await
+    }
+
+    pub async fn sweep(&self, gateway_id: &str) -> Result<SweepReply> {
+        let k = &self.keys;
+        let c = &self.config;
+        let mut inv = self.scripts.sweep.prepare_invoke();
+        inv.key(k.sweep_lock()).key(k.alive()).key(k.deadlines()).key(k.waiting());
+        inv.arg(gateway_id)
+            .arg(c.sweep_interval_ms.max(1))
+            .arg(c.sweep_limit)
+            .arg(c.node_retention_ms)
+            .arg(c.retry_ms);
+        self.call("sweep", &inv).await
+    }
+
+    pub async fn load_task(&self, task_id: &str) -> Result<LoadTaskReply> {
+        let mut inv = self.scripts.load_task.prepare_invoke();
+        inv.key(self.keys.task(task_id)).key(self.keys.payload(task_id));
+        self.call("load_task", &inv).await
+    }
+
+    async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<String> {
+        let mut conn = self.conn.clone();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        name: &'static str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let raw = self.invoke(inv).await?;
+        parse(name, &raw)
+    }
+
+    /// The scripts, for tests and the benchmark that call them directly.
+    pub fn scripts(&self) -> &Scripts {
+        &self.scripts
+    }
+
+    /// A connection handle, for tests and tools that inspect keys.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn parse<T: DeserializeOwned>(script: &'static str, raw: &str) -> Result<T> {
+    serde_json::from_str(raw).map_err(|source| SchedulerError::Reply { script, source })
+}
+
+/// `<prefix><n upper-case hex digits>`, e.g. `node-3F9A1C2B`.
+pub fn new_id(prefix: &str, hex_digits: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let digits: String = (0..hex_digits)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap().to_ascii_uppercase())
+        .collect();
+    format!("{prefix}{digits}")
+}

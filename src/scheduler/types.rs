@@ -1,0 +1,273 @@
+//! Typed inputs and replies of the scheduling scripts.
+
+use std::collections::BTreeMap;
+
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Mode, Pipeline};
+
+/// What a task is: everything needed to build its `job_assign` and route its outcome. Stored once,
+/// as JSON, in the task hash; a gateway that re-dispatches or completes the task reads it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub session_id: String,
+    pub utterance_index: u64,
+    pub src_lang: String,
+    pub tgt_lang: String,
+    pub dialect: Option<String>,
+    pub mode: Mode,
+    pub lang_a: Option<String>,
+    pub lang_b: Option<String>,
+    pub pipeline: Pipeline,
+    pub audio_format: String,
+    pub sample_rate: u32,
+    pub trace_id: String,
+    pub turn_id: Option<String>,
+    pub room_code: Option<String>,
+    pub tenant_id: Option<String>,
+    /// Sessions that receive this task's outcome.
+    pub recipients: Vec<String>,
+    pub created_ms: u64,
+}
+
+impl TaskSpec {
+    /// PROTOCOL.md §3: a task is (speaker session, utterance_index, tgt_lang).
+    pub fn task_id(&self) -> String {
+        format!("{}:{}:{}", self.session_id, self.utterance_index, self.tgt_lang)
+    }
+
+    /// The load index the task draws its nodes from: `src>tgt`, or `lang_a>lang_b` in two-way mode.
+    pub fn pool(&self) -> String {
+        match (self.mode, &self.lang_a, &self.lang_b) {
+            (Mode::TwoWayAuto, Some(a), Some(b)) => format!("{a}>{b}"),
+            _ => format!("{}>{}", self.src_lang, self.tgt_lang),
+        }
+    }
+}
+
+/// The audio (or text) of a task, kept with a TTL so a re-dispatch after a node failure has it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    pub audio: Option<String>,
+    pub text: Option<String>,
+}
+
+/// A node as `register_node` records it.
+#[derive(Debug, Clone)]
+pub struct NodeRegistration {
+    pub id: String,
+    pub presented_secret: Option<String>,
+    pub secret: String,
+    pub conn: String,
+    pub gateway: String,
+    pub capacity: u32,
+    /// `src>tgt` pairs, sorted and unique.
+    pub pairs: Vec<String>,
+    pub ready: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub info: serde_json::Value,
+    pub accept_public: bool,
+}
+
+/// Resource usage from a heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub cpu: f64,
+    pub gpu: f64,
+    pub gpu_mem: f64,
+    pub mem: f64,
+    pub gpu_queue: u32,
+}
+
+/// Capabilities a heartbeat replaces; `None` fields were not in the heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct CapabilityUpdate {
+    pub pairs: Option<Vec<String>>,
+    pub ready: Option<Vec<String>>,
+}
+
+/// A node `candidates` found for a task: the input of the node-selection policy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Candidate {
+    pub id: String,
+    pub running: u32,
+    pub capacity: u32,
+    pub cpu: f64,
+    pub gpu: f64,
+    pub gpu_mem: f64,
+    pub mem: f64,
+    pub gpu_queue: u32,
+    #[serde(deserialize_with = "csv")]
+    pub ready: Vec<String>,
+    #[serde(deserialize_with = "json_string")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(deserialize_with = "csv")]
+    pub pairs: Vec<String>,
+    pub heartbeat_age_ms: i64,
+    /// The node serving this session's current turn.
+    pub affinity: bool,
+}
+
+impl Candidate {
+    pub fn load(&self) -> f64 {
+        self.running as f64 / self.capacity.max(1) as f64
+    }
+}
+
+/// Jobs a transition ended early, and what the caller must do about them.
+#[derive(Debug, Default, Deserialize)]
+pub struct Released {
+    /// Tasks back in `waiting`: dispatch them again (a new attempt).
+    #[serde(deserialize_with = "lua_list")]
+    pub requeued: Vec<String>,
+    /// Tasks whose attempts are used up: tell their recipients.
+    #[serde(deserialize_with = "lua_list")]
+    pub failed: Vec<FailedTask>,
+    /// Jobs that timed out on a node that may still run them: send `job_cancel`.
+    #[serde(deserialize_with = "lua_list")]
+    pub cancel: Vec<CancelJob>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FailedTask {
+    pub task_id: String,
+    pub code: String,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(deserialize_with = "json_string")]
+    pub spec: TaskSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CancelJob {
+    pub job_id: String,
+    pub node_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RegisterReply {
+    Registered { released: Released },
+    #[serde(rename = "NODE_ID_CONFLICT")]
+    NodeIdConflict,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum NodeReply {
+    Ok,
+    Draining,
+    #[serde(rename = "NODE_NOT_REGISTERED")]
+    NotRegistered,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum DispatchReply {
+    Assigned { attempt: u32, job_id: String },
+    Refused { reason: String },
+    Waiting,
+    Failed {
+        code: String,
+        #[serde(deserialize_with = "json_string")]
+        spec: TaskSpec,
+    },
+    Duplicate,
+    Stale,
+}
+
+/// A task that ended with a node's result.
+#[derive(Debug, Deserialize)]
+pub struct Ended {
+    pub task_id: String,
+    pub attempt: u32,
+    #[serde(deserialize_with = "json_string")]
+    pub spec: TaskSpec,
+    /// The cell's oldest waiting task, or empty: a slot just freed, so it may be dispatched now.
+    pub wake: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CompleteReply {
+    Completed(Ended),
+    Failed(Ended),
+    Unknown,
+    Stale {
+        #[serde(default)]
+        state: Option<String>,
+    },
+}
+
+/// `ack_job` and `job_route`: the job's task when the node holds it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum JobReply {
+    Ok {
+        task_id: String,
+        #[serde(deserialize_with = "json_string")]
+        spec: TaskSpec,
+        #[serde(default)]
+        assigned_ms: Option<u64>,
+    },
+    Stale,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OfflineReply {
+    Offline { released: Released },
+    Stale,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum LoadTaskReply {
+    Waiting {
+        attempt: u32,
+        #[serde(deserialize_with = "csv")]
+        tried: Vec<String>,
+        #[serde(deserialize_with = "json_string")]
+        spec: TaskSpec,
+        #[serde(deserialize_with = "json_string")]
+        payload: Payload,
+    },
+    Missing,
+    Assigned,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SweepReply {
+    Busy,
+    Swept {
+        #[serde(deserialize_with = "lua_list")]
+        offline: Vec<String>,
+        released: Released,
+        #[serde(deserialize_with = "lua_list")]
+        due: Vec<String>,
+    },
+}
+
+/// cjson encodes an empty Lua table as `{}`; read it as an empty list.
+fn lua_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Object(map) if map.is_empty() => Ok(Vec::new()),
+        value => serde_json::from_value(value).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A field that holds JSON text (specs, payloads and labels are stored as JSON strings).
+fn json_string<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let text = Option::<String>::deserialize(d)?
+        .ok_or_else(|| serde::de::Error::custom("missing JSON field"))?;
+    serde_json::from_str(&text).map_err(serde::de::Error::custom)
+}
+
+fn csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+    Ok(text.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+}
