@@ -1,0 +1,227 @@
+//! Test harness: a real redis-server per test, an in-process gateway on a free port, and WebSocket
+//! peers (fake nodes and clients) that speak PROTOCOL.md.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::config::Config;
+use switchboard::devredis::RedisServer;
+use switchboard::gateway::{AppState, Gateway};
+use switchboard::scheduler::{MinimalSchedulerService, SchedulerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn redis() -> RedisServer {
+    RedisServer::start().expect("redis-server starts")
+}
+
+/// Scheduler settings that make timeouts observable in a test's lifetime.
+pub fn fast_scheduler() -> SchedulerConfig {
+    SchedulerConfig {
+        heartbeat_interval_ms: 1_000,
+        job_timeout_ms: 10_000,
+        dispatch_wait_ms: 2_000,
+        retry_ms: 100,
+        sweep_interval_ms: 50,
+        ..SchedulerConfig::default()
+    }
+}
+
+pub async fn scheduler(redis: &RedisServer, config: SchedulerConfig) -> MinimalSchedulerService {
+    MinimalSchedulerService::connect(&redis.url(), config).await.expect("scheduler connects")
+}
+
+pub struct TestGateway {
+    pub url: String,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl TestGateway {
+    pub async fn start(redis: &RedisServer, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            redis_url: Some(redis.url()),
+            scheduler: fast_scheduler(),
+            shutdown_grace_ms: 1_000,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let gateway = Gateway::bind(listener, config, shutdown.clone()).await.expect("gateway binds");
+        let url = format!("ws://{}", gateway.local_addr().unwrap());
+        let state = gateway.state.clone();
+        let serving = tokio::spawn(async move { gateway.serve().await.expect("gateway serves") });
+        Self { url, state, shutdown, serving }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.serving.await;
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        self.state.metrics.get(name)
+    }
+
+    pub async fn node(&self) -> Peer {
+        Peer::connect(&format!("{}/ws/node", self.url)).await
+    }
+
+    pub async fn client(&self) -> Peer {
+        Peer::connect(&format!("{}/ws/session", self.url)).await
+    }
+}
+
+/// One WebSocket peer.
+pub struct Peer {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Peer {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = connect_async(url).await.expect("websocket connects");
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.ws.send(Message::Text(message.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// The next JSON message; panics after `WAIT`.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(WAIT).await.expect("a message within the wait")
+    }
+
+    /// The next JSON message within `wait`, or `None` (timeout or closed).
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(wait, self.ws.next()).await.ok()??.ok()?;
+            match message {
+                Message::Text(text) => return Some(serde_json::from_str(&text).expect("JSON")),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message of type `kind`, skipping `ui_event`s and `server_heartbeat`s; panics on
+    /// any other type.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.recv().await;
+            let t = message["type"].as_str().unwrap_or_default();
+            if t == kind {
+                return message;
+            }
+            assert!(
+                matches!(t, "ui_event" | "server_heartbeat"),
+                "expected {kind}, got {message}"
+            );
+        }
+    }
+
+    /// Asserts nothing but `ui_event`s arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.try_recv(left).await {
+                None => return,
+                Some(m) if m["type"] == "ui_event" => continue,
+                Some(m) => panic!("expected silence, got {m}"),
+            }
+        }
+    }
+
+    /// The close frame's code, after skipping other messages.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Registers as a node serving `src → tgt` pairs (asr × semantic); returns the ack.
+    pub async fn register(&mut self, asr: &[&str], semantic: &[&str], slots: u32) -> Value {
+        self.send(node_register(None, asr, semantic, slots)).await;
+        self.expect("node_register_ack").await
+    }
+
+    /// Opens a one_way session; returns its id.
+    pub async fn init_one_way(&mut self, src: &str, tgt: &str) -> String {
+        self.send(json!({"type":"session_init","client_version":"t","platform":"linux",
+            "src_lang":src,"tgt_lang":tgt,"mode":"one_way"}))
+            .await;
+        let ack = self.expect("session_init_ack").await;
+        ack["session_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn utter(&mut self, session_id: &str, index: u64) {
+        self.send(utterance(session_id, index)).await;
+    }
+
+    /// Answers a `job_assign` with a successful result.
+    pub async fn answer(&mut self, job: &Value, translated: &str) {
+        self.send(job_result(job, translated)).await;
+    }
+}
+
+pub fn node_register(node_id: Option<&str>, asr: &[&str], semantic: &[&str], slots: u32) -> Value {
+    json!({
+        "type":"node_register","node_id":node_id,"version":"1.4.0","platform":"linux",
+        "hardware":{"cpu_cores":8,"memory_gb":32,"gpus":[{"name":"L4","memory_gb":24}]},
+        "installed_services":[{"service_id":"whisper","type":"asr","device":"gpu","status":"running"}],
+        "capability_by_type":[{"type":"asr","ready":true},{"type":"nmt","ready":true},{"type":"tts","ready":true}],
+        "language_capabilities":{"asr_languages":asr,"tts_languages":semantic,"semantic_languages":semantic},
+        "features_supported":{"emotion_detection":false},
+        "accept_public_jobs":true,"max_concurrent_jobs":slots
+    })
+}
+
+pub fn utterance(session_id: &str, index: u64) -> Value {
+    json!({"type":"utterance","session_id":session_id,"utterance_index":index,"manual_cut":true,
+        "audio":"AAAA","audio_format":"opus","sample_rate":16000})
+}
+
+pub fn job_result(job: &Value, translated: &str) -> Value {
+    json!({"type":"job_result","job_id":job["job_id"],"attempt_id":job["attempt_id"],
+        "node_id":null,"session_id":job["session_id"],"utterance_index":job["utterance_index"],
+        "success":true,"text_asr":"你好世界","text_translated":translated,"tts_audio":"AAAA",
+        "tts_format":"opus","extra":{"service_timings":{"total_ms":620}},"processing_time_ms":640,
+        "trace_id":job["trace_id"]})
+}
+
+/// Polls `check` until it holds or `WAIT` passes.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,309 @@
+//! Nodes and clients over real WebSockets against a gateway on a real redis-server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn one_way_utterance_round_trip() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let mut node = gw.node().await;
+    let ack = node.register(&["zh"], &["en"], 2).await;
+    let node_id = ack["node_id"].as_str().unwrap();
+    assert!(node_id.starts_with("node-") && node_id.len() == 13, "{ack}");
+    assert_eq!(ack["status"], "ready");
+    assert_eq!(ack["heartbeat_interval_ms"], 1000);
+    assert!(ack["node_secret"].as_str().unwrap().len() >= 16);
+
+    node.send(json!({"type":"node_heartbeat","node_id":node_id,"timestamp":1,
+        "resource_usage":{"cpu_percent":12.5,"mem_percent":40.0,"running_jobs":0}}))
+        .await;
+
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    assert!(session.starts_with("s-") && session.len() == 10);
+    client.utter(&session, 0).await;
+
+    let job = node.expect("job_assign").await;
+    assert_eq!(job["attempt_id"], 1);
+    assert_eq!(job["session_id"], session);
+    assert_eq!(job["utterance_index"], 0);
+    assert_eq!(job["src_lang"], "zh");
+    assert_eq!(job["tgt_lang"], "en");
+    assert_eq!(job["audio"], "AAAA");
+    assert_eq!(job["mode"], "one_way");
+    assert_eq!(job["pipeline"]["use_asr"], true);
+    assert!(job["job_id"].as_str().unwrap().starts_with("job-"));
+
+    let dispatched = client.recv().await;
+    assert_eq!(dispatched["type"], "ui_event");
+    assert_eq!(dispatched["event"], "DISPATCHED");
+
+    node.send(json!({"type":"job_ack","job_id":job["job_id"],"attempt_id":1,"node_id":node_id})).await;
+    node.send(json!({"type":"asr_partial","job_id":job["job_id"],"node_id":node_id,
+        "session_id":session,"utterance_index":0,"text":"你好","is_final":false,"trace_id":"t"}))
+        .await;
+    let partial = client.expect("asr_partial").await;
+    assert_eq!(partial["text"], "你好");
+    assert_eq!(partial["job_id"], job["job_id"]);
+
+    node.answer(&job, "Hello world").await;
+    let result = client.expect("translation_result").await;
+    assert_eq!(result["session_id"], session);
+    assert_eq!(result["utterance_index"], 0);
+    assert_eq!(result["text_translated"], "Hello world");
+    assert_eq!(result["text_asr"], "你好世界");
+    assert_eq!(result["job_id"], job["job_id"]);
+    assert_eq!(result["src_lang"], "zh");
+    assert_eq!(result["tgt_lang"], "en");
+    assert_eq!(result["speaker_session_id"], session);
+    assert_eq!(result["service_timings"]["total_ms"], 620);
+
+    client.send(json!({"type":"client_heartbeat","session_id":session,"timestamp":5})).await;
+    assert_eq!(client.expect("server_heartbeat").await["session_id"], session);
+    client.send(json!({"type":"session_close","session_id":session,"reason":"done"})).await;
+    assert_eq!(client.expect("session_close_ack").await["session_id"], session);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn two_way_auto_uses_the_lang_a_lang_b_pool() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    // This node only serves ja↔en; the other serves zh↔en. The two-way session is en/ja.
+    let mut other = gw.node().await;
+    other.register(&["zh", "en"], &["zh", "en"], 4).await;
+    let mut node = gw.node().await;
+    node.register(&["ja", "en"], &["ja", "en"], 4).await;
+
+    let mut client = gw.client().await;
+    client
+        .send(json!({"type":"session_init","client_version":"t","platform":"web","src_lang":"auto",
+            "tgt_lang":null,"mode":"two_way_auto","lang_a":"en","lang_b":"ja"}))
+        .await;
+    let session = client.expect("session_init_ack").await["session_id"].as_str().unwrap().to_owned();
+    client.utter(&session, 7).await;
+
+    let job = node.expect("job_assign").await;
+    assert_eq!(job["mode"], "two_way_auto");
+    assert_eq!(job["lang_a"], "en");
+    assert_eq!(job["lang_b"], "ja");
+    assert_eq!(job["utterance_index"], 7);
+    node.answer(&job, "こんにちは").await;
+    let result = client.expect("translation_result").await;
+    assert_eq!(result["text_translated"], "こんにちは");
+    other.expect_silence(Duration::from_millis(200)).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_utterance_index_makes_one_task() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let mut node = gw.node().await;
+    node.register(&["zh"], &["en"], 4).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 3).await;
+    client.utter(&session, 3).await;
+    let job = node.expect("job_assign").await;
+    node.expect_silence(Duration::from_millis(300)).await;
+    node.answer(&job, "once").await;
+    client.expect("translation_result").await;
+    client.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(gw.metric("tasks_duplicate"), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn node_killed_mid_job_gives_exactly_one_result() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let mut first = gw.node().await;
+    first.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    let job1 = first.expect("job_assign").await;
+
+    let mut second = gw.node().await;
+    second.register(&["zh"], &["en"], 1).await;
+    drop(first); // abrupt drop: no close frame
+
+    let job2 = second.expect("job_assign").await;
+    assert_eq!(job2["attempt_id"], 2);
+    assert_ne!(job2["job_id"], job1["job_id"], "a retry is a new job_id");
+    second.answer(&job2, "from the second node").await;
+    let result = client.expect("translation_result").await;
+    assert_eq!(result["text_translated"], "from the second node");
+    client.expect_silence(Duration::from_millis(300)).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn late_result_from_a_superseded_attempt_is_dropped() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.scheduler.job_timeout_ms = 300).await;
+    let mut slow = gw.node().await;
+    slow.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    let job1 = slow.expect("job_assign").await;
+
+    let mut fast = gw.node().await;
+    fast.register(&["zh"], &["en"], 1).await;
+    // The deadline passes: the slow node is told to cancel, the fast one gets attempt 2.
+    let cancel = slow.expect("job_cancel").await;
+    assert_eq!(cancel["job_id"], job1["job_id"]);
+    let job2 = fast.expect("job_assign").await;
+    assert_eq!(job2["attempt_id"], 2);
+
+    slow.answer(&job1, "late").await;
+    fast.answer(&job2, "on time").await;
+    let result = client.expect("translation_result").await;
+    assert_eq!(result["text_translated"], "on time");
+    client.expect_silence(Duration::from_millis(300)).await;
+    eventually("the late result counted", || async { gw.metric("results_stale") == 1 }).await;
+    // A second result for the same job is a no-op too.
+    fast.answer(&job2, "again").await;
+    eventually("the duplicate counted", || async { gw.metric("results_stale") == 2 }).await;
+    client.expect_silence(Duration::from_millis(200)).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn job_timeout_on_every_attempt_reaches_the_client_as_job_timeout() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| {
+        c.scheduler.job_timeout_ms = 200;
+        c.scheduler.max_attempts = 2;
+    })
+    .await;
+    let mut a = gw.node().await;
+    a.register(&["zh"], &["en"], 1).await;
+    let mut b = gw.node().await;
+    b.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    let error = client.expect("error").await;
+    assert_eq!(error["code"], "JOB_TIMEOUT");
+    assert_eq!(error["details"]["utterance_index"], 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn no_node_waits_then_fails_with_no_available_node() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.scheduler.dispatch_wait_ms = 300).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    let error = client.expect("error").await;
+    assert_eq!(error["code"], "NO_AVAILABLE_NODE");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_task_takes_the_slot_that_frees() {
+    let redis = redis();
+    // Sweeps are rare here, so the second task can only start through the freed slot's wake-up.
+    let gw = TestGateway::start(&redis, |c| {
+        c.scheduler.retry_ms = 60_000;
+        c.scheduler.dispatch_wait_ms = 60_000;
+    })
+    .await;
+    let mut node = gw.node().await;
+    node.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    client.utter(&session, 1).await;
+    let job0 = node.expect("job_assign").await;
+    node.expect_silence(Duration::from_millis(200)).await;
+    node.answer(&job0, "zero").await;
+    let job1 = node.expect("job_assign").await;
+    assert_eq!(job1["utterance_index"], 1);
+    node.answer(&job1, "one").await;
+    assert_eq!(client.expect("translation_result").await["text_translated"], "zero");
+    assert_eq!(client.expect("translation_result").await["text_translated"], "one");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn silent_node_goes_offline_and_its_job_moves() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let mut silent = gw.node().await;
+    silent.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    silent.expect("job_assign").await;
+
+    let mut alive = gw.node().await;
+    let ack = alive.register(&["zh"], &["en"], 1).await;
+    let alive_id = ack["node_id"].as_str().unwrap().to_owned();
+    // Keep one node heartbeating while the other keeps its socket but stays silent (3 × 1 s).
+    let job = loop {
+        alive
+            .send(json!({"type":"node_heartbeat","node_id":alive_id,"timestamp":1,
+                "resource_usage":{"cpu_percent":1.0,"mem_percent":1.0,"running_jobs":0}}))
+            .await;
+        if let Some(m) = alive.try_recv(Duration::from_millis(500)).await {
+            assert_eq!(m["type"], "job_assign", "{m}");
+            break m;
+        }
+    };
+    assert_eq!(job["attempt_id"], 2);
+    alive.answer(&job, "moved").await;
+    assert_eq!(client.expect("translation_result").await["text_translated"], "moved");
+
+    // The silent node's next heartbeat is refused: it must register again.
+    silent.send(json!({"type":"node_heartbeat","node_id":"x","resource_usage":{}})).await;
+    assert_eq!(silent.expect("error").await["code"], "NODE_NOT_REGISTERED");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn failed_result_reaches_the_client_as_error() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let mut node = gw.node().await;
+    node.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    let job = node.expect("job_assign").await;
+    node.send(json!({"type":"job_result","job_id":job["job_id"],"attempt_id":1,"success":false,
+        "error":{"code":"MODEL_NOT_AVAILABLE","message":"no model"}}))
+        .await;
+    let error = client.expect("error").await;
+    assert_eq!(error["code"], "MODEL_NOT_AVAILABLE");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn empty_acknowledgement_completes_silently() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let mut node = gw.node().await;
+    node.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    let job = node.expect("job_assign").await;
+    node.send(json!({"type":"job_result","job_id":job["job_id"],"attempt_id":1,"success":true,
+        "text_asr":"","text_translated":"","extra":{"reason":"ASR_EMPTY"}}))
+        .await;
+    client.expect_silence(Duration::from_millis(300)).await;
+    // The slot is free again: the next utterance goes to the same single-slot node.
+    client.utter(&session, 1).await;
+    assert_eq!(node.expect("job_assign").await["utterance_index"], 1);
+    gw.stop().await;
+}
