@@ -91,6 +91,14 @@ impl Peer {
         Self { ws }
     }
 
+    pub async fn connect_with_bearer(url: &str, token: &str) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, _) = connect_async(request).await.expect("websocket connects");
+        Self { ws }
+    }
+
     pub async fn send(&mut self, message: Value) {
         self.ws.send(Message::Text(message.to_string().into())).await.expect("send");
     }
