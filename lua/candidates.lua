@@ -33,8 +33,10 @@ local function add(id, affinity)
   }
 end
 
+-- The affinity node comes on top of the K.
 if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[1], ARGV[3]) then
   add(ARGV[3], true)
+  k = k + #out
 end
 local ids = redis.call('ZRANGE', KEYS[1], '-inf', '(1', 'BYSCORE', 'LIMIT', 0,
   2 * k + #split(excluded))

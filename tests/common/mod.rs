@@ -233,3 +233,105 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Direct script calls, for the scheduler tests.
+pub mod direct {
+    use std::collections::BTreeMap;
+
+    use switchboard::protocol::{Mode, Pipeline};
+    use switchboard::scheduler::*;
+
+    pub fn node(id: &str, pairs: &[&str], capacity: u32) -> NodeRegistration {
+        NodeRegistration {
+            id: id.into(),
+            presented_secret: None,
+            secret: format!("secret-{id}"),
+            conn: format!("conn-{id}"),
+            gateway: "gw-test".into(),
+            capacity,
+            pairs: pairs.iter().map(|p| p.to_string()).collect(),
+            ready: vec!["asr".into(), "nmt".into(), "tts".into()],
+            labels: BTreeMap::from([("region".into(), "eu".into())]),
+            info: serde_json::json!({"version":"1"}),
+            accept_public: true,
+        }
+    }
+
+    pub fn spec(session: &str, index: u64) -> TaskSpec {
+        TaskSpec {
+            session_id: session.into(),
+            utterance_index: index,
+            src_lang: "zh".into(),
+            tgt_lang: "en".into(),
+            dialect: None,
+            mode: Mode::OneWay,
+            lang_a: None,
+            lang_b: None,
+            pipeline: Pipeline::default(),
+            audio_format: "opus".into(),
+            sample_rate: 16000,
+            trace_id: "trace".into(),
+            turn_id: None,
+            room_code: None,
+            tenant_id: None,
+            recipients: vec![session.into()],
+            created_ms: 0,
+        }
+    }
+
+    pub fn payload() -> Payload {
+        Payload { audio: Some("AAAA".into()), text: None }
+    }
+
+    pub async fn register(s: &MinimalSchedulerService, n: &NodeRegistration) {
+        match s.register_node(n).await.unwrap() {
+            RegisterReply::Registered { .. } => {}
+            other => panic!("register {}: {other:?}", n.id),
+        }
+    }
+
+    /// Creates the task and tries `node`.
+    pub async fn create(
+        s: &MinimalSchedulerService,
+        spec: &TaskSpec,
+        node: Option<&str>,
+    ) -> DispatchReply {
+        let payload = payload();
+        let task_id = spec.task_id();
+        let pool = spec.pool();
+        let request = DispatchRequest {
+            task_id: &task_id,
+            pool: &pool,
+            attempt: 0,
+            node_id: node,
+            create: Some((spec, &payload)),
+        };
+        s.dispatch_task(&request).await.unwrap()
+    }
+
+    pub async fn retry(
+        s: &MinimalSchedulerService,
+        spec: &TaskSpec,
+        attempt: u32,
+        node: Option<&str>,
+    ) -> DispatchReply {
+        let task_id = spec.task_id();
+        let pool = spec.pool();
+        let request =
+            DispatchRequest { task_id: &task_id, pool: &pool, attempt, node_id: node, create: None };
+        s.dispatch_task(&request).await.unwrap()
+    }
+
+    pub fn job_id(reply: &DispatchReply) -> String {
+        match reply {
+            DispatchReply::Assigned { job_id, .. } => job_id.clone(),
+            other => panic!("expected assigned, got {other:?}"),
+        }
+    }
+
+    /// `HGET` of one field, for checks on the stored state.
+    pub async fn hget(s: &MinimalSchedulerService, key: &str, field: &str) -> Option<String> {
+        let mut conn = s.connection();
+        redis::cmd("HGET").arg(key).arg(field).query_async(&mut conn).await.unwrap()
+    }
+}

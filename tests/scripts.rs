@@ -1,0 +1,342 @@
+//! Each scheduling script's transitions, called directly against a real redis-server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::direct::*;
+use common::*;
+use switchboard::scheduler::*;
+
+fn config() -> SchedulerConfig {
+    SchedulerConfig { heartbeat_interval_ms: 200, job_timeout_ms: 10_000, ..fast_scheduler() }
+}
+
+#[tokio::test]
+async fn register_indexes_the_node_under_each_pair() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("n1", &["zh>en", "zh>ja"], 2)).await;
+    for pool in ["zh>en", "zh>ja"] {
+        let c = s.candidates(pool, &[], None).await.unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].id, "n1");
+        assert_eq!((c[0].running, c[0].capacity), (0, 2));
+        assert_eq!(c[0].ready, ["asr", "nmt", "tts"]);
+        assert_eq!(c[0].labels["region"], "eu");
+        assert!(!c[0].affinity);
+    }
+    assert!(s.candidates("en>zh", &[], None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn register_of_a_live_id_needs_its_secret() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    let n = node("n1", &["zh>en"], 1);
+    register(&s, &n).await;
+    let mut other = node("n1", &["zh>en"], 1);
+    other.conn = "conn-2".into();
+    assert!(matches!(s.register_node(&other).await.unwrap(), RegisterReply::NodeIdConflict));
+    other.presented_secret = Some(n.secret.clone());
+    other.secret = "secret-2".into();
+    register(&s, &other).await;
+    // The first connection is fenced off.
+    let usage = Usage::default();
+    let none = CapabilityUpdate::default();
+    assert!(matches!(s.heartbeat("n1", "conn-n1", &usage, &none).await.unwrap(), NodeReply::NotRegistered));
+    assert!(matches!(s.heartbeat("n1", "conn-2", &usage, &none).await.unwrap(), NodeReply::Ok));
+    assert!(matches!(s.node_offline("n1", "conn-n1").await.unwrap(), OfflineReply::Stale));
+    // Once the node is offline, its id is free again without the secret.
+    assert!(matches!(s.node_offline("n1", "conn-2").await.unwrap(), OfflineReply::Offline { .. }));
+    let mut third = node("n1", &["zh>en"], 1);
+    third.conn = "conn-3".into();
+    register(&s, &third).await;
+}
+
+#[tokio::test]
+async fn dispatch_takes_a_slot_and_complete_frees_it() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("n1", &["zh>en"], 1)).await;
+    let spec = spec("s-1", 0);
+    let reply = create(&s, &spec, Some("n1")).await;
+    let job = job_id(&reply);
+    assert!(matches!(reply, DispatchReply::Assigned { attempt: 1, .. }));
+    // Full: no candidate, and dispatch_task refuses the node.
+    assert!(s.candidates("zh>en", &[], None).await.unwrap().is_empty());
+    let other = spec_with_index(&spec, 1);
+    assert_eq!(create(&s, &other, Some("n1")).await, DispatchReply::Refused { reason: "full".into() });
+
+    match s.complete_task(&job, "n1", Some(1), Outcome::Completed).await.unwrap() {
+        CompleteReply::Completed(ended) => {
+            assert_eq!(ended.task_id, spec.task_id());
+            assert_eq!(ended.attempt, 1);
+            assert_eq!(ended.spec, spec);
+            // The refused task is waiting: the freed slot wakes it.
+            assert_eq!(ended.wake, other.task_id());
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = s.candidates("zh>en", &[], None).await.unwrap();
+    assert_eq!(c[0].running, 0);
+    assert_eq!(hget(&s, &s.keys().task(&spec.task_id()), "state").await.as_deref(), Some("completed"));
+}
+
+fn spec_with_index(spec: &TaskSpec, index: u64) -> TaskSpec {
+    TaskSpec { utterance_index: index, ..spec.clone() }
+}
+
+#[tokio::test]
+async fn complete_is_fenced_by_node_attempt_and_once() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("n1", &["zh>en"], 2)).await;
+    register(&s, &node("n2", &["zh>en"], 2)).await;
+    let spec = spec("s-1", 0);
+    let job = job_id(&create(&s, &spec, Some("n1")).await);
+    let stale = |r: CompleteReply| matches!(r, CompleteReply::Stale { .. });
+    assert!(stale(s.complete_task(&job, "n2", Some(1), Outcome::Completed).await.unwrap()));
+    assert!(stale(s.complete_task(&job, "n1", Some(2), Outcome::Completed).await.unwrap()));
+    assert!(matches!(
+        s.complete_task("job-nope", "n1", None, Outcome::Completed).await.unwrap(),
+        CompleteReply::Unknown
+    ));
+    assert!(matches!(
+        s.complete_task(&job, "n1", None, Outcome::Completed).await.unwrap(),
+        CompleteReply::Completed(_)
+    ));
+    assert!(stale(s.complete_task(&job, "n1", Some(1), Outcome::Completed).await.unwrap()));
+    assert!(stale(s.complete_task(&job, "n1", Some(1), Outcome::Failed).await.unwrap()));
+}
+
+#[tokio::test]
+async fn duplicate_task_and_stale_attempts() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("n1", &["zh>en"], 4)).await;
+    let spec = spec("s-1", 0);
+    job_id(&create(&s, &spec, Some("n1")).await);
+    assert_eq!(create(&s, &spec, Some("n1")).await, DispatchReply::Duplicate);
+    assert_eq!(create(&s, &spec, None).await, DispatchReply::Duplicate);
+    // An assigned task cannot be dispatched again at the old attempt number.
+    assert_eq!(retry(&s, &spec, 0, Some("n1")).await, DispatchReply::Stale);
+    assert_eq!(retry(&s, &spec, 1, Some("n1")).await, DispatchReply::Stale);
+}
+
+#[tokio::test]
+async fn dispatch_refuses_dead_draining_wrong_pair_and_tried_nodes() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("zh-ja", &["zh>ja"], 4)).await;
+    assert_eq!(
+        create(&s, &spec("s-1", 0), Some("zh-ja")).await,
+        DispatchReply::Refused { reason: "wrong_pair".into() }
+    );
+    assert_eq!(
+        retry(&s, &spec("s-1", 0), 0, Some("ghost")).await,
+        DispatchReply::Refused { reason: "offline".into() }
+    );
+    register(&s, &node("d", &["zh>en"], 4)).await;
+    assert!(matches!(s.drain_node("d", "conn-d").await.unwrap(), NodeReply::Draining));
+    assert_eq!(
+        retry(&s, &spec("s-1", 0), 0, Some("d")).await,
+        DispatchReply::Refused { reason: "draining".into() }
+    );
+    register(&s, &node("x", &["zh>en"], 4)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await; // 3 × 200 ms heartbeat interval
+    assert_eq!(
+        retry(&s, &spec("s-1", 0), 0, Some("x")).await,
+        DispatchReply::Refused { reason: "expired".into() }
+    );
+    assert!(s.candidates("zh>en", &[], None).await.unwrap().is_empty(), "expired nodes are no candidates");
+
+    // A node this task already tried is refused for its next attempt.
+    let usage = Usage::default();
+    let none = CapabilityUpdate::default();
+    s.heartbeat("x", "conn-x", &usage, &none).await.unwrap();
+    let job = job_id(&retry(&s, &spec("s-1", 0), 0, Some("x")).await);
+    match s.node_offline("x", "conn-x").await.unwrap() {
+        OfflineReply::Offline { released } => assert_eq!(released.requeued, [spec("s-1", 0).task_id()]),
+        other => panic!("{other:?}"),
+    }
+    let mut back = node("x", &["zh>en"], 4);
+    back.conn = "conn-x2".into();
+    register(&s, &back).await;
+    assert_eq!(
+        retry(&s, &spec("s-1", 0), 1, Some("x")).await,
+        DispatchReply::Refused { reason: "already_tried".into() }
+    );
+    assert_eq!(s.candidates("zh>en", &["x".into()], None).await.unwrap(), []);
+    let _ = job;
+}
+
+#[tokio::test]
+async fn candidates_are_least_loaded_first_with_affinity() {
+    let redis = redis();
+    let s = scheduler(&redis, SchedulerConfig { candidates: 2, ..config() }).await;
+    for (id, cap) in [("a", 4), ("b", 2), ("c", 1)] {
+        register(&s, &node(id, &["zh>en"], cap)).await;
+    }
+    job_id(&create(&s, &spec("s", 0), Some("b")).await); // b: 1/2
+    job_id(&create(&s, &spec("s", 1), Some("a")).await); // a: 1/4
+    let c = s.candidates("zh>en", &[], None).await.unwrap();
+    let ids: Vec<&str> = c.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c", "a"], "K = 2, least loaded first");
+    let c = s.candidates("zh>en", &[], Some("b")).await.unwrap();
+    assert_eq!(c[0].id, "b");
+    assert!(c[0].affinity);
+    assert_eq!(c.len(), 3, "the affinity node comes on top of K");
+    job_id(&create(&s, &spec("s", 2), Some("c")).await); // c: full
+    let c = s.candidates("zh>en", &[], Some("c")).await.unwrap();
+    assert!(c.iter().all(|c| c.id != "c"), "a full affinity node is no candidate");
+}
+
+#[tokio::test]
+async fn heartbeat_refreshes_liveness_and_replaces_pairs() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("n1", &["zh>en"], 2)).await;
+    let usage = Usage { cpu: 55.5, gpu: 10.0, gpu_mem: 20.0, mem: 30.0, gpu_queue: 3 };
+    let update = CapabilityUpdate { pairs: Some(vec!["ja>en".into()]), ready: Some(vec!["asr".into()]) };
+    assert!(matches!(s.heartbeat("n1", "conn-n1", &usage, &update).await.unwrap(), NodeReply::Ok));
+    assert!(s.candidates("zh>en", &[], None).await.unwrap().is_empty());
+    let c = s.candidates("ja>en", &[], None).await.unwrap();
+    assert_eq!(c[0].cpu, 55.5);
+    assert_eq!(c[0].gpu_queue, 3);
+    assert_eq!(c[0].ready, ["asr"]);
+    // Heartbeats keep it alive past 3 intervals.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.heartbeat("n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+    }
+    assert_eq!(s.candidates("ja>en", &[], None).await.unwrap().len(), 1);
+    assert!(matches!(
+        s.heartbeat("nobody", "c", &Usage::default(), &CapabilityUpdate::default()).await.unwrap(),
+        NodeReply::NotRegistered
+    ));
+}
+
+#[tokio::test]
+async fn node_offline_releases_jobs_and_fails_tasks_out_of_attempts() {
+    let redis = redis();
+    let s = scheduler(&redis, SchedulerConfig { max_attempts: 2, ..config() }).await;
+    register(&s, &node("n1", &["zh>en"], 4)).await;
+    register(&s, &node("n2", &["zh>en"], 4)).await;
+    let a = spec("s", 0);
+    job_id(&create(&s, &a, Some("n1")).await);
+    let b = spec("s", 1);
+    job_id(&create(&s, &b, Some("n2")).await);
+    job_id(&{
+        let _ = s.node_offline("n2", "conn-n2").await.unwrap();
+        retry(&s, &b, 1, Some("n1")).await
+    });
+    // n1 holds a (attempt 1) and b (attempt 2 of 2).
+    let OfflineReply::Offline { released } = s.node_offline("n1", "conn-n1").await.unwrap() else {
+        panic!("n1 was online");
+    };
+    assert_eq!(released.requeued, [a.task_id()]);
+    assert_eq!(released.failed.len(), 1);
+    assert_eq!(released.failed[0].task_id, b.task_id());
+    assert_eq!(released.failed[0].code, "NODE_UNAVAILABLE");
+    assert_eq!(released.failed[0].spec, b);
+    assert!(released.cancel.is_empty());
+    match s.load_task(&a.task_id()).await.unwrap() {
+        LoadTaskReply::Waiting { attempt, tried, spec, payload } => {
+            assert_eq!((attempt, tried), (1, vec!["n1".to_string()]));
+            assert_eq!(spec, a);
+            assert_eq!(payload, common::direct::payload());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(s.load_task(&b.task_id()).await.unwrap(), LoadTaskReply::Failed));
+    assert!(matches!(s.load_task("s:9:en").await.unwrap(), LoadTaskReply::Missing));
+}
+
+#[tokio::test]
+async fn waiting_task_fails_after_the_dispatch_wait() {
+    let redis = redis();
+    let s = scheduler(&redis, SchedulerConfig { dispatch_wait_ms: 200, ..config() }).await;
+    let a = spec("s", 0);
+    assert_eq!(create(&s, &a, None).await, DispatchReply::Waiting);
+    assert_eq!(retry(&s, &a, 0, None).await, DispatchReply::Waiting);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    match retry(&s, &a, 0, None).await {
+        DispatchReply::Failed { code, spec } => {
+            assert_eq!(code, "NO_AVAILABLE_NODE");
+            assert_eq!(spec, a);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(retry(&s, &a, 0, None).await, DispatchReply::Stale);
+}
+
+#[tokio::test]
+async fn sweep_expires_nodes_and_jobs_under_a_lock() {
+    let redis = redis();
+    let s = scheduler(&redis, SchedulerConfig { job_timeout_ms: 100, sweep_interval_ms: 300, ..config() })
+        .await;
+    register(&s, &node("n1", &["zh>en"], 4)).await;
+    register(&s, &node("n2", &["zh>en"], 4)).await;
+    let a = spec("s", 0);
+    let job = job_id(&create(&s, &a, Some("n1")).await);
+    let waiting = spec("s", 1);
+    create(&s, &waiting, None).await;
+    // Keep n1 alive, let n2 expire, let the job pass its deadline.
+    for _ in 0..7 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.heartbeat("n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+    }
+    match s.sweep("gw-a").await.unwrap() {
+        SweepReply::Swept { offline, released, due } => {
+            assert_eq!(offline, ["n2"]);
+            assert_eq!(released.requeued, [a.task_id()]);
+            assert_eq!(released.cancel.len(), 1);
+            assert_eq!(released.cancel[0].job_id, job);
+            assert_eq!(released.cancel[0].node_id, "n1");
+            assert_eq!(due, [waiting.task_id()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(s.sweep("gw-b").await.unwrap(), SweepReply::Busy), "one sweep per interval");
+    assert!(matches!(
+        s.complete_task(&job, "n1", Some(1), Outcome::Completed).await.unwrap(),
+        CompleteReply::Stale { .. }
+    ));
+    let c = s.candidates("zh>en", &[], None).await.unwrap();
+    assert_eq!((c.len(), c[0].running), (1, 0), "n1 got its slot back, n2 is gone");
+}
+
+#[tokio::test]
+async fn scripts_reload_after_a_script_flush() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    assert!(s.ready().await.unwrap());
+    let mut conn = s.connection();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    assert!(!s.ready().await.unwrap());
+    register(&s, &node("n1", &["zh>en"], 1)).await;
+    s.load_scripts().await.unwrap();
+    assert!(s.ready().await.unwrap());
+}
+
+#[tokio::test]
+async fn keys_share_the_cell_tag_and_expire() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("n1", &["zh>en"], 1)).await;
+    let a = spec("s", 0);
+    let job = job_id(&create(&s, &a, Some("n1")).await);
+    s.complete_task(&job, "n1", None, Outcome::Completed).await.unwrap();
+    let mut conn = s.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let tag = format!("{{{}}}", cell_tag(0, 1));
+    for key in &keys {
+        assert!(key.starts_with(&format!("sb:{tag}:")), "{key}");
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        let lives_forever = key.ends_with(":alive") || key.ends_with(":nodes") || key.contains(":load:")
+            || key.ends_with(":node:n1");
+        assert!(lives_forever || ttl > 0, "{key} has no TTL");
+    }
+    assert!(!keys.iter().any(|k| k.contains(":payload:")), "the payload is deleted on completion");
+}
