@@ -10,6 +10,7 @@ mod socket;
 mod sweeper;
 
 pub use capabilities::{CapabilityError, language_pairs, ready_types};
+pub use dispatch::Dispatched;
 pub use metrics::Metrics;
 pub use peers::{Outbox, Peers};
 

@@ -1,0 +1,51 @@
+//! Many tasks dispatched at once, from two gateways on one Redis, never over-fill a node.
+
+mod common;
+
+use common::direct::{self, register};
+use common::*;
+use switchboard::gateway::AppState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_dispatch_never_overfills_a_node() {
+    let redis = redis();
+    let long = |c: &mut switchboard::config::Config| {
+        c.scheduler.heartbeat_interval_ms = 60_000;
+        c.scheduler.dispatch_wait_ms = 60_000;
+        c.scheduler.retry_ms = 60_000;
+    };
+    let a = TestGateway::start(&redis, long).await;
+    let b = TestGateway::start(&redis, long).await;
+    let s = &a.state.scheduler;
+    for (i, cap) in [3, 1, 2, 5, 4].into_iter().enumerate() {
+        register(s, &direct::node(&format!("n{i}"), &["zh>en"], cap)).await;
+    }
+    let slots = 3 + 1 + 2 + 5 + 4;
+
+    let mut handles = Vec::new();
+    for i in 0..200u64 {
+        let state: AppState = if i % 2 == 0 { a.state.clone() } else { b.state.clone() };
+        handles.push(tokio::spawn(async move {
+            let spec = direct::spec(&format!("s-{}", i % 7), i);
+            state.submit(&spec, &direct::payload()).await.unwrap()
+        }));
+    }
+    let mut assigned = 0;
+    for h in handles {
+        if matches!(h.await.unwrap(), switchboard::gateway::Dispatched::Assigned { .. }) {
+            assigned += 1;
+        }
+    }
+    assert_eq!(assigned, slots, "every slot is taken, none twice");
+    let mut conn = s.connection();
+    for (i, cap) in [3u32, 1, 2, 5, 4].into_iter().enumerate() {
+        let key = s.keys().node(&format!("n{i}"));
+        let running: u32 = redis::cmd("HGET").arg(&key).arg("running").query_async(&mut conn).await.unwrap();
+        let jobs: u32 = redis::cmd("SCARD").arg(format!("{key}:jobs")).query_async(&mut conn).await.unwrap();
+        assert_eq!((running, jobs), (cap, cap), "n{i}");
+    }
+    let waiting: u32 = redis::cmd("ZCARD").arg(s.keys().waiting()).query_async(&mut conn).await.unwrap();
+    assert_eq!(waiting, 200 - slots);
+    a.stop().await;
+    b.stop().await;
+}
