@@ -67,7 +67,9 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(config.as_deref(), &overrides)?;
             switchboard::init_tracing(config.log_format);
             if config.redis_url.is_none() {
-                bail!("serve needs a Redis URL: --redis-url, SWITCHBOARD_REDIS_URL or redis_url in the config file");
+                bail!(
+                    "serve needs a Redis URL: --redis-url, SWITCHBOARD_REDIS_URL or redis_url in the config file"
+                );
             }
             run(config, |_| {}).await
         }
@@ -91,8 +93,8 @@ async fn run(config: Config, announce: impl FnOnce(std::net::SocketAddr)) -> any
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -106,17 +106,17 @@ impl Model {
         let jobs = std::mem::take(&mut self.nodes.get_mut(node).unwrap().jobs);
         let (mut requeued, mut failed) = (BTreeSet::new(), BTreeSet::new());
         for (tid, task) in self.tasks.iter_mut() {
-            if let TaskModel::Assigned { job, node: n, attempt, tried } = task.clone() {
-                if jobs.contains(&job) {
-                    self.old_jobs.push((job, n, attempt, tid.clone()));
-                    if attempt >= MAX_ATTEMPTS {
-                        *task = TaskModel::Ended;
-                        *self.outcomes.entry(tid.clone()).or_default() += 1;
-                        failed.insert(tid.clone());
-                    } else {
-                        *task = TaskModel::Waiting { attempt, tried };
-                        requeued.insert(tid.clone());
-                    }
+            if let TaskModel::Assigned { job, node: n, attempt, tried } = task.clone()
+                && jobs.contains(&job)
+            {
+                self.old_jobs.push((job, n, attempt, tid.clone()));
+                if attempt >= MAX_ATTEMPTS {
+                    *task = TaskModel::Ended;
+                    *self.outcomes.entry(tid.clone()).or_default() += 1;
+                    failed.insert(tid.clone());
+                } else {
+                    *task = TaskModel::Waiting { attempt, tried };
+                    requeued.insert(tid.clone());
                 }
             }
         }
@@ -144,12 +144,20 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
             let (requeued, failed) = if live { m.release_node(&id) } else { Default::default() };
             check_released(&released, &requeued, &failed);
             let n = m.nodes.get_mut(&id).unwrap();
-            *n = NodeModel { online: true, capacity: cap, conn: reg.conn, secret: reg.secret, ..NodeModel::default() };
+            *n = NodeModel {
+                online: true,
+                capacity: cap,
+                conn: reg.conn,
+                secret: reg.secret,
+                ..NodeModel::default()
+            };
         }
         Op::Heartbeat { node } => {
             let id = node_id(node);
-            let (online, conn) = m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
-            let reply = s.heartbeat(&id, &conn, &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+            let (online, conn) =
+                m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
+            let reply =
+                s.heartbeat(&id, &conn, &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
             assert_eq!(matches!(reply, NodeReply::Ok), online, "{reply:?}");
         }
         Op::Submit { task, node } => {
@@ -197,7 +205,8 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
             m.old_jobs.push((job, node, attempt, tid));
         }
         Op::LateResult { task } => {
-            let Some((job, node, attempt, _)) = m.old_jobs.get(task as usize % m.old_jobs.len().max(1)).cloned()
+            let Some((job, node, attempt, _)) =
+                m.old_jobs.get(task as usize % m.old_jobs.len().max(1)).cloned()
             else {
                 return;
             };
@@ -206,7 +215,8 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
         }
         Op::Offline { node } => {
             let id = node_id(node);
-            let (online, conn) = m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
+            let (online, conn) =
+                m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
             let reply = s.node_offline(&id, &conn).await.unwrap();
             if !online {
                 assert!(matches!(reply, OfflineReply::Stale), "{reply:?}");
@@ -221,7 +231,8 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
         }
         Op::Drain { node } => {
             let id = node_id(node);
-            let (online, conn) = m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
+            let (online, conn) =
+                m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
             let reply = s.drain_node(&id, &conn).await.unwrap();
             assert_eq!(matches!(reply, NodeReply::Draining), online);
             if online {
@@ -274,7 +285,8 @@ async fn check_nodes(s: &MinimalSchedulerService, m: &Model) {
     let mut conn = s.connection();
     for (id, n) in &m.nodes {
         let key = s.keys().node(id);
-        let running: Option<u32> = redis::cmd("HGET").arg(&key).arg("running").query_async(&mut conn).await.unwrap();
+        let running: Option<u32> =
+            redis::cmd("HGET").arg(&key).arg("running").query_async(&mut conn).await.unwrap();
         let jobs: u32 = redis::cmd("SCARD").arg(format!("{key}:jobs")).query_async(&mut conn).await.unwrap();
         assert_eq!(running.unwrap_or(0), n.jobs.len() as u32, "running of {id}");
         assert_eq!(jobs, n.jobs.len() as u32, "jobs of {id}");
@@ -294,9 +306,16 @@ async fn finish(s: &MinimalSchedulerService, m: &mut Model) {
     let mut reg = registration("final", &["zh>en"], 64);
     reg.conn = "final".into();
     direct::register(s, &reg).await;
-    m.nodes.insert("final".into(), NodeModel { online: true, capacity: 64, conn: "final".into(), ..Default::default() });
-    let waiting: Vec<String> =
-        m.tasks.iter().filter(|(_, t)| matches!(t, TaskModel::Waiting { .. })).map(|(k, _)| k.clone()).collect();
+    m.nodes.insert(
+        "final".into(),
+        NodeModel { online: true, capacity: 64, conn: "final".into(), ..Default::default() },
+    );
+    let waiting: Vec<String> = m
+        .tasks
+        .iter()
+        .filter(|(_, t)| matches!(t, TaskModel::Waiting { .. }))
+        .map(|(k, _)| k.clone())
+        .collect();
     for tid in waiting {
         let TaskModel::Waiting { attempt, .. } = m.tasks[&tid] else { unreachable!() };
         let task = format!("t{}", tid.split(':').nth(1).unwrap());

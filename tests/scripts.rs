@@ -274,8 +274,8 @@ async fn waiting_task_fails_after_the_dispatch_wait() {
 #[tokio::test]
 async fn sweep_expires_nodes_and_jobs_under_a_lock() {
     let redis = redis();
-    let s = scheduler(&redis, SchedulerConfig { job_timeout_ms: 100, sweep_interval_ms: 300, ..config() })
-        .await;
+    let s =
+        scheduler(&redis, SchedulerConfig { job_timeout_ms: 100, sweep_interval_ms: 300, ..config() }).await;
     register(&s, &node("n1", &["zh>en"], 4)).await;
     register(&s, &node("n2", &["zh>en"], 4)).await;
     let a = spec("s", 0);
@@ -334,7 +334,9 @@ async fn keys_share_the_cell_tag_and_expire() {
     for key in &keys {
         assert!(key.starts_with(&format!("sb:{tag}:")), "{key}");
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
-        let lives_forever = key.ends_with(":alive") || key.ends_with(":nodes") || key.contains(":load:")
+        let lives_forever = key.ends_with(":alive")
+            || key.ends_with(":nodes")
+            || key.contains(":load:")
             || key.ends_with(":node:n1");
         assert!(lives_forever || ttl > 0, "{key} has no TTL");
     }

@@ -76,10 +76,7 @@ mod tests {
     #[test]
     fn pairs_are_asr_times_semantic_with_auto_sources() {
         let pairs = language_pairs(None, &caps(&["zh", "en"], &["en", "zh"]), 64).unwrap();
-        assert_eq!(
-            pairs,
-            ["auto>en", "auto>zh", "en>en", "en>zh", "zh>en", "zh>zh"].map(String::from)
-        );
+        assert_eq!(pairs, ["auto>en", "auto>zh", "en>en", "en>zh", "zh>en", "zh>zh"].map(String::from));
     }
 
     #[test]

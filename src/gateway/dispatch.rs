@@ -6,8 +6,8 @@ use tracing::{debug, info_span, warn};
 use super::{AppState, Metrics};
 use crate::policy;
 use crate::protocol::{
-    ErrorCode, ErrorFrame, JobAssign, JobCancel, ToClient, ToNode, TranslationResult, UiEvent,
-    UiEventKind, now_ms,
+    ErrorCode, ErrorFrame, JobAssign, JobCancel, ToClient, ToNode, TranslationResult, UiEvent, UiEventKind,
+    now_ms,
 };
 use crate::scheduler::{
     DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, Payload, Released, Result, TaskSpec,
@@ -21,7 +21,10 @@ const READS: usize = 2;
 /// How a dispatch call ended for the caller.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Dispatched {
-    Assigned { node_id: String, job_id: String },
+    Assigned {
+        node_id: String,
+        job_id: String,
+    },
     /// No node could take it now; it waits for a free slot (or fails when its wait is over).
     Waiting,
     Failed,
@@ -86,8 +89,7 @@ impl AppState {
                 }
             }
         }
-        let request =
-            DispatchRequest { task_id: &task_id, pool: &pool, attempt, node_id: None, create };
+        let request = DispatchRequest { task_id: &task_id, pool: &pool, attempt, node_id: None, create };
         let reply = self.scheduler.dispatch_task(&request).await?;
         Ok(self.settle(reply))
     }
@@ -269,6 +271,5 @@ impl AppState {
 
 /// The protocol code of a failure reason stored in Redis or sent by a node.
 fn error_code(code: &str) -> ErrorCode {
-    serde_json::from_value(serde_json::Value::String(code.to_owned()))
-        .unwrap_or(ErrorCode::InternalError)
+    serde_json::from_value(serde_json::Value::String(code.to_owned())).unwrap_or(ErrorCode::InternalError)
 }

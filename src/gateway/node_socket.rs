@@ -2,8 +2,8 @@
 //! job acknowledgements, partial transcripts, results, errors and drain. When the socket ends, the
 //! node goes offline and its in-flight jobs are re-dispatched at once.
 
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -20,11 +20,7 @@ use crate::scheduler::{
     RegisterReply, Usage, new_id,
 };
 
-pub async fn upgrade(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
+pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -33,7 +29,9 @@ pub async fn upgrade(
     let limit = state.config.max_frame_bytes;
     ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |ws| {
         let tasks = state.tasks.clone();
-        tasks.track_future(serve(state, ws, bearer).instrument(info_span!("node", node.id = tracing::field::Empty)))
+        tasks.track_future(
+            serve(state, ws, bearer).instrument(info_span!("node", node.id = tracing::field::Empty)),
+        )
     })
 }
 
@@ -126,10 +124,8 @@ async fn register_node(
             return None;
         }
     };
-    let capacity = msg
-        .max_concurrent_jobs
-        .unwrap_or(state.config.default_capacity)
-        .clamp(1, state.config.max_capacity);
+    let capacity =
+        msg.max_concurrent_jobs.unwrap_or(state.config.default_capacity).clamp(1, state.config.max_capacity);
     let registration = NodeRegistration {
         id: id.clone(),
         presented_secret: msg.node_secret.clone(),
@@ -163,16 +159,15 @@ async fn register_node(
                 node_secret: registration.secret,
             }));
             state.handle_released(released);
-            Some(Registered {
-                id,
-                conn: registration.conn,
-                explicit_pairs: msg.language_pairs.is_some(),
-            })
+            Some(Registered { id, conn: registration.conn, explicit_pairs: msg.language_pairs.is_some() })
         }
         Ok(RegisterReply::NodeIdConflict) => {
             reply_error(
                 socket,
-                ErrorFrame::new(ErrorCode::NodeIdConflict, "this node_id is connected; present its node_secret"),
+                ErrorFrame::new(
+                    ErrorCode::NodeIdConflict,
+                    "this node_id is connected; present its node_secret",
+                ),
             );
             None
         }
@@ -189,7 +184,8 @@ async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: F
         FromNode::NodeRegister(_) => unreachable!("handled by the caller"),
         FromNode::NodeHeartbeat(hb) => heartbeat(state, socket, node, hb).await,
         FromNode::JobAck(ack) => job_ack(state, node, ack, false).await,
-        FromNode::JobStarted(ack) => job_ack(state, node, ack, true).await,         FromNode::AsrPartial(partial) => match state.scheduler.job_route(&partial.job_id, &node.id).await {
+        FromNode::JobStarted(ack) => job_ack(state, node, ack, true).await,
+        FromNode::AsrPartial(partial) => match state.scheduler.job_route(&partial.job_id, &node.id).await {
             Ok(JobReply::Ok { spec, .. }) => {
                 if partial.is_final {
                     state.ui_event(&spec, &partial.job_id, UiEventKind::AsrFinal, None);
@@ -245,10 +241,8 @@ async fn heartbeat(state: &AppState, socket: &Socket, node: &Registered, hb: Nod
         mem: r.mem_percent,
         gpu_queue: r.gpu_queue_length,
     };
-    let mut update = CapabilityUpdate {
-        pairs: None,
-        ready: hb.capability_by_type.as_deref().map(ready_types),
-    };
+    let mut update =
+        CapabilityUpdate { pairs: None, ready: hb.capability_by_type.as_deref().map(ready_types) };
     if let (Some(caps), false) = (&hb.language_capabilities, node.explicit_pairs) {
         match language_pairs(None, caps, state.config.max_language_pairs) {
             Ok(pairs) => update.pairs = Some(pairs),

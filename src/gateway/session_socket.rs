@@ -11,8 +11,8 @@ use super::capabilities::is_code;
 use super::socket::{Incoming, Socket};
 use super::{AppState, Metrics, error_frame};
 use crate::protocol::{
-    DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck,
-    SessionInit, SessionInitAck, ToClient, UNSERVED_CLIENT_TYPES, Utterance, decode, now_ms,
+    DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck, SessionInit,
+    SessionInitAck, ToClient, UNSERVED_CLIENT_TYPES, Utterance, decode, now_ms,
 };
 use crate::scheduler::{Payload, TaskSpec, new_id};
 
@@ -83,10 +83,9 @@ async fn serve(state: AppState, ws: WebSocket) {
                 (FromClient::SessionInit(_), Some(_)) => {
                     invalid(&state, &socket, "the session is already initialized".into())
                 }
-                (_, None) => reply(
-                    &socket,
-                    ErrorFrame::new(ErrorCode::InvalidSession, "send session_init first"),
-                ),
+                (_, None) => {
+                    reply(&socket, ErrorFrame::new(ErrorCode::InvalidSession, "send session_init first"))
+                }
                 (FromClient::Utterance(utterance), Some(session)) => {
                     utter(&state, &socket, session, utterance).await
                 }
@@ -98,9 +97,9 @@ async fn serve(state: AppState, ws: WebSocket) {
                 }
                 (FromClient::SessionClose(close), Some(session)) => {
                     info!(session.id = %session.id, reason = %close.reason, "Session closed by client.");
-                    socket.outbox.send(&ToClient::SessionCloseAck(SessionCloseAck {
-                        session_id: session.id.clone(),
-                    }));
+                    socket
+                        .outbox
+                        .send(&ToClient::SessionCloseAck(SessionCloseAck { session_id: session.id.clone() }));
                     socket.outbox.close(1000, "session closed");
                     break;
                 }
@@ -184,7 +183,10 @@ fn task_of(state: &AppState, session: &Session, u: Utterance) -> Result<(TaskSpe
     let size = u.audio.as_ref().map_or(0, String::len) + u.text.as_ref().map_or(0, String::len);
     if size > state.config.max_payload_bytes {
         let limit = state.config.max_payload_bytes;
-        return Err(ErrorFrame::new(ErrorCode::PayloadTooLarge, format!("utterance payload exceeds {limit} bytes")));
+        return Err(ErrorFrame::new(
+            ErrorCode::PayloadTooLarge,
+            format!("utterance payload exceeds {limit} bytes"),
+        ));
     }
     match (&u.audio, &u.text) {
         (None, None) => return Err(bad("utterance needs `audio` (base64) or `text`".into())),

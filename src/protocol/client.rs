@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::node::{Pipeline, nullable};
 use super::ErrorFrame;
+use super::node::{Pipeline, nullable};
 
 /// Messages a client sends.
 #[derive(Debug, Deserialize)]

@@ -31,9 +31,7 @@ pub fn decode<T: DeserializeOwned>(text: &str, known_types: &[&str]) -> Result<T
     match serde_json::from_str::<T>(text) {
         Ok(message) => Ok(message),
         Err(err) => {
-            let kind = serde_json::from_str::<TypeOnly>(text)
-                .ok()
-                .and_then(|t| t.kind);
+            let kind = serde_json::from_str::<TypeOnly>(text).ok().and_then(|t| t.kind);
             match kind {
                 None => Err(if serde_json::from_str::<serde_json::Value>(text).is_ok() {
                     DecodeError::MissingType

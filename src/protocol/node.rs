@@ -203,9 +203,8 @@ impl JobResult {
     /// An empty acknowledgement completes the job without a `translation_result`.
     pub fn empty_reason(&self) -> Option<&str> {
         let reason = self.extra.as_ref()?.get("reason")?.as_str()?;
-        let empty = self.success
-            && self.text_asr.is_empty()
-            && matches!(reason, "NO_TEXT_ASSIGNED" | "ASR_EMPTY");
+        let empty =
+            self.success && self.text_asr.is_empty() && matches!(reason, "NO_TEXT_ASSIGNED" | "ASR_EMPTY");
         empty.then_some(reason)
     }
 

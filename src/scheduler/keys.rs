@@ -57,7 +57,7 @@ impl CellKeys {
 /// the middle half of the cell's share of the slot space. Bare `{0}`, `{1}`, … land wherever CRC16
 /// puts them, often on one Redis Cluster primary; these spread over the primaries evenly.
 pub fn cell_tag(cell: u32, cells: u32) -> String {
-    let cells = cells.max(1) as u32;
+    let cells = cells.max(1);
     let width = SLOTS as u32 / cells;
     let lo = cell * width + width / 4;
     let hi = cell * width + 3 * width / 4;

@@ -14,8 +14,8 @@ pub use types::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::ScriptInvocation;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -268,9 +268,11 @@ impl MinimalSchedulerService {
     ) -> Result<JobReply> {
         let mut inv = self.scripts.ack_job.prepare_invoke();
         inv.key(self.keys.job(job_id));
-        inv.arg(node_id)
-            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
-            .arg(if started { "started_ms" } else { "acked_ms" });
+        inv.arg(node_id).arg(attempt.map(|a| a.to_string()).unwrap_or_default()).arg(if started {
+            "started_ms"
+        } else {
+            "acked_ms"
+        });
         self.call("ack_job", &inv).await
     }
 
@@ -290,13 +292,12 @@ impl MinimalSchedulerService {
         let k = &self.keys;
         let mut inv = self.scripts.complete_task.prepare_invoke();
         inv.key(k.job(job_id)).key(k.node(node_id)).key(k.waiting());
-        inv.arg(job_id)
-            .arg(node_id)
-            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
-            .arg(match outcome {
+        inv.arg(job_id).arg(node_id).arg(attempt.map(|a| a.to_string()).unwrap_or_default()).arg(
+            match outcome {
                 Outcome::Completed => "completed",
                 Outcome::Failed => "failed",
-            });
+            },
+        );
         self.call("complete_task", &inv).await
     }
 
@@ -331,11 +332,7 @@ impl MinimalSchedulerService {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        name: &'static str,
-        inv: &ScriptInvocation<'_>,
-    ) -> Result<T> {
+    async fn call<T: DeserializeOwned>(&self, name: &'static str, inv: &ScriptInvocation<'_>) -> Result<T> {
         let raw = self.invoke(inv).await?;
         parse(name, &raw)
     }

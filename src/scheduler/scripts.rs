@@ -10,6 +10,12 @@ macro_rules! scripts {
             $(pub $name: Script,)*
         }
 
+        impl Default for Scripts {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
         impl Scripts {
             pub fn new() -> Self {
                 const LIB: &str = include_str!("../../lua/lib.lua");

@@ -148,7 +148,9 @@ pub struct CancelJob {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RegisterReply {
-    Registered { released: Released },
+    Registered {
+        released: Released,
+    },
     #[serde(rename = "NODE_ID_CONFLICT")]
     NodeIdConflict,
 }
@@ -165,8 +167,13 @@ pub enum NodeReply {
 #[derive(Debug, PartialEq, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum DispatchReply {
-    Assigned { attempt: u32, job_id: String },
-    Refused { reason: String },
+    Assigned {
+        attempt: u32,
+        job_id: String,
+    },
+    Refused {
+        reason: String,
+    },
     Waiting,
     Failed {
         code: String,
@@ -262,8 +269,8 @@ fn lua_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<
 
 /// A field that holds JSON text (specs, payloads and labels are stored as JSON strings).
 fn json_string<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
-    let text = Option::<String>::deserialize(d)?
-        .ok_or_else(|| serde::de::Error::custom("missing JSON field"))?;
+    let text =
+        Option::<String>::deserialize(d)?.ok_or_else(|| serde::de::Error::custom("missing JSON field"))?;
     serde_json::from_str(&text).map_err(serde::de::Error::custom)
 }
 

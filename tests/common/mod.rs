@@ -133,10 +133,7 @@ impl Peer {
             if t == kind {
                 return message;
             }
-            assert!(
-                matches!(t, "ui_event" | "server_heartbeat"),
-                "expected {kind}, got {message}"
-            );
+            assert!(matches!(t, "ui_event" | "server_heartbeat"), "expected {kind}, got {message}");
         }
     }
 
@@ -291,11 +288,7 @@ pub mod direct {
     }
 
     /// Creates the task and tries `node`.
-    pub async fn create(
-        s: &MinimalSchedulerService,
-        spec: &TaskSpec,
-        node: Option<&str>,
-    ) -> DispatchReply {
+    pub async fn create(s: &MinimalSchedulerService, spec: &TaskSpec, node: Option<&str>) -> DispatchReply {
         let payload = payload();
         let task_id = spec.task_id();
         let pool = spec.pool();
