@@ -307,3 +307,31 @@ async fn empty_acknowledgement_completes_silently() {
     assert_eq!(node.expect("job_assign").await["utterance_index"], 1);
     gw.stop().await;
 }
+
+/// The dispatch path costs two script calls (candidates, dispatch_task), the result one.
+#[tokio::test]
+async fn one_task_costs_three_script_calls() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.scheduler.sweep_interval_ms = 600_000).await;
+    let mut node = gw.node().await;
+    node.register(&["zh"], &["en"], 1).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    let mut conn = gw.state.scheduler.connection();
+    let calls = |info: String| -> u64 {
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    client.utter(&session, 0).await;
+    let job = node.expect("job_assign").await;
+    let dispatched: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    node.answer(&job, "hi").await;
+    client.expect("translation_result").await;
+    let after: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    assert_eq!(calls(dispatched.clone()) - calls(before), 2, "dispatch path");
+    assert_eq!(calls(after) - calls(dispatched), 1, "completion");
+    gw.stop().await;
+}

@@ -34,3 +34,67 @@ pub fn required_services(task: &TaskSpec) -> Vec<&'static str> {
     .filter_map(|(on, kind)| on.then_some(kind))
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::protocol::{Mode, Pipeline};
+
+    fn node(id: &str, running: u32, capacity: u32, ready: &[&str], age: i64, affinity: bool) -> Candidate {
+        Candidate {
+            id: id.into(),
+            running,
+            capacity,
+            cpu: 0.0,
+            gpu: 0.0,
+            gpu_mem: 0.0,
+            mem: 0.0,
+            gpu_queue: 0,
+            ready: ready.iter().map(|s| s.to_string()).collect(),
+            labels: BTreeMap::new(),
+            pairs: vec![],
+            heartbeat_age_ms: age,
+            affinity,
+        }
+    }
+
+    fn task() -> TaskSpec {
+        TaskSpec {
+            session_id: "s".into(),
+            utterance_index: 0,
+            src_lang: "zh".into(),
+            tgt_lang: "en".into(),
+            dialect: None,
+            mode: Mode::OneWay,
+            lang_a: None,
+            lang_b: None,
+            pipeline: Pipeline::default(),
+            audio_format: "opus".into(),
+            sample_rate: 16000,
+            trace_id: "t".into(),
+            turn_id: None,
+            room_code: None,
+            tenant_id: None,
+            recipients: vec![],
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn ranks_affinity_then_ready_then_load_then_freshness() {
+        let all = ["asr", "nmt", "tts"];
+        let candidates = [
+            node("busy", 3, 4, &all, 10, false),
+            node("idle-not-ready", 0, 4, &["asr"], 10, false),
+            node("idle-stale", 0, 4, &all, 4000, false),
+            node("idle-fresh", 0, 4, &all, 5, false),
+            node("affinity", 3, 4, &all, 10, true),
+        ];
+        assert_eq!(
+            select_node(&task(), &candidates),
+            ["affinity", "idle-fresh", "idle-stale", "busy", "idle-not-ready"]
+        );
+    }
+}

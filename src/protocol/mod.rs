@@ -64,3 +64,60 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_ignored_and_optional_fields_may_be_null() {
+        let text = r#"{"type":"node_register","node_id":null,"version":"1","platform":null,
+            "hardware":null,"installed_services":null,"capability_by_type":null,
+            "language_capabilities":{"asr_languages":null,"semantic_languages":["en"]},
+            "labels":null,"max_concurrent_jobs":null,"brand_new_field":{"x":1}}"#;
+        let FromNode::NodeRegister(r) = decode::<FromNode>(text, FromNode::TYPES).unwrap() else {
+            panic!("not a register");
+        };
+        assert_eq!(r.node_id, None);
+        assert!(r.language_capabilities.asr_languages.is_empty());
+        assert_eq!(r.language_capabilities.semantic_languages, ["en"]);
+        assert_eq!(r.max_concurrent_jobs, None);
+    }
+
+    #[test]
+    fn decode_errors_tell_unknown_types_from_malformed_ones() {
+        let err = |t: &str| decode::<FromClient>(t, FromClient::TYPES).unwrap_err();
+        assert!(matches!(err(r#"{"type":"warp_drive"}"#), DecodeError::UnknownType(k) if k == "warp_drive"));
+        assert!(matches!(err(r#"{"type":"utterance","utterance_index":-1}"#), DecodeError::Malformed(_)));
+        assert!(matches!(err(r#"{"utterance_index":1}"#), DecodeError::MissingType));
+        assert!(matches!(err("{"), DecodeError::Malformed(_)));
+        assert!(matches!(err(&"[".repeat(10_000)), DecodeError::Malformed(_)));
+    }
+
+    #[test]
+    fn job_result_empty_acknowledgements() {
+        let parse = |t: &str| match decode::<FromNode>(t, FromNode::TYPES).unwrap() {
+            FromNode::JobResult(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let empty = parse(
+            r#"{"type":"job_result","job_id":"j","success":true,"text_asr":"","extra":{"reason":"ASR_EMPTY"}}"#,
+        );
+        assert_eq!(empty.empty_reason(), Some("ASR_EMPTY"));
+        let full = parse(
+            r#"{"type":"job_result","job_id":"j","success":true,"text_asr":"hi","extra":{"reason":"ASR_EMPTY"}}"#,
+        );
+        assert_eq!(full.empty_reason(), None);
+        let plain =
+            parse(r#"{"type":"job_result","job_id":"j","success":true,"text_asr":null,"extra":null}"#);
+        assert_eq!(plain.empty_reason(), None);
+    }
+
+    #[test]
+    fn outgoing_messages_carry_their_type_tag() {
+        let frame = ErrorFrame::new(ErrorCode::NoAvailableNode, "none");
+        let json = serde_json::to_value(ToClient::Error(frame)).unwrap();
+        assert_eq!(json["type"], "error");
+        assert_eq!(json["code"], "NO_AVAILABLE_NODE");
+    }
+}
