@@ -195,10 +195,7 @@ async fn node_token_is_required_when_configured() {
 async fn drained_node_gets_no_new_jobs() {
     let redis = redis();
     let gw = TestGateway::start(&redis, |c| c.scheduler.dispatch_wait_ms = 300).await;
-    let mut node = gw.node().await;
-    node.register(&["zh"], &["en"], 4).await;
-    let mut client = gw.client().await;
-    let session = client.init_one_way("zh", "en").await;
+    let (mut node, mut client, session) = gw.node_and_client(4).await;
     client.utter(&session, 0).await;
     let job = node.expect("job_assign").await;
     node.send(json!({"type":"node_drain"})).await;

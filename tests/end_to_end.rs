@@ -104,10 +104,7 @@ async fn two_way_auto_uses_the_lang_a_lang_b_pool() {
 async fn repeated_utterance_index_makes_one_task() {
     let redis = redis();
     let gw = TestGateway::start(&redis, |_| {}).await;
-    let mut node = gw.node().await;
-    node.register(&["zh"], &["en"], 4).await;
-    let mut client = gw.client().await;
-    let session = client.init_one_way("zh", "en").await;
+    let (mut node, mut client, session) = gw.node_and_client(4).await;
     client.utter(&session, 3).await;
     client.utter(&session, 3).await;
     let job = node.expect("job_assign").await;
@@ -218,10 +215,7 @@ async fn a_waiting_task_takes_the_slot_that_frees() {
         c.scheduler.dispatch_wait_ms = 60_000;
     })
     .await;
-    let mut node = gw.node().await;
-    node.register(&["zh"], &["en"], 1).await;
-    let mut client = gw.client().await;
-    let session = client.init_one_way("zh", "en").await;
+    let (mut node, mut client, session) = gw.node_and_client(1).await;
     client.utter(&session, 0).await;
     client.utter(&session, 1).await;
     let job0 = node.expect("job_assign").await;
@@ -274,10 +268,7 @@ async fn silent_node_goes_offline_and_its_job_moves() {
 async fn failed_result_reaches_the_client_as_error() {
     let redis = redis();
     let gw = TestGateway::start(&redis, |_| {}).await;
-    let mut node = gw.node().await;
-    node.register(&["zh"], &["en"], 1).await;
-    let mut client = gw.client().await;
-    let session = client.init_one_way("zh", "en").await;
+    let (mut node, mut client, session) = gw.node_and_client(1).await;
     client.utter(&session, 0).await;
     let job = node.expect("job_assign").await;
     node.send(json!({"type":"job_result","job_id":job["job_id"],"attempt_id":1,"success":false,
@@ -292,10 +283,7 @@ async fn failed_result_reaches_the_client_as_error() {
 async fn empty_acknowledgement_completes_silently() {
     let redis = redis();
     let gw = TestGateway::start(&redis, |_| {}).await;
-    let mut node = gw.node().await;
-    node.register(&["zh"], &["en"], 1).await;
-    let mut client = gw.client().await;
-    let session = client.init_one_way("zh", "en").await;
+    let (mut node, mut client, session) = gw.node_and_client(1).await;
     client.utter(&session, 0).await;
     let job = node.expect("job_assign").await;
     node.send(json!({"type":"job_result","job_id":job["job_id"],"attempt_id":1,"success":true,
@@ -313,10 +301,7 @@ async fn empty_acknowledgement_completes_silently() {
 async fn one_task_costs_three_script_calls() {
     let redis = redis();
     let gw = TestGateway::start(&redis, |c| c.scheduler.sweep_interval_ms = 600_000).await;
-    let mut node = gw.node().await;
-    node.register(&["zh"], &["en"], 1).await;
-    let mut client = gw.client().await;
-    let session = client.init_one_way("zh", "en").await;
+    let (mut node, mut client, session) = gw.node_and_client(1).await;
     let mut conn = gw.state.scheduler.connection();
     let calls = |info: String| -> u64 {
         info.lines()

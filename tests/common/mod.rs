@@ -78,6 +78,15 @@ impl TestGateway {
     pub async fn client(&self) -> Peer {
         Peer::connect(&format!("{}/ws/session", self.url)).await
     }
+
+    /// A zh→en node with `slots` and a zh→en one_way client: (node, client, session id).
+    pub async fn node_and_client(&self, slots: u32) -> (Peer, Peer, String) {
+        let mut node = self.node().await;
+        node.register(&["zh"], &["en"], slots).await;
+        let mut client = self.client().await;
+        let session = client.init_one_way("zh", "en").await;
+        (node, client, session)
+    }
 }
 
 /// One WebSocket peer.
