@@ -1,6 +1,7 @@
 //! Gateway configuration: a TOML file, then `SWITCHBOARD_*` environment variables and flags on top
 //! (clap reads both; a flag wins over its variable, either wins over the file).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +37,34 @@ pub struct Config {
     /// How long shutdown waits for sockets and in-flight work.
     pub shutdown_grace_ms: u64,
     pub log_format: LogFormat,
+    /// Admin listener: the admin API (policies), `/livez`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the admin API; without one, the API is read-only.
+    pub admin_token: Option<String>,
     pub scheduler: SchedulerConfig,
+    pub policy: PolicyConfig,
+}
+
+/// Policies (docs/policies.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Watched directory with `node-selection.wasm` / `room-routing.wasm`.
+    pub dir: Option<PathBuf>,
+    /// Deadline of one policy call.
+    pub deadline_ms: u64,
+    /// Linear memory one policy call may use.
+    pub memory_mib: usize,
+    /// How often a gateway checks Redis for versions pushed through the admin API.
+    pub sync_interval_ms: u64,
+    /// Operator parameters policies read with `config()`.
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { dir: None, deadline_ms: 5, memory_mib: 16, sync_interval_ms: 500, config: BTreeMap::new() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -63,7 +91,10 @@ impl Default for Config {
             outbox_capacity: 1024,
             shutdown_grace_ms: 5_000,
             log_format: LogFormat::Text,
+            admin_listen: "127.0.0.1:9090".parse().expect("valid address"),
+            admin_token: None,
             scheduler: SchedulerConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -108,6 +139,15 @@ pub struct Overrides {
     /// Log format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Address of the admin listener.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token of the admin API.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Watched policy directory.
+    #[arg(long, env = "SWITCHBOARD_POLICY_DIR")]
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -157,6 +197,15 @@ impl Config {
         if let Some(v) = o.log_format {
             self.log_format = v;
         }
+        if let Some(v) = o.admin_listen {
+            self.admin_listen = v;
+        }
+        if let Some(v) = &o.admin_token {
+            self.admin_token = Some(v.clone());
+        }
+        if let Some(v) = &o.policy_dir {
+            self.policy.dir = Some(v.clone());
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -176,6 +225,9 @@ impl Config {
         }
         if self.default_capacity == 0 || self.default_capacity > self.max_capacity {
             return bad("default_capacity must be between 1 and max_capacity");
+        }
+        if self.policy.deadline_ms == 0 || self.policy.memory_mib == 0 || self.policy.sync_interval_ms == 0 {
+            return bad("policy.deadline_ms, memory_mib and sync_interval_ms must be positive");
         }
         if self.max_payload_bytes > self.max_frame_bytes {
             return bad("max_payload_bytes must not exceed max_frame_bytes");

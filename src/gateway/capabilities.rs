@@ -48,17 +48,17 @@ pub fn language_pairs(
 /// Service types with `ready == true`.
 pub fn ready_types(caps: &[CapabilityByType]) -> Vec<String> {
     let set: BTreeSet<&str> = caps.iter().filter(|c| c.ready).map(|c| c.kind.as_str()).collect();
-    set.into_iter().filter(|k| is_code(k)).map(str::to_owned).collect()
+    set.into_iter().filter(|k| is_language_code(k)).map(str::to_owned).collect()
 }
 
 /// A language code fit for a key name: `auto`, `zh`, `zh-Hant`, `yue_HK`, …
-pub fn is_code(code: &str) -> bool {
+pub fn is_language_code(code: &str) -> bool {
     (1..=16).contains(&code.len())
         && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn valid(code: &str) -> Result<&str, CapabilityError> {
-    if is_code(code) { Ok(code) } else { Err(CapabilityError::BadLanguage(code.chars().take(32).collect())) }
+    if is_language_code(code) { Ok(code) } else { Err(CapabilityError::BadLanguage(code.chars().take(32).collect())) }
 }
 
 #[cfg(test)]

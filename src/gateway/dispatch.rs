@@ -4,7 +4,6 @@
 use tracing::{debug, info_span, warn};
 
 use super::{AppState, Metrics};
-use crate::policy;
 use crate::protocol::{
     ErrorCode, ErrorFrame, JobAssign, JobCancel, ToClient, ToNode, TranslationResult, UiEvent, UiEventKind,
     now_ms,
@@ -64,7 +63,7 @@ impl AppState {
         let mut excluded = tried;
         for _ in 0..READS {
             let candidates = self.scheduler.candidates(&pool, &excluded, None).await?;
-            let ranked = policy::select_node(spec, &candidates);
+            let ranked = self.policies.select(spec, attempt + 1, &excluded, None, &candidates);
             if ranked.is_empty() {
                 break;
             }

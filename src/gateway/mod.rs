@@ -1,5 +1,6 @@
 //! The gateway: the axum app with the node and session sockets, the dispatch path, and the sweep.
 
+mod admin;
 mod capabilities;
 mod dispatch;
 mod metrics;
@@ -9,7 +10,7 @@ mod session_socket;
 mod socket;
 mod sweeper;
 
-pub use capabilities::{CapabilityError, language_pairs, ready_types};
+pub use capabilities::{CapabilityError, is_language_code, language_pairs, ready_types};
 pub use dispatch::Dispatched;
 pub use metrics::Metrics;
 pub use peers::{Outbox, Peers};
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::policy::{self, Limits, Policies, PolicyHost};
 use crate::protocol::{ErrorCode, ErrorFrame};
 use crate::scheduler::{MinimalSchedulerService, SchedulerError, new_id};
 
@@ -36,6 +38,7 @@ use crate::scheduler::{MinimalSchedulerService, SchedulerError, new_id};
 pub struct AppState {
     pub config: Arc<Config>,
     pub scheduler: MinimalSchedulerService,
+    pub policies: Arc<Policies>,
     pub peers: Peers,
     pub metrics: Arc<Metrics>,
     pub gateway_id: Arc<str>,
@@ -72,7 +75,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
@@ -83,9 +86,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// A gateway bound to its listener and connected to Redis, ready to [`serve`](Gateway::serve).
+/// A gateway bound to its listeners and connected to Redis, ready to [`serve`](Gateway::serve).
 pub struct Gateway {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     pub state: AppState,
 }
 
@@ -99,16 +103,29 @@ impl Gateway {
         let url = config.redis_url.clone().ok_or(GatewayError::NoRedisUrl)?;
         let scheduler = MinimalSchedulerService::connect(&url, config.scheduler.clone()).await?;
         let gateway_id = config.gateway_id.clone().unwrap_or_else(|| new_id("gw-", 8));
+        let limits = Limits {
+            deadline: Duration::from_millis(config.policy.deadline_ms),
+            memory_bytes: config.policy.memory_mib << 20,
+        };
+        let parameters = config.policy.config.clone().into_iter().collect();
+        let policies = Arc::new(Policies::new(PolicyHost::new(limits, parameters)));
         let state = AppState {
             config: Arc::new(config),
             scheduler,
+            policies,
             peers: Peers::default(),
             metrics: Arc::default(),
             gateway_id: gateway_id.into(),
             shutdown,
             tasks: TaskTracker::new(),
         };
-        Ok(Self { listener, state })
+        Ok(Self { listener, admin: None, state })
+    }
+
+    /// Serves the admin API on `listener` too.
+    pub fn with_admin(mut self, listener: TcpListener) -> Self {
+        self.admin = Some(listener);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -122,15 +139,36 @@ impl Gateway {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, gateway.id = %state.gateway_id, "Gateway listening.");
         state.spawn(tracing::info_span!("sweeper"), sweeper::run(state.clone()));
+        let sync_interval = Duration::from_millis(state.config.policy.sync_interval_ms);
+        let sync = policy::sync_stored(
+            state.policies.clone(),
+            state.scheduler.clone(),
+            sync_interval,
+            state.shutdown.clone(),
+        );
+        state.spawn(tracing::info_span!("policy_sync"), sync);
+        if let Some(dir) = state.config.policy.dir.clone() {
+            let watch = policy::watch::run(state.policies.clone(), dir, state.shutdown.clone());
+            state.spawn(tracing::info_span!("policy_watch"), watch);
+        }
         let stop = state.shutdown.clone();
         let peers = state.peers.clone();
-        axum::serve(self.listener, app(state.clone()))
-            .with_graceful_shutdown(async move {
-                stop.cancelled().await;
-                // axum's graceful shutdown does not wait for WebSocket tasks: close them.
-                peers.close_all(socket::CLOSE_GOING_AWAY, "gateway shutting down");
-            })
-            .await?;
+        let public = axum::serve(self.listener, app(state.clone())).with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            // axum's graceful shutdown does not wait for WebSocket tasks: close them.
+            peers.close_all(socket::CLOSE_GOING_AWAY, "gateway shutting down");
+        });
+        let admin = async {
+            let Some(listener) = self.admin else { return Ok(()) };
+            tracing::info!(addr = %listener.local_addr()?, "Admin API listening.");
+            let stop = state.shutdown.clone();
+            axum::serve(listener, admin::app(state.clone()))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        };
+        let (public, admin) = tokio::join!(public, admin);
+        public?;
+        admin?;
         state.tasks.close();
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
         if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
@@ -149,4 +187,13 @@ pub fn error_frame(err: &SchedulerError) -> ErrorFrame {
         }
         SchedulerError::Reply { .. } => ErrorFrame::new(ErrorCode::InternalError, "internal error"),
     }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
 }

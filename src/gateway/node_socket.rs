@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::capabilities::{language_pairs, ready_types};
 use super::socket::{CLOSE_POLICY, Incoming, Socket};
-use super::{AppState, Metrics, error_frame};
+use super::{AppState, Metrics, constant_time_eq, error_frame};
 use crate::protocol::{
     ClientAsrPartial, DecodeError, ErrorCode, ErrorFrame, FromNode, JobAck, JobResult, NodeHeartbeat,
     NodeRegister, NodeRegisterAck, ToClient, ToNode, UiEventKind, decode,
@@ -314,13 +314,4 @@ fn not_registered() -> ErrorFrame {
 fn is_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-}
-
-/// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
-    }
-    diff == 0
 }

@@ -7,7 +7,7 @@ use axum::response::Response;
 use base64::Engine;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::capabilities::is_code;
+use super::capabilities::is_language_code;
 use super::socket::{Incoming, Socket};
 use super::{AppState, Metrics, error_frame};
 use crate::protocol::{
@@ -138,7 +138,7 @@ fn open(init: SessionInit) -> Result<Session, String> {
         }
     };
     for code in [Some(&src_lang), Some(&tgt_lang), lang_a.as_ref(), lang_b.as_ref()].into_iter().flatten() {
-        if !is_code(code) {
+        if !is_language_code(code) {
             return Err(format!("invalid language code {:?}", code.chars().take(32).collect::<String>()));
         }
     }
@@ -197,7 +197,7 @@ fn task_of(state: &AppState, session: &Session, u: Utterance) -> Result<(TaskSpe
     }
     let src_lang = u.src_lang.unwrap_or_else(|| session.src_lang.clone());
     let tgt_lang = u.tgt_lang.unwrap_or_else(|| session.tgt_lang.clone());
-    if !is_code(&src_lang) || !is_code(&tgt_lang) {
+    if !is_language_code(&src_lang) || !is_language_code(&tgt_lang) {
         return Err(bad("invalid src_lang or tgt_lang".into()));
     }
     let spec = TaskSpec {

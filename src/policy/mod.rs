@@ -1,100 +1,339 @@
-//! Node selection: ranks the candidates `candidates.lua` found for a task. The dispatch path calls
-//! [`select_node`] once per dispatch, just before `dispatch_task`; the Lua script still refuses a
-//! node that is dead, draining, full or wrong for the pair, whatever the ranking says.
+//! Policies: WebAssembly components that rank nodes for a task (node selection) and decide who
+//! hears which language in a room (room routing). See docs/policies.md.
+//!
+//! Each role has an active version (the embedded default until a custom one is loaded) and may have
+//! a shadow version that runs beside it without being enforced. A custom version that fails a call
+//! (trap, deadline, invalid output) falls back to the default for that call, and the fallback is
+//! counted on that version.
 
+pub mod artifacts;
+mod bindings;
+mod convert;
+mod host;
+mod stats;
+mod sync;
+pub mod watch;
+
+pub use sync::run as sync_stored;
+
+pub use bindings::{Availability, Member, Route, Utterance};
+pub use convert::samples;
+pub use host::{CallError, Compiled, Limits, LoadError, PolicyHost, Role, sha256_hex};
+pub use stats::Stats;
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::Serialize;
+
+use crate::protocol::now_ms;
 use crate::scheduler::{Candidate, TaskSpec};
 
-/// Least loaded first: the turn's affinity node while it has a slot, then nodes whose required
-/// services are all ready, then the lowest `running / capacity`, then the freshest heartbeat.
-pub fn select_node(task: &TaskSpec, candidates: &[Candidate]) -> Vec<String> {
-    let required = required_services(task);
-    let mut ranked: Vec<&Candidate> = candidates.iter().collect();
-    ranked.sort_by(|a, b| {
-        let ready = |c: &Candidate| required.iter().all(|s| c.ready.iter().any(|r| r == s));
-        b.affinity
-            .cmp(&a.affinity)
-            .then(ready(b).cmp(&ready(a)))
-            .then(a.load().total_cmp(&b.load()))
-            .then(a.heartbeat_age_ms.cmp(&b.heartbeat_age_ms))
-    });
-    ranked.into_iter().map(|c| c.id.clone()).collect()
+/// One loaded version of a policy.
+pub struct Loaded {
+    pub compiled: Compiled,
+    /// Where it came from: `embedded`, `file:<path>`, `admin`.
+    pub source: String,
+    pub loaded_at_ms: u64,
+    pub stats: Stats,
 }
 
-/// Service types the task's pipeline needs.
-pub fn required_services(task: &TaskSpec) -> Vec<&'static str> {
-    let p = &task.pipeline;
-    [
-        (p.use_asr, "asr"),
-        (p.use_nmt, "nmt"),
-        (p.use_tts, "tts"),
-        (p.use_semantic, "semantic"),
-        (p.use_tone, "tone"),
-    ]
-    .into_iter()
-    .filter_map(|(on, kind)| on.then_some(kind))
-    .collect()
+impl Loaded {
+    pub fn new(compiled: Compiled, source: &str) -> Self {
+        Self { compiled, source: source.to_owned(), loaded_at_ms: now_ms(), stats: Stats::default() }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
+/// Why a version was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("failed its smoke test: {0}")]
+    Smoke(CallError),
+}
 
-    use super::*;
-    use crate::protocol::{Mode, Pipeline};
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    pub sha256: String,
+    pub source: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
 
-    fn node(id: &str, running: u32, capacity: u32, ready: &[&str], age: i64, affinity: bool) -> Candidate {
-        Candidate {
-            id: id.into(),
-            running,
-            capacity,
-            cpu: 0.0,
-            gpu: 0.0,
-            gpu_mem: 0.0,
-            mem: 0.0,
-            gpu_queue: 0,
-            ready: ready.iter().map(|s| s.to_string()).collect(),
-            labels: BTreeMap::new(),
-            pairs: vec![],
-            heartbeat_age_ms: age,
-            affinity,
+struct Slot {
+    default: Arc<Loaded>,
+    active: ArcSwap<Loaded>,
+    shadow: ArcSwapOption<Loaded>,
+    last_rejection: ArcSwapOption<Rejection>,
+}
+
+impl Slot {
+    fn new(default: Loaded) -> Self {
+        let default = Arc::new(default);
+        Self {
+            active: ArcSwap::new(default.clone()),
+            default,
+            shadow: ArcSwapOption::empty(),
+            last_rejection: ArcSwapOption::empty(),
+        }
+    }
+}
+
+/// The policies of one gateway.
+pub struct Policies {
+    host: PolicyHost,
+    node_selection: Slot,
+    room_routing: Slot,
+}
+
+/// A role's state, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleStatus {
+    pub role: Role,
+    pub active: VersionStatus,
+    pub shadow: Option<VersionStatus>,
+    pub last_rejection: Option<Rejection>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionStatus {
+    pub sha256: String,
+    pub source: String,
+    pub loaded_at_ms: u64,
+    pub calls: u64,
+    pub fallbacks: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    /// Shadow versions: how often their decision matched the active one's.
+    pub agreement: Option<f64>,
+}
+
+impl VersionStatus {
+    fn of(l: &Loaded) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let agree = l.stats.agreements.load(Relaxed);
+        let disagree = l.stats.disagreements.load(Relaxed);
+        Self {
+            sha256: l.compiled.sha256.clone(),
+            source: l.source.clone(),
+            loaded_at_ms: l.loaded_at_ms,
+            calls: l.stats.calls.load(Relaxed),
+            fallbacks: l.stats.fallbacks.load(Relaxed),
+            p50_us: l.stats.quantile(0.5),
+            p99_us: l.stats.quantile(0.99),
+            agreement: (agree + disagree > 0).then(|| agree as f64 / (agree + disagree) as f64),
+        }
+    }
+}
+
+impl Policies {
+    /// The embedded defaults, active.
+    pub fn new(host: PolicyHost) -> Self {
+        // Compiled once per process: every gateway in it (tests run several) shares them.
+        static DEFAULTS: std::sync::OnceLock<(Compiled, Compiled)> = std::sync::OnceLock::new();
+        let (select, route) = DEFAULTS.get_or_init(|| {
+            let compile = |role, bytes| host.compile(role, bytes).expect("the embedded default policies load");
+            (
+                compile(Role::NodeSelection, artifacts::LEAST_LOADED),
+                compile(Role::RoomRouting, artifacts::BY_LANGUAGE),
+            )
+        });
+        Self {
+            node_selection: Slot::new(Loaded::new(select.clone(), "embedded")),
+            room_routing: Slot::new(Loaded::new(route.clone(), "embedded")),
+            host,
         }
     }
 
-    fn task() -> TaskSpec {
-        TaskSpec {
-            session_id: "s".into(),
-            utterance_index: 0,
-            src_lang: "zh".into(),
-            tgt_lang: "en".into(),
-            dialect: None,
-            mode: Mode::OneWay,
-            lang_a: None,
-            lang_b: None,
-            pipeline: Pipeline::default(),
-            audio_format: "opus".into(),
-            sample_rate: 16000,
-            trace_id: "t".into(),
-            turn_id: None,
-            room_code: None,
-            tenant_id: None,
-            recipients: vec![],
-            created_ms: 0,
+    pub fn host(&self) -> &PolicyHost {
+        &self.host
+    }
+
+    fn slot(&self, role: Role) -> &Slot {
+        match role {
+            Role::NodeSelection => &self.node_selection,
+            Role::RoomRouting => &self.room_routing,
         }
     }
 
-    #[test]
-    fn ranks_affinity_then_ready_then_load_then_freshness() {
-        let all = ["asr", "nmt", "tts"];
-        let candidates = [
-            node("busy", 3, 4, &all, 10, false),
-            node("idle-not-ready", 0, 4, &["asr"], 10, false),
-            node("idle-stale", 0, 4, &all, 4000, false),
-            node("idle-fresh", 0, 4, &all, 5, false),
-            node("affinity", 3, 4, &all, 10, true),
-        ];
-        assert_eq!(
-            select_node(&task(), &candidates),
-            ["affinity", "idle-fresh", "idle-stale", "busy", "idle-not-ready"]
-        );
+    /// Ranks the candidates of one dispatch attempt: node ids, best first.
+    pub fn select(
+        &self,
+        spec: &TaskSpec,
+        attempt: u32,
+        excluded: &[String],
+        affinity: Option<&str>,
+        candidates: &[Candidate],
+    ) -> Vec<String> {
+        let task = convert::task(spec, attempt, excluded, affinity);
+        let nodes: Vec<_> = candidates.iter().map(|c| convert::node(c, 0)).collect();
+        let slot = &self.node_selection;
+        let run = |l: &Loaded| {
+            let (out, us) = host::timed(|| self.host.select(&l.compiled, &task, &nodes));
+            l.stats.record(us);
+            out
+        };
+        let active = slot.active.load();
+        let ranked = self.with_fallback(slot, &active, run).unwrap_or_else(|| {
+            // Even the default failed (an overloaded host can miss a deadline): the candidates
+            // come least loaded first from Redis.
+            candidates.iter().map(|c| c.id.clone()).collect()
+        });
+        if let Some(shadow) = slot.shadow.load_full() {
+            let theirs = run(&shadow);
+            let agree = theirs.as_ref().is_ok_and(|t| t.first() == ranked.first());
+            count_agreement(&shadow, agree);
+        }
+        ranked
     }
+
+    /// The routes of one room utterance; empty means single-session mode.
+    pub fn route(&self, utterance: &Utterance, members: &[Member], availability: &[Availability]) -> Vec<Route> {
+        let slot = &self.room_routing;
+        let run = |l: &Loaded| {
+            let (out, us) = host::timed(|| self.host.route(&l.compiled, utterance, members, availability));
+            l.stats.record(us);
+            out
+        };
+        let active = slot.active.load();
+        let routes = self.with_fallback(slot, &active, run).unwrap_or_default();
+        if let Some(shadow) = slot.shadow.load_full() {
+            let agree = run(&shadow).is_ok_and(|theirs| same_routes(&theirs, &routes));
+            count_agreement(&shadow, agree);
+        }
+        routes
+    }
+
+    /// Runs the active version; on failure, counts it and runs the default instead.
+    fn with_fallback<T>(
+        &self,
+        slot: &Slot,
+        active: &Arc<Loaded>,
+        run: impl Fn(&Loaded) -> Result<T, CallError>,
+    ) -> Option<T> {
+        match run(active) {
+            Ok(out) => Some(out),
+            Err(err) => {
+                active.stats.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(policy.sha256 = %short(&active.compiled.sha256), %err, "Policy call failed; using the default.");
+                if Arc::ptr_eq(active, &slot.default) {
+                    return None;
+                }
+                run(&slot.default).ok()
+            }
+        }
+    }
+
+    /// Compiles, type-checks and smoke-tests a version. CPU-heavy (compilation): call it off the
+    /// async runtime.
+    pub fn prepare(&self, role: Role, bytes: &[u8], source: &str) -> Result<Arc<Loaded>, Rejected> {
+        let compiled = self.host.compile(role, bytes)?;
+        self.smoke(&compiled).map_err(Rejected::Smoke)?;
+        Ok(Arc::new(Loaded::new(compiled, source)))
+    }
+
+    fn smoke(&self, compiled: &Compiled) -> Result<(), CallError> {
+        match compiled.role {
+            Role::NodeSelection => {
+                self.host.select(compiled, &samples::task(), &samples::nodes(3))?;
+                self.host.select(compiled, &samples::task(), &[])?;
+            }
+            Role::RoomRouting => {
+                let members = samples::members();
+                self.host.route(compiled, &samples::utterance(), &members, &samples::availability())?;
+                self.host.route(compiled, &samples::utterance(), &members[..1], &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `bytes` as the active version of `role`, or records why not and keeps the old one.
+    pub fn load(&self, role: Role, bytes: &[u8], source: &str) -> Result<Arc<Loaded>, Rejected> {
+        match self.prepare(role, bytes, source) {
+            Ok(loaded) => {
+                self.activate(role, loaded.clone());
+                Ok(loaded)
+            }
+            Err(rejected) => {
+                self.reject(role, bytes, source, &rejected);
+                Err(rejected)
+            }
+        }
+    }
+
+    pub fn activate(&self, role: Role, loaded: Arc<Loaded>) {
+        let slot = self.slot(role);
+        tracing::info!(role = role.as_str(), policy.sha256 = %short(&loaded.compiled.sha256), source = %loaded.source, "Policy active.");
+        slot.active.store(loaded);
+    }
+
+    pub fn reject(&self, role: Role, bytes: &[u8], source: &str, why: &Rejected) {
+        let rejection = Rejection {
+            sha256: sha256_hex(bytes),
+            source: source.to_owned(),
+            reason: why.to_string(),
+            at_ms: now_ms(),
+        };
+        tracing::warn!(role = role.as_str(), source, reason = %rejection.reason, "Policy rejected; the active one stays.");
+        self.slot(role).last_rejection.store(Some(Arc::new(rejection)));
+    }
+
+    /// Makes the embedded default active again.
+    pub fn reset(&self, role: Role) {
+        let slot = self.slot(role);
+        self.activate(role, slot.default.clone());
+    }
+
+    pub fn set_shadow(&self, role: Role, shadow: Option<Arc<Loaded>>) {
+        self.slot(role).shadow.store(shadow);
+    }
+
+    pub fn active(&self, role: Role) -> Arc<Loaded> {
+        self.slot(role).active.load_full()
+    }
+
+    pub fn shadow(&self, role: Role) -> Option<Arc<Loaded>> {
+        self.slot(role).shadow.load_full()
+    }
+
+    pub fn status(&self) -> Vec<RoleStatus> {
+        Role::ALL
+            .into_iter()
+            .map(|role| {
+                let slot = self.slot(role);
+                RoleStatus {
+                    role,
+                    active: VersionStatus::of(&slot.active.load()),
+                    shadow: slot.shadow.load().as_deref().map(VersionStatus::of),
+                    last_rejection: slot.last_rejection.load().as_deref().cloned(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn count_agreement(shadow: &Loaded, agree: bool) {
+    let counter = if agree { &shadow.stats.agreements } else { &shadow.stats.disagreements };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn same_routes(a: &[Route], b: &[Route]) -> bool {
+    let key = |r: &[Route]| {
+        let mut v: Vec<(String, Vec<String>)> = r
+            .iter()
+            .map(|r| {
+                let mut to = r.recipients.clone();
+                to.sort();
+                (r.tgt_lang.clone(), to)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    key(a) == key(b)
+}
+
+pub fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
 }

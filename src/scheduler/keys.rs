@@ -53,6 +53,27 @@ impl CellKeys {
     }
 }
 
+/// The keys of stored policy versions: their own tag, `{policy}`.
+#[derive(Debug, Clone)]
+pub struct PolicyKeys {
+    base: String,
+}
+
+impl PolicyKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self { base: format!("{prefix}:{{policy}}:") }
+    }
+    pub fn state(&self, role: &str) -> String {
+        format!("{}state:{role}", self.base)
+    }
+    pub fn history(&self, role: &str) -> String {
+        format!("{}history:{role}", self.base)
+    }
+    pub fn blob(&self, sha256: &str) -> String {
+        format!("{}blob:{sha256}", self.base)
+    }
+}
+
 /// The hash tag of cell `cell` out of `cells`: `c<cell>-<n>` with the smallest `n` whose slot lies in
 /// the middle half of the cell's share of the slot space. Bare `{0}`, `{1}`, … land wherever CRC16
 /// puts them, often on one Redis Cluster primary; these spread over the primaries evenly.

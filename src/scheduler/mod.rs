@@ -4,11 +4,13 @@
 //! `Clone` handle (a multiplexed connection and the compiled scripts) with no lock and no cache.
 
 mod keys;
+mod policy_store;
 mod scripts;
 mod types;
 
-pub use keys::{CellKeys, cell_tag, slot};
+pub use keys::{CellKeys, PolicyKeys, cell_tag, slot};
 pub use scripts::Scripts;
+pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use types::*;
 
 use std::sync::Arc;
@@ -112,6 +114,7 @@ pub struct MinimalSchedulerService {
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
     keys: CellKeys,
+    policy_keys: PolicyKeys,
     config: Arc<SchedulerConfig>,
 }
 
@@ -128,6 +131,7 @@ impl MinimalSchedulerService {
             conn,
             scripts: Arc::new(Scripts::new()),
             keys: CellKeys::new(&config.prefix, 0, config.cells),
+            policy_keys: PolicyKeys::new(&config.prefix),
             config: Arc::new(config),
         };
         service.load_scripts().await?;
@@ -327,12 +331,12 @@ impl MinimalSchedulerService {
         self.call("load_task", &inv).await
     }
 
-    async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<String> {
+    pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<String> {
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    async fn call<T: DeserializeOwned>(&self, name: &'static str, inv: &ScriptInvocation<'_>) -> Result<T> {
+    pub(crate) async fn call<T: DeserializeOwned>(&self, name: &'static str, inv: &ScriptInvocation<'_>) -> Result<T> {
         let raw = self.invoke(inv).await?;
         parse(name, &raw)
     }

@@ -46,4 +46,6 @@ scripts!(
     node_offline,
     sweep,
     load_task,
+    set_policy,
+    rollback_policy,
 );

@@ -1,0 +1,131 @@
+//! The scheduler's records as the WIT types policies see, and sample inputs for smoke tests.
+
+use super::bindings::{Availability, LanguagePair, Member, Mode, Node, Task, Utterance};
+use crate::protocol;
+use crate::scheduler::{Candidate, TaskSpec};
+
+pub fn task(spec: &TaskSpec, attempt: u32, excluded: &[String], affinity: Option<&str>) -> Task {
+    Task {
+        session_id: spec.session_id.clone(),
+        utterance_index: spec.utterance_index,
+        src_lang: spec.src_lang.clone(),
+        tgt_lang: spec.tgt_lang.clone(),
+        lang_a: spec.lang_a.clone(),
+        lang_b: spec.lang_b.clone(),
+        mode: match spec.mode {
+            protocol::Mode::OneWay => Mode::OneWay,
+            protocol::Mode::TwoWayAuto => Mode::TwoWayAuto,
+        },
+        required_services: required_services(&spec.pipeline).into_iter().map(str::to_owned).collect(),
+        tenant_id: spec.tenant_id.clone(),
+        turn_id: spec.turn_id.clone(),
+        affinity_node: affinity.map(str::to_owned),
+        paired_node: None,
+        attempt,
+        excluded_nodes: excluded.to_vec(),
+    }
+}
+
+pub fn node(c: &Candidate, cell: u32) -> Node {
+    Node {
+        id: c.id.clone(),
+        cell,
+        running: c.running,
+        capacity: c.capacity,
+        cpu_percent: c.cpu as f32,
+        gpu_percent: c.gpu as f32,
+        gpu_mem_percent: c.gpu_mem as f32,
+        mem_percent: c.mem as f32,
+        gpu_queue_length: c.gpu_queue,
+        ready_services: c.ready.clone(),
+        language_pairs: c
+            .pairs
+            .iter()
+            .filter_map(|p| p.split_once('>'))
+            .map(|(src, tgt)| LanguagePair { src: src.into(), tgt: tgt.into() })
+            .collect(),
+        labels: c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        heartbeat_age_ms: c.heartbeat_age_ms.max(0) as u64,
+        draining: false,
+    }
+}
+
+/// Service types a pipeline needs.
+pub fn required_services(p: &protocol::Pipeline) -> Vec<&'static str> {
+    [(p.use_asr, "asr"), (p.use_nmt, "nmt"), (p.use_tts, "tts"), (p.use_semantic, "semantic"), (p.use_tone, "tone")]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect()
+}
+
+/// Inputs a new policy version must handle before it goes live.
+pub mod samples {
+    use super::*;
+
+    pub fn task() -> Task {
+        Task {
+            session_id: "s-5A3F00D1".into(),
+            utterance_index: 3,
+            src_lang: "zh".into(),
+            tgt_lang: "en".into(),
+            lang_a: None,
+            lang_b: None,
+            mode: Mode::OneWay,
+            required_services: vec!["asr".into(), "nmt".into(), "tts".into()],
+            tenant_id: Some("acme".into()),
+            turn_id: None,
+            affinity_node: None,
+            paired_node: None,
+            attempt: 1,
+            excluded_nodes: vec![],
+        }
+    }
+
+    pub fn nodes(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node {
+                id: format!("node-{i:08X}"),
+                cell: 0,
+                running: (i % 4) as u32,
+                capacity: 4,
+                cpu_percent: 10.0 + i as f32,
+                gpu_percent: 20.0,
+                gpu_mem_percent: 30.0,
+                mem_percent: 40.0,
+                gpu_queue_length: (i % 3) as u32,
+                ready_services: vec!["asr".into(), "nmt".into(), "tts".into()],
+                language_pairs: vec![LanguagePair { src: "zh".into(), tgt: "en".into() }],
+                labels: vec![("region".into(), if i % 2 == 0 { "eu" } else { "us" }.into())],
+                heartbeat_age_ms: (i as u64 * 37) % 5000,
+                draining: false,
+            })
+            .collect()
+    }
+
+    pub fn utterance() -> Utterance {
+        Utterance {
+            session_id: "s-00000001".into(),
+            utterance_index: 0,
+            src_lang: "en".into(),
+            tgt_lang: "en".into(),
+            room_code: "123456".into(),
+            tenant_id: None,
+        }
+    }
+
+    pub fn members() -> Vec<Member> {
+        [("s-00000001", "en"), ("s-00000002", "zh"), ("s-00000003", "ja")]
+            .into_iter()
+            .map(|(s, lang)| Member {
+                session_id: s.into(),
+                participant_id: format!("p-{s}"),
+                display_name: None,
+                preferred_lang: Some(lang.into()),
+            })
+            .collect()
+    }
+
+    pub fn availability() -> Vec<Availability> {
+        ["zh", "ja"].into_iter().map(|l| Availability { tgt_lang: l.into(), free_slots: 4 }).collect()
+    }
+}

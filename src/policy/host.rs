@@ -1,0 +1,374 @@
+//! The wasmtime host: one `Engine` for the process with epoch interruption, one compiled
+//! `InstancePre` per loaded policy version, and a fresh `Store` per call with a deadline and a memory
+//! cap. A call that traps, overruns or returns something invalid is an error; its instance is
+//! dropped with its store.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::types::{ComponentExtern, ComponentItem};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use super::bindings::node_selection::{NodeSelection, NodeSelectionPre};
+use super::bindings::room_routing::{RoomRouting, RoomRoutingPre};
+use super::bindings::{Level, Member, Node, Route, Task, Utterance, Availability};
+use super::bindings::node_selection::switchboard::policy::host as wit_host;
+
+/// How often the epoch advances: the resolution of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Log lines one call may write; more are dropped.
+const LOGS_PER_CALL: u32 = 8;
+const LOG_LINE_CHARS: usize = 512;
+/// The only interface a policy may import.
+const HOST_INTERFACE: &str = "switchboard:policy/host@0.1.0";
+const TYPES_INTERFACE: &str = "switchboard:policy/types@0.1.0";
+
+/// A policy's role: which WIT world it implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    NodeSelection,
+    RoomRouting,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::NodeSelection, Role::RoomRouting];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::NodeSelection => "node-selection",
+            Role::RoomRouting => "room-routing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid component: {0}")]
+    Invalid(String),
+    #[error("imports `{0}`, which is outside the host interface ({HOST_INTERFACE})")]
+    ForeignImport(String),
+    #[error("does not implement the {world} world: {reason}")]
+    WrongWorld { world: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("exceeded its {0:?} deadline")]
+    Deadline(Duration),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned an error: {0}")]
+    Returned(String),
+    #[error("returned invalid output: {0}")]
+    InvalidOutput(String),
+}
+
+/// A policy version compiled and type-checked against its world, ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    pub role: Role,
+    pub sha256: String,
+    pre: Pre,
+}
+
+#[derive(Clone)]
+enum Pre {
+    NodeSelection(NodeSelectionPre<CallState>),
+    RoomRouting(RoomRoutingPre<CallState>),
+}
+
+/// The store data of one call.
+pub struct CallState {
+    limits: StoreLimits,
+    config: Arc<Vec<(String, String)>>,
+    sha256: Arc<str>,
+    logs_left: u32,
+    /// The largest linear memory the call asked for, in bytes.
+    peak_memory: usize,
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl wit_host::Host for CallState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.logs_left == 0 {
+            return;
+        }
+        self.logs_left -= 1;
+        let message: String = message.chars().take(LOG_LINE_CHARS).collect();
+        let sha = &self.sha256[..12.min(self.sha256.len())];
+        match level {
+            Level::Trace => tracing::trace!(policy.sha256 = sha, "{message}"),
+            Level::Debug => tracing::debug!(policy.sha256 = sha, "{message}"),
+            Level::Info => tracing::info!(policy.sha256 = sha, "{message}"),
+            Level::Warn => tracing::warn!(policy.sha256 = sha, "{message}"),
+            Level::Error => tracing::error!(policy.sha256 = sha, "{message}"),
+        }
+    }
+
+    fn config(&mut self) -> Vec<(String, String)> {
+        self.config.as_ref().clone()
+    }
+}
+
+impl super::bindings::node_selection::switchboard::policy::types::Host for CallState {}
+
+/// Compiles and runs policies with one set of limits and operator parameters.
+#[derive(Clone)]
+pub struct PolicyHost {
+    limits: Limits,
+    config: Arc<Vec<(String, String)>>,
+}
+
+/// The process's one engine (with a thread that advances its epoch every tick) and one linker
+/// per world: none of them depends on a gateway's settings.
+struct Runtime {
+    engine: Engine,
+    node_selection: Linker<CallState>,
+    room_routing: Linker<CallState>,
+}
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).expect("the wasmtime engine configuration is valid");
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("the epoch thread starts");
+        let mut node_selection = Linker::new(&engine);
+        NodeSelection::add_to_linker::<_, HasSelf<_>>(&mut node_selection, |s| s)
+            .expect("host functions link");
+        let mut room_routing = Linker::new(&engine);
+        RoomRouting::add_to_linker::<_, HasSelf<_>>(&mut room_routing, |s| s)
+            .expect("host functions link");
+        Runtime { engine, node_selection, room_routing }
+    })
+}
+
+impl PolicyHost {
+    pub fn new(limits: Limits, config: Vec<(String, String)>) -> Self {
+        Self { limits, config: Arc::new(config) }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles `bytes` and checks it against `role`'s world: only the host interface may be
+    /// imported, and the export must have the world's exact signature.
+    pub fn compile(&self, role: Role, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        let rt = runtime();
+        let component = Component::new(&rt.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        for (name, _) in component.component_type().imports(&rt.engine) {
+            if name != HOST_INTERFACE && name != TYPES_INTERFACE {
+                return Err(LoadError::ForeignImport(name.to_owned()));
+            }
+        }
+        let wrong = |e: wasmtime::Error| LoadError::WrongWorld { world: role.as_str(), reason: format!("{e:#}") };
+        let pre = match role {
+            Role::NodeSelection => {
+                let pre = rt.node_selection.instantiate_pre(&component).map_err(wrong)?;
+                Pre::NodeSelection(NodeSelectionPre::new(pre).map_err(wrong)?)
+            }
+            Role::RoomRouting => {
+                let pre = rt.room_routing.instantiate_pre(&component).map_err(wrong)?;
+                Pre::RoomRouting(RoomRoutingPre::new(pre).map_err(wrong)?)
+            }
+        };
+        Ok(Compiled { role, sha256: sha256_hex(bytes), pre })
+    }
+
+    /// Imports and exports of a component, for `switchboard policy check`.
+    pub fn describe(&self, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), LoadError> {
+        let engine = &runtime().engine;
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let name = |(n, item): (&str, ComponentExtern<'_>)| match item.ty {
+            ComponentItem::ComponentInstance(_) => format!("instance {n}"),
+            ComponentItem::ComponentFunc(_) => format!("func {n}"),
+            _ => format!("item {n}"),
+        };
+        Ok((ty.imports(engine).map(name).collect(), ty.exports(engine).map(name).collect()))
+    }
+
+    fn store(&self, compiled: &Compiled) -> Store<CallState> {
+        let state = CallState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .instances(16)
+                .memories(4)
+                .tables(16)
+                .build(),
+            config: self.config.clone(),
+            sha256: compiled.sha256.as_str().into(),
+            logs_left: LOGS_PER_CALL,
+            peak_memory: 0,
+        };
+        let mut store = Store::new(&runtime().engine, state);
+        store.limiter(|s| s);
+        let ticks = self.limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn trap(&self, err: wasmtime::Error) -> CallError {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Deadline(self.limits.deadline),
+            _ => CallError::Trap(format!("{err:#}").chars().take(LOG_LINE_CHARS).collect()),
+        }
+    }
+
+    /// Ranks `candidates` for `task`. The ids are validated: each is a candidate, at most once.
+    pub fn select(&self, compiled: &Compiled, task: &Task, candidates: &[Node]) -> Result<Vec<String>, CallError> {
+        self.select_measured(compiled, task, candidates).0
+    }
+
+    /// `select`, and the peak linear memory of the call in bytes.
+    pub fn select_measured(
+        &self,
+        compiled: &Compiled,
+        task: &Task,
+        candidates: &[Node],
+    ) -> (Result<Vec<String>, CallError>, usize) {
+        let Pre::NodeSelection(pre) = &compiled.pre else { panic!("not a node-selection policy") };
+        let mut store = self.store(compiled);
+        let result = (|| {
+            let instance = pre.instantiate(&mut store).map_err(|e| self.trap(e))?;
+            let ranked = instance
+                .call_select(&mut store, task, candidates)
+                .map_err(|e| self.trap(e))?
+                .map_err(|e| CallError::Returned(e.chars().take(LOG_LINE_CHARS).collect()))?;
+            validate_ranking(&ranked, candidates)?;
+            Ok(ranked)
+        })();
+        (result, store.data().peak_memory)
+    }
+
+    /// Routes one room utterance. Recipients must be members; target languages distinct.
+    pub fn route(
+        &self,
+        compiled: &Compiled,
+        utterance: &Utterance,
+        members: &[Member],
+        availability: &[Availability],
+    ) -> Result<Vec<Route>, CallError> {
+        let Pre::RoomRouting(pre) = &compiled.pre else { panic!("not a room-routing policy") };
+        let mut store = self.store(compiled);
+        let instance = pre.instantiate(&mut store).map_err(|e| self.trap(e))?;
+        let routes = instance
+            .call_route(&mut store, utterance, members, availability)
+            .map_err(|e| self.trap(e))?
+            .map_err(|e| CallError::Returned(e.chars().take(LOG_LINE_CHARS).collect()))?;
+        validate_routes(&routes, members)?;
+        Ok(routes)
+    }
+}
+
+fn validate_ranking(ranked: &[String], candidates: &[Node]) -> Result<(), CallError> {
+    if ranked.len() > candidates.len() {
+        return Err(CallError::InvalidOutput(format!(
+            "{} ids for {} candidates",
+            ranked.len(),
+            candidates.len()
+        )));
+    }
+    let known: HashSet<&str> = candidates.iter().map(|n| n.id.as_str()).collect();
+    let mut seen = HashSet::new();
+    for id in ranked {
+        if !known.contains(id.as_str()) {
+            return Err(CallError::InvalidOutput(format!("{:?} is not a candidate", truncate(id))));
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(CallError::InvalidOutput(format!("{:?} is ranked twice", truncate(id))));
+        }
+    }
+    Ok(())
+}
+
+fn validate_routes(routes: &[Route], members: &[Member]) -> Result<(), CallError> {
+    let known: HashSet<&str> = members.iter().map(|m| m.session_id.as_str()).collect();
+    let mut langs = HashSet::new();
+    if routes.len() > members.len() + 1 {
+        return Err(CallError::InvalidOutput(format!("{} routes for {} members", routes.len(), members.len())));
+    }
+    for route in routes {
+        if !crate::gateway::is_language_code(&route.tgt_lang) {
+            return Err(CallError::InvalidOutput(format!("invalid tgt-lang {:?}", truncate(&route.tgt_lang))));
+        }
+        if !langs.insert(route.tgt_lang.as_str()) {
+            return Err(CallError::InvalidOutput(format!("tgt-lang {:?} routed twice", route.tgt_lang)));
+        }
+        if route.recipients.is_empty() {
+            return Err(CallError::InvalidOutput(format!("route to {:?} has no recipient", route.tgt_lang)));
+        }
+        if let Some(r) = route.recipients.iter().find(|r| !known.contains(r.as_str())) {
+            return Err(CallError::InvalidOutput(format!("recipient {:?} is not a member", truncate(r))));
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Times a closure, in microseconds.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed().as_micros() as u64)
+}
