@@ -44,9 +44,13 @@ fn main() {
 
     let components = out.join("policies");
     fs::create_dir_all(&components).unwrap();
-    let mut generated = format!("/// Where the build wrote every policy component.\npub const DIR: &str = {:?};\n", components);
+    let mut generated = format!(
+        "/// Where the build wrote every policy component.\npub const DIR: &str = {:?};\n",
+        components
+    );
     for m in &members {
-        let module_path = target_dir.join(TARGET).join("release").join(format!("{}.wasm", m.replace('-', "_")));
+        let module_path =
+            target_dir.join(TARGET).join("release").join(format!("{}.wasm", m.replace('-', "_")));
         let module = fs::read(&module_path).unwrap_or_else(|e| panic!("{}: {e}", module_path.display()));
         let component = wit_component::ComponentEncoder::default()
             .module(&module)

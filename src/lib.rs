@@ -6,6 +6,7 @@
 // Replies and messages are short-lived values moved once; boxing their big variants buys nothing.
 #![allow(clippy::large_enum_variant)]
 
+pub mod admin_client;
 pub mod config;
 pub mod devredis;
 pub mod gateway;

@@ -1,5 +1,8 @@
 //! The `switchboard` binary: parses the command line and runs the library.
 
+mod cli;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -35,6 +38,9 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Check, test, push and measure policy components.
+    #[command(subcommand)]
+    Policy(cli::policy::PolicyCommand),
 }
 
 #[tokio::main]
@@ -53,11 +59,12 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let listen = config.listen;
-            run(config, |addr| {
+            run(config, |addr, admin| {
                 println!("switchboard dev gateway on http://{addr}");
                 println!("  nodes:   ws://{addr}/ws/node");
                 println!("  clients: ws://{addr}/ws/session");
                 println!("  ready:   http://{addr}/readyz");
+                println!("  admin:   http://{admin}/admin/policies");
                 println!("Ctrl-C stops it (and its redis-server).");
             })
             .await
@@ -71,17 +78,23 @@ async fn main() -> anyhow::Result<()> {
                     "serve needs a Redis URL: --redis-url, SWITCHBOARD_REDIS_URL or redis_url in the config file"
                 );
             }
-            run(config, |_| {}).await
+            run(config, |_, _| {}).await
+        }
+        Command::Policy(command) => {
+            switchboard::init_tracing(switchboard::config::LogFormat::Text);
+            cli::policy::run(command).await
         }
     }
 }
 
 /// Binds, connects and serves until Ctrl-C or SIGTERM.
-async fn run(config: Config, announce: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+async fn run(config: Config, announce: impl FnOnce(SocketAddr, SocketAddr)) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen).await.context("binding the listener")?;
+    let admin = TcpListener::bind(config.admin_listen).await.context("binding the admin listener")?;
+    let admin_addr = admin.local_addr()?;
     let shutdown = CancellationToken::new();
-    let gateway = Gateway::bind(listener, config, shutdown.clone()).await?;
-    announce(gateway.local_addr()?);
+    let gateway = Gateway::bind(listener, config, shutdown.clone()).await?.with_admin(admin);
+    announce(gateway.local_addr()?, admin_addr);
     let signals = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

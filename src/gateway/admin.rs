@@ -65,7 +65,11 @@ impl IntoResponse for AdminError {
     }
 }
 
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, AdminError> {
+async fn authorize(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AdminError> {
     match &state.config.admin_token {
         Some(token) => {
             let presented = request
@@ -144,7 +148,10 @@ async fn push(
     Ok(Json(json!({ "role": role, "sha256": sha, "mode": mode, "version": version })))
 }
 
-async fn rollback(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, AdminError> {
+async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
     let role = role(&name)?;
     match state.scheduler.rollback_policy(role.as_str()).await? {
         RollbackReply::Ok { active, version } => {
@@ -156,7 +163,10 @@ async fn rollback(State(state): State<AppState>, Path(name): Path<String>) -> Re
     }
 }
 
-async fn clear_shadow(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, AdminError> {
+async fn clear_shadow(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
     let role = role(&name)?;
     let reply = state.scheduler.set_policy(role.as_str(), PolicySlot::Shadow, "", b"").await?;
     let SetPolicyReply::Ok { version } = reply else { unreachable!("clearing stores no blob") };

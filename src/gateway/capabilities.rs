@@ -58,7 +58,11 @@ pub fn is_language_code(code: &str) -> bool {
 }
 
 fn valid(code: &str) -> Result<&str, CapabilityError> {
-    if is_language_code(code) { Ok(code) } else { Err(CapabilityError::BadLanguage(code.chars().take(32).collect())) }
+    if is_language_code(code) {
+        Ok(code)
+    } else {
+        Err(CapabilityError::BadLanguage(code.chars().take(32).collect()))
+    }
 }
 
 #[cfg(test)]

@@ -52,10 +52,16 @@ pub fn node(c: &Candidate, cell: u32) -> Node {
 
 /// Service types a pipeline needs.
 pub fn required_services(p: &protocol::Pipeline) -> Vec<&'static str> {
-    [(p.use_asr, "asr"), (p.use_nmt, "nmt"), (p.use_tts, "tts"), (p.use_semantic, "semantic"), (p.use_tone, "tone")]
-        .into_iter()
-        .filter_map(|(on, kind)| on.then_some(kind))
-        .collect()
+    [
+        (p.use_asr, "asr"),
+        (p.use_nmt, "nmt"),
+        (p.use_tts, "tts"),
+        (p.use_semantic, "semantic"),
+        (p.use_tone, "tone"),
+    ]
+    .into_iter()
+    .filter_map(|(on, kind)| on.then_some(kind))
+    .collect()
 }
 
 /// Inputs a new policy version must handle before it goes live.

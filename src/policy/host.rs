@@ -3,18 +3,18 @@
 //! cap. A call that traps, overruns or returns something invalid is an error; its instance is
 //! dropped with its store.
 
-use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
+use super::bindings::node_selection::switchboard::policy::host as wit_host;
 use super::bindings::node_selection::{NodeSelection, NodeSelectionPre};
 use super::bindings::room_routing::{RoomRouting, RoomRoutingPre};
-use super::bindings::{Level, Member, Node, Route, Task, Utterance, Availability};
-use super::bindings::node_selection::switchboard::policy::host as wit_host;
+use super::bindings::{Availability, Level, Member, Node, Route, Task, Utterance};
 
 /// How often the epoch advances: the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -102,7 +102,12 @@ pub struct CallState {
 }
 
 impl ResourceLimiter for CallState {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
             self.peak_memory = self.peak_memory.max(desired);
@@ -110,7 +115,12 @@ impl ResourceLimiter for CallState {
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.limits.table_growing(current, desired, maximum)
     }
 
@@ -151,6 +161,15 @@ impl wit_host::Host for CallState {
 
 impl super::bindings::node_selection::switchboard::policy::types::Host for CallState {}
 
+/// Versions compiled in this process, by role and content: a version seen before (a rollback, a
+/// swap back, every gateway of a test process) is not compiled again. Compiling takes milliseconds
+/// to seconds; the lock is held only to look up or insert. Bounded by the versions an operator
+/// loads over the process's life.
+fn compiled_cache() -> &'static Mutex<HashMap<(Role, String), Compiled>> {
+    static CACHE: OnceLock<Mutex<HashMap<(Role, String), Compiled>>> = OnceLock::new();
+    CACHE.get_or_init(Mutex::default)
+}
+
 /// Compiles and runs policies with one set of limits and operator parameters.
 #[derive(Clone)]
 pub struct PolicyHost {
@@ -186,8 +205,7 @@ fn runtime() -> &'static Runtime {
         NodeSelection::add_to_linker::<_, HasSelf<_>>(&mut node_selection, |s| s)
             .expect("host functions link");
         let mut room_routing = Linker::new(&engine);
-        RoomRouting::add_to_linker::<_, HasSelf<_>>(&mut room_routing, |s| s)
-            .expect("host functions link");
+        RoomRouting::add_to_linker::<_, HasSelf<_>>(&mut room_routing, |s| s).expect("host functions link");
         Runtime { engine, node_selection, room_routing }
     })
 }
@@ -201,17 +219,35 @@ impl PolicyHost {
         &self.limits
     }
 
+    /// The same host with another call deadline.
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        Self { limits: Limits { deadline, ..self.limits.clone() }, config: self.config.clone() }
+    }
+
     /// Compiles `bytes` and checks it against `role`'s world: only the host interface may be
     /// imported, and the export must have the world's exact signature.
     pub fn compile(&self, role: Role, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        let sha256 = sha256_hex(bytes);
+        let key = (role, sha256.clone());
+        if let Some(compiled) = compiled_cache().lock().unwrap().get(&key) {
+            return Ok(compiled.clone());
+        }
+        let compiled = self.compile_uncached(role, bytes, sha256)?;
+        compiled_cache().lock().unwrap().insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn compile_uncached(&self, role: Role, bytes: &[u8], sha256: String) -> Result<Compiled, LoadError> {
         let rt = runtime();
-        let component = Component::new(&rt.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component =
+            Component::new(&rt.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         for (name, _) in component.component_type().imports(&rt.engine) {
             if name != HOST_INTERFACE && name != TYPES_INTERFACE {
                 return Err(LoadError::ForeignImport(name.to_owned()));
             }
         }
-        let wrong = |e: wasmtime::Error| LoadError::WrongWorld { world: role.as_str(), reason: format!("{e:#}") };
+        let wrong =
+            |e: wasmtime::Error| LoadError::WrongWorld { world: role.as_str(), reason: format!("{e:#}") };
         let pre = match role {
             Role::NodeSelection => {
                 let pre = rt.node_selection.instantiate_pre(&component).map_err(wrong)?;
@@ -222,7 +258,7 @@ impl PolicyHost {
                 Pre::RoomRouting(RoomRoutingPre::new(pre).map_err(wrong)?)
             }
         };
-        Ok(Compiled { role, sha256: sha256_hex(bytes), pre })
+        Ok(Compiled { role, sha256, pre })
     }
 
     /// Imports and exports of a component, for `switchboard policy check`.
@@ -268,7 +304,12 @@ impl PolicyHost {
     }
 
     /// Ranks `candidates` for `task`. The ids are validated: each is a candidate, at most once.
-    pub fn select(&self, compiled: &Compiled, task: &Task, candidates: &[Node]) -> Result<Vec<String>, CallError> {
+    pub fn select(
+        &self,
+        compiled: &Compiled,
+        task: &Task,
+        candidates: &[Node],
+    ) -> Result<Vec<String>, CallError> {
         self.select_measured(compiled, task, candidates).0
     }
 
@@ -338,11 +379,18 @@ fn validate_routes(routes: &[Route], members: &[Member]) -> Result<(), CallError
     let known: HashSet<&str> = members.iter().map(|m| m.session_id.as_str()).collect();
     let mut langs = HashSet::new();
     if routes.len() > members.len() + 1 {
-        return Err(CallError::InvalidOutput(format!("{} routes for {} members", routes.len(), members.len())));
+        return Err(CallError::InvalidOutput(format!(
+            "{} routes for {} members",
+            routes.len(),
+            members.len()
+        )));
     }
     for route in routes {
         if !crate::gateway::is_language_code(&route.tgt_lang) {
-            return Err(CallError::InvalidOutput(format!("invalid tgt-lang {:?}", truncate(&route.tgt_lang))));
+            return Err(CallError::InvalidOutput(format!(
+                "invalid tgt-lang {:?}",
+                truncate(&route.tgt_lang)
+            )));
         }
         if !langs.insert(route.tgt_lang.as_str()) {
             return Err(CallError::InvalidOutput(format!("tgt-lang {:?} routed twice", route.tgt_lang)));

@@ -29,6 +29,8 @@ use serde::Serialize;
 use crate::protocol::now_ms;
 use crate::scheduler::{Candidate, TaskSpec};
 
+const SMOKE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One loaded version of a policy.
 pub struct Loaded {
     pub compiled: Compiled,
@@ -130,18 +132,13 @@ impl VersionStatus {
 impl Policies {
     /// The embedded defaults, active.
     pub fn new(host: PolicyHost) -> Self {
-        // Compiled once per process: every gateway in it (tests run several) shares them.
-        static DEFAULTS: std::sync::OnceLock<(Compiled, Compiled)> = std::sync::OnceLock::new();
-        let (select, route) = DEFAULTS.get_or_init(|| {
-            let compile = |role, bytes| host.compile(role, bytes).expect("the embedded default policies load");
-            (
-                compile(Role::NodeSelection, artifacts::LEAST_LOADED),
-                compile(Role::RoomRouting, artifacts::BY_LANGUAGE),
-            )
-        });
+        let embedded = |role, bytes| {
+            let compiled = host.compile(role, bytes).expect("the embedded default policies load");
+            Loaded::new(compiled, "embedded")
+        };
         Self {
-            node_selection: Slot::new(Loaded::new(select.clone(), "embedded")),
-            room_routing: Slot::new(Loaded::new(route.clone(), "embedded")),
+            node_selection: Slot::new(embedded(Role::NodeSelection, artifacts::LEAST_LOADED)),
+            room_routing: Slot::new(embedded(Role::RoomRouting, artifacts::BY_LANGUAGE)),
             host,
         }
     }
@@ -189,7 +186,12 @@ impl Policies {
     }
 
     /// The routes of one room utterance; empty means single-session mode.
-    pub fn route(&self, utterance: &Utterance, members: &[Member], availability: &[Availability]) -> Vec<Route> {
+    pub fn route(
+        &self,
+        utterance: &Utterance,
+        members: &[Member],
+        availability: &[Availability],
+    ) -> Vec<Route> {
         let slot = &self.room_routing;
         let run = |l: &Loaded| {
             let (out, us) = host::timed(|| self.host.route(&l.compiled, utterance, members, availability));
@@ -233,16 +235,20 @@ impl Policies {
         Ok(Arc::new(Loaded::new(compiled, source)))
     }
 
+    /// Runs a new version on sample inputs. Its deadline is ten times the live one (at least 50 ms):
+    /// the smoke test checks behaviour, and a busy machine must not reject a sound version; a
+    /// version that never returns still fails it.
     fn smoke(&self, compiled: &Compiled) -> Result<(), CallError> {
+        let host = self.host.with_deadline((self.host.limits().deadline * 10).max(SMOKE_DEADLINE));
         match compiled.role {
             Role::NodeSelection => {
-                self.host.select(compiled, &samples::task(), &samples::nodes(3))?;
-                self.host.select(compiled, &samples::task(), &[])?;
+                host.select(compiled, &samples::task(), &samples::nodes(3))?;
+                host.select(compiled, &samples::task(), &[])?;
             }
             Role::RoomRouting => {
                 let members = samples::members();
-                self.host.route(compiled, &samples::utterance(), &members, &samples::availability())?;
-                self.host.route(compiled, &samples::utterance(), &members[..1], &[])?;
+                host.route(compiled, &samples::utterance(), &members, &samples::availability())?;
+                host.route(compiled, &samples::utterance(), &members[..1], &[])?;
             }
         }
         Ok(())

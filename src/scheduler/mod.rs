@@ -9,8 +9,8 @@ mod scripts;
 mod types;
 
 pub use keys::{CellKeys, PolicyKeys, cell_tag, slot};
-pub use scripts::Scripts;
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
+pub use scripts::Scripts;
 pub use types::*;
 
 use std::sync::Arc;
@@ -336,7 +336,11 @@ impl MinimalSchedulerService {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    pub(crate) async fn call<T: DeserializeOwned>(&self, name: &'static str, inv: &ScriptInvocation<'_>) -> Result<T> {
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        name: &'static str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
         let raw = self.invoke(inv).await?;
         parse(name, &raw)
     }

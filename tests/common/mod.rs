@@ -39,6 +39,7 @@ pub async fn scheduler(redis: &RedisServer, config: SchedulerConfig) -> MinimalS
 
 pub struct TestGateway {
     pub url: String,
+    pub admin_url: String,
     pub state: AppState,
     shutdown: CancellationToken,
     serving: tokio::task::JoinHandle<()>,
@@ -55,11 +56,14 @@ impl TestGateway {
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
-        let gateway = Gateway::bind(listener, config, shutdown.clone()).await.expect("gateway binds");
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let gateway =
+            Gateway::bind(listener, config, shutdown.clone()).await.expect("gateway binds").with_admin(admin);
         let url = format!("ws://{}", gateway.local_addr().unwrap());
         let state = gateway.state.clone();
         let serving = tokio::spawn(async move { gateway.serve().await.expect("gateway serves") });
-        Self { url, state, shutdown, serving }
+        Self { url, admin_url, state, shutdown, serving }
     }
 
     pub async fn stop(self) {
@@ -336,4 +340,46 @@ pub mod direct {
         let mut conn = s.connection();
         redis::cmd("HGET").arg(key).arg(field).query_async(&mut conn).await.unwrap()
     }
+}
+
+/// A policy component the build made from `policies/<name>`.
+pub fn component(name: &str) -> Vec<u8> {
+    std::fs::read(switchboard::policy::artifacts::path(name)).expect("the build wrote the component")
+}
+
+/// An admin API call: (status, JSON body).
+pub async fn admin(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
+    let url = format!("{}{path}", gw.admin_url);
+    let (status, text) =
+        switchboard::admin_client::request(method, &url, token, body).await.expect("admin answers");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A node that answers every job with "<node name>: <utterance index>" and heartbeats while idle,
+/// until its socket ends or it is idle for 30 s.
+pub fn auto_answer(mut node: Peer, name: &'static str) -> tokio::task::JoinHandle<Peer> {
+    tokio::spawn(async move {
+        let mut idle = Duration::ZERO;
+        while idle < Duration::from_secs(30) {
+            match node.try_recv(Duration::from_millis(250)).await {
+                Some(job) if job["type"] == "job_assign" => {
+                    idle = Duration::ZERO;
+                    let text = format!("{name}: {}", job["utterance_index"]);
+                    node.answer(&job, &text).await;
+                }
+                Some(_) => {}
+                None => {
+                    idle += Duration::from_millis(250);
+                    node.send(json!({"type":"node_heartbeat","node_id":"","resource_usage":{}})).await;
+                }
+            }
+        }
+        node
+    })
 }

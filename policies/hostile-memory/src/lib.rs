@@ -9,7 +9,7 @@ impl Guest for Hostile {
         let _ = (task, candidates);
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
-            hoard.push(vec![1u8; 1 << 20]);
+            hoard.push(Vec::with_capacity(4 << 20));
             std::hint::black_box(&hoard);
         }
     }

@@ -8,7 +8,10 @@ impl Guest for Hostile {
     fn select(task: Task, candidates: Vec<Node>) -> Result<Vec<String>, String> {
         let _ = task;
         let mut ids: Vec<String> = candidates.iter().map(|n| n.id.clone()).collect();
-        ids.insert(0, "node-IMPOSTOR".into());
+        match ids.first_mut() {
+            Some(first) => *first = "node-IMPOSTOR".into(),
+            None => ids.push("node-IMPOSTOR".into()),
+        }
         Ok(ids)
     }
 }

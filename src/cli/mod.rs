@@ -1,0 +1,3 @@
+//! Subcommands other than the gateway itself.
+
+pub mod policy;

@@ -1,0 +1,219 @@
+//! `switchboard policy check | test | push | bench`: a policy author's tools.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use switchboard::policy::{
+    self, Compiled, Limits, Policies, PolicyHost, Role, Stats, artifacts, samples, sha256_hex,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a component like the gateway's loader does; print its world, imports and exports.
+    Check {
+        file: PathBuf,
+        /// node-selection or room-routing; tried both when absent.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Run a component on sample inputs; print its decision, time and memory per call.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        role: Option<String>,
+        /// Candidates per node-selection call.
+        #[arg(long, default_value_t = 16)]
+        candidates: usize,
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+    },
+    /// Push a component to a running gateway's admin API (every gateway then loads it).
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        role: String,
+        /// Run it beside the active version without enforcing it.
+        #[arg(long)]
+        shadow: bool,
+        #[arg(long, env = "SWITCHBOARD_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+        admin_url: String,
+        #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Measure µs per decision (16 and 256 candidates) and the time from a file write to active.
+    Bench {
+        /// A node-selection component to measure besides the embedded default.
+        file: Option<PathBuf>,
+        #[arg(long, default_value_t = 5000)]
+        calls: usize,
+    },
+}
+
+fn host() -> PolicyHost {
+    PolicyHost::new(Limits { deadline: Duration::from_millis(5), memory_bytes: 16 << 20 }, Vec::new())
+}
+
+fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+/// The role given, or the one world the component implements.
+fn compile(host: &PolicyHost, bytes: &[u8], role: Option<&str>) -> anyhow::Result<Compiled> {
+    if let Some(name) = role {
+        let role = Role::parse(name).with_context(|| format!("unknown role {name}"))?;
+        return Ok(host.compile(role, bytes)?);
+    }
+    let mut reasons = Vec::new();
+    for role in Role::ALL {
+        match host.compile(role, bytes) {
+            Ok(compiled) => return Ok(compiled),
+            Err(err) => reasons.push(format!("{}: {err}", role.as_str())),
+        }
+    }
+    bail!("not a policy: {}", reasons.join("; "))
+}
+
+pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check { file, role } => check(&file, role.as_deref()),
+        PolicyCommand::Test { file, role, candidates, calls } => {
+            test(&file, role.as_deref(), candidates, calls)
+        }
+        PolicyCommand::Push { file, role, shadow, admin_url, token } => {
+            let bytes = read(&file)?;
+            let mode = if shadow { "shadow" } else { "active" };
+            let url = format!("{}/admin/policies/{role}?mode={mode}", admin_url.trim_end_matches('/'));
+            let (status, body) =
+                switchboard::admin_client::request("PUT", &url, token.as_deref(), &bytes).await?;
+            println!("{status} {body}");
+            if status != 200 {
+                bail!("push refused");
+            }
+            Ok(())
+        }
+        PolicyCommand::Bench { file, calls } => bench(file.as_deref(), calls).await,
+    }
+}
+
+fn check(file: &Path, role: Option<&str>) -> anyhow::Result<()> {
+    let bytes = read(file)?;
+    let host = host();
+    let (imports, exports) = host.describe(&bytes)?;
+    println!("file     {}", file.display());
+    println!("sha256   {}", sha256_hex(&bytes));
+    println!("size     {} bytes", bytes.len());
+    println!("imports  {}", if imports.is_empty() { "-".into() } else { imports.join(", ") });
+    println!("exports  {}", exports.join(", "));
+    let compiled = compile(&host, &bytes, role)?;
+    println!("world    switchboard:policy/{}@0.1.0", compiled.role.as_str());
+    let policies = Policies::new(host);
+    match policies.prepare(compiled.role, &bytes, "check") {
+        Ok(_) => println!("smoke    ok (sample inputs, within 5 ms and 16 MiB)"),
+        Err(err) => bail!("rejected: {err}"),
+    }
+    Ok(())
+}
+
+fn test(file: &Path, role: Option<&str>, candidates: usize, calls: usize) -> anyhow::Result<()> {
+    let bytes = read(file)?;
+    let host = host();
+    let compiled = compile(&host, &bytes, role)?;
+    let stats = Stats::default();
+    let mut peak = 0;
+    match compiled.role {
+        Role::NodeSelection => {
+            let (task, nodes) = (samples::task(), samples::nodes(candidates));
+            let (first, _) = host.select_measured(&compiled, &task, &nodes);
+            println!("decision {:?}", first.map(|ids| ids.into_iter().take(8).collect::<Vec<_>>()));
+            for _ in 0..calls {
+                let start = Instant::now();
+                let (out, memory) = host.select_measured(&compiled, &task, &nodes);
+                stats.record(start.elapsed().as_micros() as u64);
+                peak = peak.max(memory);
+                out?;
+            }
+        }
+        Role::RoomRouting => {
+            let (u, m, a) = (samples::utterance(), samples::members(), samples::availability());
+            println!("decision {:?}", host.route(&compiled, &u, &m, &a));
+            for _ in 0..calls {
+                let start = Instant::now();
+                host.route(&compiled, &u, &m, &a)?;
+                stats.record(start.elapsed().as_micros() as u64);
+            }
+        }
+    }
+    println!("calls    {calls} ({} candidates)", candidates);
+    println!(
+        "time     p50 ≤ {} µs, p99 ≤ {} µs per call (instantiate + call)",
+        stats.quantile(0.5),
+        stats.quantile(0.99)
+    );
+    if compiled.role == Role::NodeSelection {
+        println!("memory   {} KiB linear memory at peak", peak / 1024);
+    }
+    Ok(())
+}
+
+/// Figures for docs/policies.md: decision cost and file-write-to-active time.
+async fn bench(file: Option<&Path>, calls: usize) -> anyhow::Result<()> {
+    let host = host();
+    let mut subjects = vec![("least-loaded (embedded)".to_owned(), artifacts::LEAST_LOADED.to_vec())];
+    if let Some(file) = file {
+        subjects.push((file.display().to_string(), read(file)?));
+    }
+    println!("{:<40} {:>10} {:>10} {:>10} {:>10}", "policy", "candidates", "p50 µs", "p99 µs", "mean µs");
+    for (name, bytes) in &subjects {
+        let compiled = host.compile(Role::NodeSelection, bytes)?;
+        for n in [16, 256] {
+            let (task, nodes) = (samples::task(), samples::nodes(n));
+            let stats = Stats::default();
+            let start = Instant::now();
+            for _ in 0..calls {
+                let t = Instant::now();
+                host.select(&compiled, &task, &nodes)?;
+                stats.record(t.elapsed().as_micros() as u64);
+            }
+            let mean = start.elapsed().as_secs_f64() * 1e6 / calls as f64;
+            println!(
+                "{name:<40} {n:>10} {:>10} {:>10} {mean:>10.1}",
+                stats.quantile(0.5),
+                stats.quantile(0.99)
+            );
+        }
+    }
+
+    let dir = tempfile::tempdir()?;
+    let policies = Arc::new(Policies::new(host));
+    let shutdown = CancellationToken::new();
+    let watcher = tokio::spawn(policy::watch::run(policies.clone(), dir.path().to_owned(), shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let path = dir.path().join(policy::watch::file_name(Role::RoomRouting));
+    let mut samples_ms = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        std::fs::write(&path, artifacts::BY_LANGUAGE)?;
+        while !policies.active(Role::RoomRouting).source.starts_with("file:") {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        std::fs::remove_file(&path)?;
+        while policies.active(Role::RoomRouting).source != "embedded" {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    shutdown.cancel();
+    let _ = watcher.await;
+    samples_ms.sort_by(f64::total_cmp);
+    println!(
+        "file write → active: median {:.0} ms, max {:.0} ms over {} swaps (debounce 100 ms, includes compile + smoke test)",
+        samples_ms[samples_ms.len() / 2],
+        samples_ms[samples_ms.len() - 1],
+        samples_ms.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! Policies: hostile components rejected at load or contained at run time, custom policies changing
+//! decisions end to end, hot swap from a directory and through the admin API, rollback, shadow mode.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use switchboard::policy::{
+    CallError, Limits, LoadError, Loaded, Member, Policies, PolicyHost, Rejected, Role, Utterance, samples,
+    sha256_hex,
+};
+
+fn policies() -> Policies {
+    Policies::new(PolicyHost::new(
+        Limits { deadline: Duration::from_millis(5), memory_bytes: 16 << 20 },
+        vec![],
+    ))
+}
+
+#[test]
+fn hostile_policies_are_rejected_at_load() {
+    let p = policies();
+    let embedded = p.active(Role::NodeSelection).compiled.sha256.clone();
+    let load = |name: &str| p.load(Role::NodeSelection, &component(name), "test").err().expect(name);
+    assert!(
+        matches!(load("hostile-foreign-import"), Rejected::Load(LoadError::ForeignImport(i)) if i == "steal-secrets")
+    );
+    assert!(matches!(load("hostile-loop"), Rejected::Smoke(CallError::Deadline(_))));
+    let memory = load("hostile-memory");
+    assert!(matches!(&memory, Rejected::Smoke(CallError::Trap(m)) if m.contains("memory")), "{memory}");
+    assert!(matches!(load("hostile-trap"), Rejected::Smoke(CallError::Trap(_))));
+    assert!(
+        matches!(load("hostile-unknown-ids"), Rejected::Smoke(CallError::InvalidOutput(m)) if m.contains("IMPOSTOR"))
+    );
+    // A million ids overflow the guest's memory cap, its deadline, or the output bound.
+    assert!(matches!(load("hostile-million-ids"), Rejected::Smoke(_)));
+    assert!(matches!(load("by-language"), Rejected::Load(LoadError::WrongWorld { .. })));
+    let garbage = p.load(Role::NodeSelection, b"\0asm not really", "test").err().unwrap();
+    assert!(matches!(garbage, Rejected::Load(LoadError::Invalid(_))));
+    assert_eq!(p.active(Role::NodeSelection).compiled.sha256, embedded, "the old version stays");
+    let status = p.status();
+    let rejection = status[0].last_rejection.as_ref().unwrap();
+    assert!(rejection.reason.contains("not a valid component"), "{rejection:?}");
+}
+
+#[test]
+fn room_routing_defaults_and_examples() {
+    let p = policies();
+    let member = |s: &str, lang: Option<&str>| Member {
+        session_id: s.into(),
+        participant_id: format!("p-{s}"),
+        display_name: None,
+        preferred_lang: lang.map(Into::into),
+    };
+    let members = [
+        member("s-1", Some("en")),
+        member("s-2", Some("zh")),
+        member("s-3", Some("ja")),
+        member("s-4", Some("zh")),
+        member("s-5", None),
+    ];
+    let speaker = Utterance { session_id: "s-1".into(), ..samples::utterance() };
+    let routes = p.route(&speaker, &members, &[]);
+    let got: Vec<(String, Vec<String>)> = routes.into_iter().map(|r| (r.tgt_lang, r.recipients)).collect();
+    assert_eq!(got, [("ja".into(), vec!["s-3".into()]), ("zh".into(), vec!["s-2".into(), "s-4".into()])]);
+    assert!(p.route(&speaker, &members[..1], &[]).is_empty(), "alone: single-session mode");
+
+    p.load(Role::RoomRouting, &component("include-speaker"), "test").unwrap();
+    let routes = p.route(&speaker, &members[..2], &[]);
+    let got: Vec<(String, Vec<String>)> = routes.into_iter().map(|r| (r.tgt_lang, r.recipients)).collect();
+    assert_eq!(got, [("en".into(), vec!["s-1".into()]), ("zh".into(), vec!["s-2".into()])]);
+}
+
+#[tokio::test]
+async fn hostile_policies_are_contained_at_run_time_while_dispatch_goes_on() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let (node, mut client, session) = gw.node_and_client(4).await;
+    let _node = auto_answer(node, "n");
+    let policies = &gw.state.policies;
+    for (i, name) in
+        ["hostile-loop", "hostile-memory", "hostile-trap", "hostile-unknown-ids", "hostile-million-ids"]
+            .into_iter()
+            .enumerate()
+    {
+        // Skip the smoke test, as a version that only misbehaves on live inputs would.
+        let compiled = policies.host().compile(Role::NodeSelection, &component(name)).unwrap();
+        policies.activate(Role::NodeSelection, Arc::new(Loaded::new(compiled, name)));
+        client.utter(&session, i as u64).await;
+        let result = client.expect("translation_result").await;
+        assert_eq!(result["utterance_index"], i, "{name}");
+        let status = &policies.status()[0].active;
+        assert_eq!((status.calls, status.fallbacks), (1, 1), "{name}: one call, one fallback");
+    }
+    assert_eq!(gw.metric("tasks_failed"), 0);
+    gw.stop().await;
+}
+
+fn register_with(region: &str, tts_ready: bool) -> serde_json::Value {
+    let mut r = node_register(None, &["zh"], &["en"], 4);
+    r["labels"] = json!({ "region": region });
+    r["capability_by_type"] =
+        json!([{"type":"asr","ready":true},{"type":"nmt","ready":true},{"type":"tts","ready":tts_ready}]);
+    r
+}
+
+#[tokio::test]
+async fn a_custom_policy_from_the_directory_changes_the_chosen_node() {
+    let redis = redis();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let gw = TestGateway::start(&redis, |c| {
+        c.policy.dir = Some(path);
+        c.policy.config.insert("default_region".into(), "us".into());
+    })
+    .await;
+    // The default prefers eu (all services ready); region-affinity prefers us (the configured region).
+    let mut us = gw.node().await;
+    us.send(register_with("us", false)).await;
+    us.expect("node_register_ack").await;
+    let mut eu = gw.node().await;
+    eu.send(register_with("eu", true)).await;
+    eu.expect("node_register_ack").await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+
+    client.utter(&session, 0).await;
+    let job = eu.expect("job_assign").await;
+    eu.answer(&job, "eu").await;
+    assert_eq!(client.expect("translation_result").await["text_translated"], "eu");
+
+    let file = dir.path().join("node-selection.wasm");
+    std::fs::write(&file, component("region-affinity")).unwrap();
+    let sha = sha256_hex(&component("region-affinity"));
+    let policies = gw.state.policies.clone();
+    eventually("the file version active", || async {
+        policies.active(Role::NodeSelection).compiled.sha256 == sha
+    })
+    .await;
+    client.utter(&session, 1).await;
+    let job = us.expect("job_assign").await;
+    us.answer(&job, "us").await;
+    assert_eq!(client.expect("translation_result").await["text_translated"], "us");
+
+    // A bad version is rejected and the good one stays; deleting the file restores the default.
+    std::fs::write(&file, component("hostile-trap")).unwrap();
+    eventually("the rejection", || async {
+        policies.status()[0]
+            .last_rejection
+            .as_ref()
+            .is_some_and(|r| r.sha256 == sha256_hex(&component("hostile-trap")))
+    })
+    .await;
+    assert_eq!(policies.active(Role::NodeSelection).compiled.sha256, sha);
+    std::fs::remove_file(&file).unwrap();
+    eventually("the default back", || async { policies.active(Role::NodeSelection).source == "embedded" })
+        .await;
+    client.utter(&session, 2).await;
+    let job = eu.expect("job_assign").await;
+    eu.answer(&job, "eu again").await;
+    assert_eq!(client.expect("translation_result").await["utterance_index"], 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn admin_api_pushes_to_every_gateway_with_shadow_and_rollback() {
+    let redis = redis();
+    let token = Some("tok");
+    let with_token = |c: &mut switchboard::config::Config| {
+        c.admin_token = Some("tok".into());
+        c.policy.sync_interval_ms = 100;
+    };
+    let a = TestGateway::start(&redis, with_token).await;
+    let b = TestGateway::start(&redis, with_token).await;
+    let put = "/admin/policies/node-selection";
+    let weighted = component("weighted-random");
+    let sha = sha256_hex(&weighted);
+
+    assert_eq!(admin(&a, "PUT", put, None, &weighted).await.0, 401);
+    assert_eq!(admin(&a, "PUT", put, Some("nope"), &weighted).await.0, 401);
+    assert_eq!(admin(&a, "GET", "/admin/policies", None, b"").await.0, 401);
+    assert_eq!(admin(&a, "PUT", "/admin/policies/teleport", token, &weighted).await.0, 404);
+    let (status, body) = admin(&a, "PUT", put, token, &component("hostile-loop")).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("deadline"), "{body}");
+
+    let (status, body) = admin(&a, "PUT", put, token, &weighted).await;
+    assert_eq!((status, body["sha256"].as_str()), (200, Some(sha.as_str())), "{body}");
+    for gw in [&a, &b] {
+        let p = gw.state.policies.clone();
+        eventually("the pushed version on every gateway", || async {
+            p.active(Role::NodeSelection).compiled.sha256 == sha
+        })
+        .await;
+    }
+
+    // Shadow: runs beside the active one on live traffic, not enforced; agreement is reported.
+    let (status, _) =
+        admin(&a, "PUT", &format!("{put}?mode=shadow"), token, &component("least-loaded")).await;
+    assert_eq!(status, 200);
+    let p = a.state.policies.clone();
+    eventually("the shadow", || async { p.shadow(Role::NodeSelection).is_some() }).await;
+    let (node, mut client, session) = a.node_and_client(4).await;
+    let _node = auto_answer(node, "n");
+    for i in 0..5 {
+        client.utter(&session, i).await;
+        client.expect("translation_result").await;
+    }
+    let (_, listing) = admin(&a, "GET", "/admin/policies", token, b"").await;
+    let shadow = &listing["policies"][0]["shadow"];
+    assert_eq!(shadow["calls"], 5, "{listing}");
+    assert_eq!(shadow["agreement"], 1.0, "one node: the same choice every time");
+    assert_eq!(listing["policies"][0]["active"]["sha256"], sha);
+    assert_eq!(admin(&a, "DELETE", &format!("{put}/shadow"), token, b"").await.0, 200);
+    eventually("no shadow", || async { p.shadow(Role::NodeSelection).is_none() }).await;
+
+    let (status, body) = admin(&b, "POST", &format!("{put}/rollback"), token, b"").await;
+    assert_eq!((status, body["active"].as_str()), (200, Some("embedded")), "{body}");
+    for gw in [&a, &b] {
+        let p = gw.state.policies.clone();
+        eventually("the rollback on every gateway", || async {
+            p.active(Role::NodeSelection).source == "embedded"
+        })
+        .await;
+    }
+    assert_eq!(admin(&a, "POST", &format!("{put}/rollback"), token, b"").await.0, 409);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn admin_api_is_read_only_without_a_token() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let (status, body) = admin(&gw, "GET", "/admin/policies", None, b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["policies"][0]["active"]["source"], "embedded");
+    assert_eq!(body["policies"][1]["role"], "room-routing");
+    let (status, _) =
+        admin(&gw, "PUT", "/admin/policies/node-selection", None, &component("least-loaded")).await;
+    assert_eq!(status, 403);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_policies_under_load_loses_nothing() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut node = gw.node().await;
+        node.register(&["zh"], &["en"], 8).await;
+        nodes.push(auto_answer(node, name));
+    }
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    let policies = gw.state.policies.clone();
+    let swapper = tokio::task::spawn_blocking(move || {
+        let versions =
+            [component("weighted-random"), component("least-loaded"), component("region-affinity")];
+        for i in 0..100 {
+            policies.load(Role::NodeSelection, &versions[i % 3], "swap").unwrap();
+        }
+    });
+    let total = 300;
+    for i in 0..total {
+        client.utter(&session, i).await;
+    }
+    let mut results = 0;
+    while results < total {
+        let m = client.recv().await;
+        match m["type"].as_str().unwrap() {
+            "translation_result" => results += 1,
+            "ui_event" => {}
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    swapper.await.unwrap();
+    assert_eq!(gw.metric("tasks_failed"), 0);
+    assert_eq!(gw.metric("tasks_completed"), total);
+    gw.stop().await;
+}
