@@ -229,6 +229,9 @@ impl Config {
         if self.policy.deadline_ms == 0 || self.policy.memory_mib == 0 || self.policy.sync_interval_ms == 0 {
             return bad("policy.deadline_ms, memory_mib and sync_interval_ms must be positive");
         }
+        if self.policy.memory_mib << 20 > crate::policy::MAX_MEMORY_BYTES {
+            return bad("policy.memory_mib must be at most 64");
+        }
         if self.max_payload_bytes > self.max_frame_bytes {
             return bad("max_payload_bytes must not exceed max_frame_bytes");
         }

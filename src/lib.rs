@@ -10,6 +10,7 @@ pub mod admin_client;
 pub mod config;
 pub mod devredis;
 pub mod gateway;
+pub mod histogram;
 pub mod policy;
 pub mod protocol;
 pub mod scheduler;

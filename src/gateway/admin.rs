@@ -1,5 +1,5 @@
-//! The admin API, on its own listener: policies (list, push, shadow, rollback), `/livez`,
-//! `/readyz`. A bearer token guards it; without a configured token it is read-only.
+//! The admin listener: the admin API for policies (list, push, shadow, rollback), `/metrics`,
+//! `/livez`, `/readyz`. A bearer token guards it; without a configured token it is read-only.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -25,6 +25,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/policies/{role}/rollback", post(rollback))
         .route("/admin/policies/{role}/shadow", delete(clear_shadow))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { super::prometheus::render(&state).await }),
+        )
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(super::readyz))
         .layer(DefaultBodyLimit::max(MAX_POLICY_BYTES))

@@ -208,6 +208,7 @@ impl AppState {
     /// Sends a node's result to every recipient of the task.
     pub fn deliver_result(&self, spec: &TaskSpec, job_id: &str, result: &crate::protocol::JobResult) {
         Metrics::inc(&self.metrics.tasks_completed);
+        self.metrics.result_latency.record(now_ms().saturating_sub(spec.created_ms) * 1000);
         self.ui_event(spec, job_id, UiEventKind::NmtDone, None);
         let message = ToClient::TranslationResult(TranslationResult {
             session_id: spec.session_id.clone(),

@@ -3,11 +3,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::histogram::Histogram;
+
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $($(#[$doc])* pub $name: AtomicU64,)*
+            /// Utterance received → `job_assign` sent, for utterances assigned at once.
+            pub dispatch_latency: Histogram,
+            /// Utterance received → `translation_result` sent (millisecond resolution: the task's
+            /// creation time is stored in Redis in ms).
+            pub result_latency: Histogram,
         }
 
         impl Metrics {

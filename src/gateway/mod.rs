@@ -6,6 +6,7 @@ mod dispatch;
 mod metrics;
 mod node_socket;
 mod peers;
+mod prometheus;
 mod session_socket;
 mod socket;
 mod sweeper;

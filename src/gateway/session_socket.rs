@@ -9,7 +9,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::capabilities::is_language_code;
 use super::socket::{Incoming, Socket};
-use super::{AppState, Metrics, error_frame};
+use super::{AppState, Dispatched, Metrics, error_frame};
 use crate::protocol::{
     DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck, SessionInit,
     SessionInitAck, ToClient, UNSERVED_CLIENT_TYPES, Utterance, decode, now_ms,
@@ -157,6 +157,7 @@ fn open(init: SessionInit) -> Result<Session, String> {
 }
 
 async fn utter(state: &AppState, socket: &Socket, session: &Session, u: Utterance) {
+    let received = std::time::Instant::now();
     if u.session_id != session.id {
         let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
         return reply(socket, frame);
@@ -170,10 +171,16 @@ async fn utter(state: &AppState, socket: &Socket, session: &Session, u: Utteranc
             return reply(socket, frame);
         }
     };
-    if let Err(err) = state.submit(&spec, &payload).await {
-        warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
-        let details = serde_json::json!({ "utterance_index": spec.utterance_index });
-        reply(socket, error_frame(&err).with_details(details));
+    match state.submit(&spec, &payload).await {
+        Ok(Dispatched::Assigned { .. }) => {
+            state.metrics.dispatch_latency.record(received.elapsed().as_micros() as u64)
+        }
+        Ok(_) => {}
+        Err(err) => {
+            warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
+            let details = serde_json::json!({ "utterance_index": spec.utterance_index });
+            reply(socket, error_frame(&err).with_details(details));
+        }
     }
 }
 

@@ -17,5 +17,5 @@ pub mod room_routing {
 
 pub use node_selection::switchboard::policy::host::Level;
 pub use node_selection::switchboard::policy::types::{
-    Availability, LanguagePair, Member, Mode, Node, Route, Task, Utterance,
+    Availability, LanguagePair, Member, Mode, Node, Route, ServiceTypes, Task, Utterance,
 };

@@ -1,6 +1,9 @@
 //! The scheduler's records as the WIT types policies see, and sample inputs for smoke tests.
 
-use super::bindings::{Availability, LanguagePair, Member, Mode, Node, Task, Utterance};
+use std::sync::Arc;
+
+use super::bindings::{Availability, LanguagePair, Member, Mode, Node, ServiceTypes, Task, Utterance};
+use super::host::{Candidates, NodeExtras};
 use crate::protocol;
 use crate::scheduler::{Candidate, TaskSpec};
 
@@ -16,7 +19,7 @@ pub fn task(spec: &TaskSpec, attempt: u32, excluded: &[String], affinity: Option
             protocol::Mode::OneWay => Mode::OneWay,
             protocol::Mode::TwoWayAuto => Mode::TwoWayAuto,
         },
-        required_services: required_services(&spec.pipeline).into_iter().map(str::to_owned).collect(),
+        required_services: service_types(required_services(&spec.pipeline)),
         tenant_id: spec.tenant_id.clone(),
         turn_id: spec.turn_id.clone(),
         affinity_node: affinity.map(str::to_owned),
@@ -26,28 +29,54 @@ pub fn task(spec: &TaskSpec, attempt: u32, excluded: &[String], affinity: Option
     }
 }
 
-pub fn node(c: &Candidate, cell: u32) -> Node {
-    Node {
-        id: c.id.clone(),
-        cell,
-        running: c.running,
-        capacity: c.capacity,
-        cpu_percent: c.cpu as f32,
-        gpu_percent: c.gpu as f32,
-        gpu_mem_percent: c.gpu_mem as f32,
-        mem_percent: c.mem as f32,
-        gpu_queue_length: c.gpu_queue,
-        ready_services: c.ready.clone(),
-        language_pairs: c
-            .pairs
-            .iter()
-            .filter_map(|p| p.split_once('>'))
-            .map(|(src, tgt)| LanguagePair { src: src.into(), tgt: tgt.into() })
-            .collect(),
-        labels: c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        heartbeat_age_ms: c.heartbeat_age_ms.max(0) as u64,
-        draining: false,
-    }
+pub fn candidates(list: &[Candidate], cell: u32) -> Candidates {
+    let nodes = list
+        .iter()
+        .map(|c| Node {
+            id: c.id.clone(),
+            cell,
+            running: c.running,
+            capacity: c.capacity,
+            cpu_percent: c.cpu as f32,
+            gpu_percent: c.gpu as f32,
+            gpu_mem_percent: c.gpu_mem as f32,
+            mem_percent: c.mem as f32,
+            gpu_queue_length: c.gpu_queue,
+            ready_services: service_types(c.ready.iter().map(String::as_str)),
+            heartbeat_age_ms: c.heartbeat_age_ms.max(0) as u64,
+            draining: false,
+        })
+        .collect();
+    let extras = list
+        .iter()
+        .map(|c| NodeExtras {
+            id: c.id.clone(),
+            labels: c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            pairs: c
+                .pairs
+                .iter()
+                .filter_map(|p| p.split_once('>'))
+                .map(|(src, tgt)| LanguagePair { src: src.into(), tgt: tgt.into() })
+                .collect(),
+        })
+        .collect();
+    Candidates { nodes, extras: Arc::new(extras) }
+}
+
+/// Service type names as flags; unknown names are ignored.
+pub fn service_types<'a>(names: impl IntoIterator<Item = &'a str>) -> ServiceTypes {
+    names.into_iter().fold(ServiceTypes::empty(), |set, name| {
+        set | match name {
+            "asr" => ServiceTypes::ASR,
+            "nmt" => ServiceTypes::NMT,
+            "tts" => ServiceTypes::TTS,
+            "tone" => ServiceTypes::TONE,
+            "semantic" => ServiceTypes::SEMANTIC,
+            "phonetic" => ServiceTypes::PHONETIC,
+            "punctuation" => ServiceTypes::PUNCTUATION,
+            _ => ServiceTypes::empty(),
+        }
+    })
 }
 
 /// Service types a pipeline needs.
@@ -77,7 +106,7 @@ pub mod samples {
             lang_a: None,
             lang_b: None,
             mode: Mode::OneWay,
-            required_services: vec!["asr".into(), "nmt".into(), "tts".into()],
+            required_services: ServiceTypes::ASR | ServiceTypes::NMT | ServiceTypes::TTS,
             tenant_id: Some("acme".into()),
             turn_id: None,
             affinity_node: None,
@@ -87,25 +116,25 @@ pub mod samples {
         }
     }
 
-    pub fn nodes(n: usize) -> Vec<Node> {
-        (0..n)
-            .map(|i| Node {
+    pub fn nodes(n: usize) -> Candidates {
+        let list: Vec<Candidate> = (0..n)
+            .map(|i| Candidate {
                 id: format!("node-{i:08X}"),
-                cell: 0,
                 running: (i % 4) as u32,
                 capacity: 4,
-                cpu_percent: 10.0 + i as f32,
-                gpu_percent: 20.0,
-                gpu_mem_percent: 30.0,
-                mem_percent: 40.0,
-                gpu_queue_length: (i % 3) as u32,
-                ready_services: vec!["asr".into(), "nmt".into(), "tts".into()],
-                language_pairs: vec![LanguagePair { src: "zh".into(), tgt: "en".into() }],
-                labels: vec![("region".into(), if i % 2 == 0 { "eu" } else { "us" }.into())],
-                heartbeat_age_ms: (i as u64 * 37) % 5000,
-                draining: false,
+                cpu: 10.0 + i as f64,
+                gpu: 20.0,
+                gpu_mem: 30.0,
+                mem: 40.0,
+                gpu_queue: (i % 3) as u32,
+                ready: ["asr", "nmt", "tts"].map(String::from).to_vec(),
+                labels: [("region".to_owned(), if i % 2 == 0 { "eu" } else { "us" }.to_owned())].into(),
+                pairs: vec!["zh>en".into()],
+                heartbeat_age_ms: (i as i64 * 37) % 5000,
+                affinity: false,
             })
-            .collect()
+            .collect();
+        candidates(&list, 0)
     }
 
     pub fn utterance() -> Utterance {

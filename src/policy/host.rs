@@ -1,7 +1,11 @@
 //! The wasmtime host: one `Engine` for the process with epoch interruption, one compiled
-//! `InstancePre` per loaded policy version, and a fresh `Store` per call with a deadline and a memory
-//! cap. A call that traps, overruns or returns something invalid is an error; its instance is
-//! dropped with its store.
+//! `InstancePre` per loaded policy version, and a deadline and a memory cap on every call. A call
+//! that traps, overruns or returns something invalid is an error.
+//!
+//! Instances are kept warm between calls, one per version per thread: a fresh instance per call
+//! spends ~40 µs in the kernel (page faults on new linear memory, madvise/mprotect on teardown),
+//! more than the decision itself. An instance whose call trapped or overran is dropped, so the next
+//! call starts from a clean one; a policy must not count on state between calls either way.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,10 +18,14 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsB
 use super::bindings::node_selection::switchboard::policy::host as wit_host;
 use super::bindings::node_selection::{NodeSelection, NodeSelectionPre};
 use super::bindings::room_routing::{RoomRouting, RoomRoutingPre};
-use super::bindings::{Availability, Level, Member, Node, Route, Task, Utterance};
+use super::bindings::{Availability, LanguagePair, Level, Member, Node, Route, Task, Utterance};
 
 /// How often the epoch advances: the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Warm instances one thread keeps (see `with_instance`).
+const WARM_PER_THREAD: usize = 8;
+/// The largest memory cap a gateway may configure (`policy.memory_mib`).
+pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 /// Log lines one call may write; more are dropped.
 const LOGS_PER_CALL: u32 = 8;
 const LOG_LINE_CHARS: usize = 512;
@@ -82,6 +90,8 @@ pub enum CallError {
 pub struct Compiled {
     pub role: Role,
     pub sha256: String,
+    /// Unique per compilation in this process: names its warm instances.
+    id: u64,
     pre: Pre,
 }
 
@@ -91,8 +101,25 @@ enum Pre {
     RoomRouting(RoomRoutingPre<CallState>),
 }
 
+/// The candidates of a node-selection call: the records the policy gets, and what it may ask the
+/// host for (labels, language pairs).
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    pub nodes: Vec<Node>,
+    pub extras: Arc<Vec<NodeExtras>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeExtras {
+    pub id: String,
+    pub labels: Vec<(String, String)>,
+    pub pairs: Vec<LanguagePair>,
+}
+
 /// The store data of one call.
 pub struct CallState {
+    /// The current call's candidates, for `label`, `labels`, `language-pairs`.
+    extras: Arc<Vec<NodeExtras>>,
     limits: StoreLimits,
     config: Arc<Vec<(String, String)>>,
     sha256: Arc<str>,
@@ -157,6 +184,19 @@ impl wit_host::Host for CallState {
     fn config(&mut self) -> Vec<(String, String)> {
         self.config.as_ref().clone()
     }
+
+    fn label(&mut self, node: String, key: String) -> Option<String> {
+        let extras = self.extras.iter().find(|e| e.id == node)?;
+        extras.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    }
+
+    fn labels(&mut self, node: String) -> Vec<(String, String)> {
+        self.extras.iter().find(|e| e.id == node).map(|e| e.labels.clone()).unwrap_or_default()
+    }
+
+    fn language_pairs(&mut self, node: String) -> Vec<LanguagePair> {
+        self.extras.iter().find(|e| e.id == node).map(|e| e.pairs.clone()).unwrap_or_default()
+    }
 }
 
 impl super::bindings::node_selection::switchboard::policy::types::Host for CallState {}
@@ -173,8 +213,33 @@ fn compiled_cache() -> &'static Mutex<HashMap<(Role, String), Compiled>> {
 /// Compiles and runs policies with one set of limits and operator parameters.
 #[derive(Clone)]
 pub struct PolicyHost {
+    /// Tells this host's warm instances from other hosts' (their config or limits differ).
+    id: u64,
     limits: Limits,
     config: Arc<Vec<(String, String)>>,
+}
+
+/// An instantiated policy and its store, kept between calls on one thread.
+struct Warm {
+    store: Store<CallState>,
+    bindings: Bindings,
+}
+
+enum Bindings {
+    NodeSelection(NodeSelection),
+    RoomRouting(RoomRouting),
+}
+
+/// (host id, compiled version id).
+type WarmKey = (u64, u64);
+
+thread_local! {
+    static WARM: std::cell::RefCell<HashMap<WarmKey, Warm>> = std::cell::RefCell::new(HashMap::new());
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The process's one engine (with a thread that advances its epoch every tick) and one linker
@@ -212,7 +277,7 @@ fn runtime() -> &'static Runtime {
 
 impl PolicyHost {
     pub fn new(limits: Limits, config: Vec<(String, String)>) -> Self {
-        Self { limits, config: Arc::new(config) }
+        Self { id: next_id(), limits, config: Arc::new(config) }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -221,7 +286,11 @@ impl PolicyHost {
 
     /// The same host with another call deadline.
     pub fn with_deadline(&self, deadline: Duration) -> Self {
-        Self { limits: Limits { deadline, ..self.limits.clone() }, config: self.config.clone() }
+        Self {
+            id: next_id(),
+            limits: Limits { deadline, ..self.limits.clone() },
+            config: self.config.clone(),
+        }
     }
 
     /// Compiles `bytes` and checks it against `role`'s world: only the host interface may be
@@ -258,7 +327,7 @@ impl PolicyHost {
                 Pre::RoomRouting(RoomRoutingPre::new(pre).map_err(wrong)?)
             }
         };
-        Ok(Compiled { role, sha256, pre })
+        Ok(Compiled { role, sha256, id: next_id(), pre })
     }
 
     /// Imports and exports of a component, for `switchboard policy check`.
@@ -283,6 +352,7 @@ impl PolicyHost {
                 .memories(4)
                 .tables(16)
                 .build(),
+            extras: Arc::default(),
             config: self.config.clone(),
             sha256: compiled.sha256.as_str().into(),
             logs_left: LOGS_PER_CALL,
@@ -290,10 +360,53 @@ impl PolicyHost {
         };
         let mut store = Store::new(&runtime().engine, state);
         store.limiter(|s| s);
-        let ticks = self.limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store
+    }
+
+    /// Runs `call` on this thread's warm instance of `compiled` (instantiating one when there is
+    /// none) under the call deadline; drops the instance when the call trapped or overran.
+    /// Returns the call's result and the instance's linear memory size in bytes.
+    fn with_instance<T>(
+        &self,
+        compiled: &Compiled,
+        call: impl FnOnce(&mut Store<CallState>, &Bindings) -> Result<T, CallError>,
+    ) -> (Result<T, CallError>, usize) {
+        let key = (self.id, compiled.id);
+        let warm = WARM.with_borrow_mut(|m| m.remove(&key));
+        let mut warm = match warm {
+            Some(warm) => warm,
+            None => {
+                let mut store = self.store(compiled);
+                let ticks = self.ticks();
+                store.set_epoch_deadline(ticks);
+                let bindings = match &compiled.pre {
+                    Pre::NodeSelection(pre) => pre.instantiate(&mut store).map(Bindings::NodeSelection),
+                    Pre::RoomRouting(pre) => pre.instantiate(&mut store).map(Bindings::RoomRouting),
+                };
+                match bindings {
+                    Ok(bindings) => Warm { store, bindings },
+                    Err(e) => return (Err(self.trap(e)), store.data().peak_memory),
+                }
+            }
+        };
+        warm.store.set_epoch_deadline(self.ticks());
+        warm.store.data_mut().logs_left = LOGS_PER_CALL;
+        let result = call(&mut warm.store, &warm.bindings);
+        let memory = warm.store.data().peak_memory;
+        if !matches!(result, Err(CallError::Trap(_) | CallError::Deadline(_))) {
+            WARM.with_borrow_mut(|m| {
+                if m.len() >= WARM_PER_THREAD {
+                    m.clear();
+                }
+                m.insert(key, warm);
+            });
+        }
+        (result, memory)
+    }
+
+    fn ticks(&self) -> u64 {
+        self.limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1) as u64
     }
 
     fn trap(&self, err: wasmtime::Error) -> CallError {
@@ -308,7 +421,7 @@ impl PolicyHost {
         &self,
         compiled: &Compiled,
         task: &Task,
-        candidates: &[Node],
+        candidates: &Candidates,
     ) -> Result<Vec<String>, CallError> {
         self.select_measured(compiled, task, candidates).0
     }
@@ -318,20 +431,19 @@ impl PolicyHost {
         &self,
         compiled: &Compiled,
         task: &Task,
-        candidates: &[Node],
+        candidates: &Candidates,
     ) -> (Result<Vec<String>, CallError>, usize) {
-        let Pre::NodeSelection(pre) = &compiled.pre else { panic!("not a node-selection policy") };
-        let mut store = self.store(compiled);
-        let result = (|| {
-            let instance = pre.instantiate(&mut store).map_err(|e| self.trap(e))?;
+        assert_eq!(compiled.role, Role::NodeSelection, "not a node-selection policy");
+        self.with_instance(compiled, |store, bindings| {
+            let Bindings::NodeSelection(instance) = bindings else { unreachable!("role checked") };
+            store.data_mut().extras = candidates.extras.clone();
             let ranked = instance
-                .call_select(&mut store, task, candidates)
+                .call_select(&mut *store, task, &candidates.nodes)
                 .map_err(|e| self.trap(e))?
                 .map_err(|e| CallError::Returned(e.chars().take(LOG_LINE_CHARS).collect()))?;
-            validate_ranking(&ranked, candidates)?;
+            validate_ranking(&ranked, &candidates.nodes)?;
             Ok(ranked)
-        })();
-        (result, store.data().peak_memory)
+        })
     }
 
     /// Routes one room utterance. Recipients must be members; target languages distinct.
@@ -342,18 +454,21 @@ impl PolicyHost {
         members: &[Member],
         availability: &[Availability],
     ) -> Result<Vec<Route>, CallError> {
-        let Pre::RoomRouting(pre) = &compiled.pre else { panic!("not a room-routing policy") };
-        let mut store = self.store(compiled);
-        let instance = pre.instantiate(&mut store).map_err(|e| self.trap(e))?;
-        let routes = instance
-            .call_route(&mut store, utterance, members, availability)
-            .map_err(|e| self.trap(e))?
-            .map_err(|e| CallError::Returned(e.chars().take(LOG_LINE_CHARS).collect()))?;
-        validate_routes(&routes, members)?;
-        Ok(routes)
+        assert_eq!(compiled.role, Role::RoomRouting, "not a room-routing policy");
+        self.with_instance(compiled, |store, bindings| {
+            let Bindings::RoomRouting(instance) = bindings else { unreachable!("role checked") };
+            let routes = instance
+                .call_route(&mut *store, utterance, members, availability)
+                .map_err(|e| self.trap(e))?
+                .map_err(|e| CallError::Returned(e.chars().take(LOG_LINE_CHARS).collect()))?;
+            validate_routes(&routes, members)?;
+            Ok(routes)
+        })
+        .0
     }
 }
 
+/// Sorted slices rather than hash sets: this runs on every dispatch, with a few dozen ids.
 fn validate_ranking(ranked: &[String], candidates: &[Node]) -> Result<(), CallError> {
     if ranked.len() > candidates.len() {
         return Err(CallError::InvalidOutput(format!(
@@ -362,15 +477,15 @@ fn validate_ranking(ranked: &[String], candidates: &[Node]) -> Result<(), CallEr
             candidates.len()
         )));
     }
-    let known: HashSet<&str> = candidates.iter().map(|n| n.id.as_str()).collect();
-    let mut seen = HashSet::new();
-    for id in ranked {
-        if !known.contains(id.as_str()) {
-            return Err(CallError::InvalidOutput(format!("{:?} is not a candidate", truncate(id))));
-        }
-        if !seen.insert(id.as_str()) {
-            return Err(CallError::InvalidOutput(format!("{:?} is ranked twice", truncate(id))));
-        }
+    let mut known: Vec<&str> = candidates.iter().map(|n| n.id.as_str()).collect();
+    known.sort_unstable();
+    if let Some(id) = ranked.iter().find(|id| known.binary_search(&id.as_str()).is_err()) {
+        return Err(CallError::InvalidOutput(format!("{:?} is not a candidate", truncate(id))));
+    }
+    let mut seen: Vec<&str> = ranked.iter().map(String::as_str).collect();
+    seen.sort_unstable();
+    if let Some(pair) = seen.windows(2).find(|w| w[0] == w[1]) {
+        return Err(CallError::InvalidOutput(format!("{:?} is ranked twice", truncate(pair[0]))));
     }
     Ok(())
 }

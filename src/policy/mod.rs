@@ -18,7 +18,10 @@ pub use sync::run as sync_stored;
 
 pub use bindings::{Availability, Member, Route, Utterance};
 pub use convert::samples;
-pub use host::{CallError, Compiled, Limits, LoadError, PolicyHost, Role, sha256_hex};
+pub use host::{
+    CallError, Candidates, Compiled, Limits, LoadError, MAX_MEMORY_BYTES, NodeExtras, PolicyHost, Role,
+    sha256_hex,
+};
 pub use stats::Stats;
 
 use std::sync::Arc;
@@ -164,7 +167,7 @@ impl Policies {
         candidates: &[Candidate],
     ) -> Vec<String> {
         let task = convert::task(spec, attempt, excluded, affinity);
-        let nodes: Vec<_> = candidates.iter().map(|c| convert::node(c, 0)).collect();
+        let nodes = convert::candidates(candidates, 0);
         let slot = &self.node_selection;
         let run = |l: &Loaded| {
             let (out, us) = host::timed(|| self.host.select(&l.compiled, &task, &nodes));
@@ -243,7 +246,7 @@ impl Policies {
         match compiled.role {
             Role::NodeSelection => {
                 host.select(compiled, &samples::task(), &samples::nodes(3))?;
-                host.select(compiled, &samples::task(), &[])?;
+                host.select(compiled, &samples::task(), &Candidates::default())?;
             }
             Role::RoomRouting => {
                 let members = samples::members();

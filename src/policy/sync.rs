@@ -45,10 +45,10 @@ pub async fn run(
                     Err(()) => {}
                 }
             }
-            if state.shadow != before.shadow {
-                if let Ok(shadow) = load(&policies, &scheduler, role, &state.shadow).await {
-                    policies.set_shadow(role, shadow);
-                }
+            if state.shadow != before.shadow
+                && let Ok(shadow) = load(&policies, &scheduler, role, &state.shadow).await
+            {
+                policies.set_shadow(role, shadow);
             }
             applied.insert(role, state);
         }
@@ -70,8 +70,14 @@ async fn load(
     }
     let bytes = match scheduler.policy_blob(sha).await {
         Ok(Some(bytes)) => bytes,
-        Ok(None) => return Err(warn!(%sha, "Stored policy has no blob.")),
-        Err(err) => return Err(warn!(%err, "Reading a stored policy failed.")),
+        Ok(None) => {
+            warn!(%sha, "Stored policy has no blob.");
+            return Err(());
+        }
+        Err(err) => {
+            warn!(%err, "Reading a stored policy failed.");
+            return Err(());
+        }
     };
     let p = policies.clone();
     let prepared = tokio::task::spawn_blocking(move || {
@@ -85,6 +91,9 @@ async fn load(
     match prepared {
         Ok(Ok(loaded)) => Ok(Some(loaded)),
         Ok(Err(Rejected::Load(_) | Rejected::Smoke(_))) => Err(()),
-        Err(err) => Err(warn!(%err, "Policy load task failed.")),
+        Err(err) => {
+            warn!(%err, "Policy load task failed.");
+            Err(())
+        }
     }
 }

@@ -9,20 +9,20 @@ struct LeastLoaded;
 impl Guest for LeastLoaded {
     fn select(task: Task, candidates: Vec<Node>) -> Result<Vec<String>, String> {
         let affinity = task.affinity_node.as_deref();
-        let ready = |n: &Node| {
-            task.required_services.iter().all(|s| n.ready_services.iter().any(|r| r == s))
-        };
-        let load = |n: &Node| n.running as f64 / n.capacity.max(1) as f64;
-        let mut ranked: Vec<&Node> = candidates.iter().collect();
-        ranked.sort_by(|a, b| {
-            let pinned = |n: &Node| Some(n.id.as_str()) == affinity && n.running < n.capacity;
-            pinned(b)
-                .cmp(&pinned(a))
-                .then(ready(b).cmp(&ready(a)))
-                .then(load(a).total_cmp(&load(b)))
-                .then(a.heartbeat_age_ms.cmp(&b.heartbeat_age_ms))
+        // Each node's sort key once, not once per comparison.
+        let mut keyed: Vec<(bool, bool, f64, u64, String)> = candidates
+            .into_iter()
+            .map(|n| {
+                let pinned = Some(n.id.as_str()) == affinity && n.running < n.capacity;
+                let ready = n.ready_services.contains(task.required_services);
+                let load = n.running as f64 / n.capacity.max(1) as f64;
+                (!pinned, !ready, load, n.heartbeat_age_ms, n.id)
+            })
+            .collect();
+        keyed.sort_by(|a, b| {
+            a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)).then(a.3.cmp(&b.3))
         });
-        Ok(ranked.into_iter().map(|n| n.id.clone()).collect())
+        Ok(keyed.into_iter().map(|k| k.4).collect())
     }
 }
 

@@ -6,7 +6,7 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "node-selection" });
 
-use switchboard::policy::host::{Level, config, log};
+use switchboard::policy::host::{Level, config, label, log};
 
 struct RegionAffinity;
 
@@ -23,7 +23,7 @@ impl Guest for RegionAffinity {
             log(Level::Debug, "no region for this task; least loaded overall");
             return Ok(rank(candidates.iter().collect()));
         };
-        let in_region = |n: &Node| n.labels.iter().any(|(k, v)| k == "region" && *v == region);
+        let in_region = |n: &Node| label(&n.id, "region").as_deref() == Some(region.as_str());
         let (home, away): (Vec<&Node>, Vec<&Node>) = candidates.iter().partition(|n| in_region(n));
         let mut ranked = rank(home);
         ranked.extend(rank(away));

@@ -1,0 +1,56 @@
+//! `/metrics` on the admin listener, in the Prometheus text format. Labels are bounded: roles,
+//! policy versions in memory (active and shadow), counter names; never node or session ids.
+
+use std::fmt::Write;
+
+use super::AppState;
+use crate::histogram::Histogram;
+use crate::policy::short;
+
+pub async fn render(state: &AppState) -> String {
+    let mut out = String::new();
+    for (name, value) in state.metrics.snapshot() {
+        let _ = writeln!(out, "# TYPE switchboard_{name}_total counter\nswitchboard_{name}_total {value}");
+    }
+    histogram(&mut out, "switchboard_dispatch_seconds", "", &state.metrics.dispatch_latency);
+    histogram(&mut out, "switchboard_result_seconds", "", &state.metrics.result_latency);
+    let (nodes, sessions) = state.peers.counts();
+    let _ = writeln!(out, "# TYPE switchboard_connected_nodes gauge\nswitchboard_connected_nodes {nodes}");
+    let _ = writeln!(
+        out,
+        "# TYPE switchboard_connected_sessions gauge\nswitchboard_connected_sessions {sessions}"
+    );
+    let _ = writeln!(out, "# TYPE switchboard_policy_calls_total counter");
+    let _ = writeln!(out, "# TYPE switchboard_policy_fallbacks_total counter");
+    for role in crate::policy::Role::ALL {
+        let versions = [
+            Some(("active", state.policies.active(role))),
+            state.policies.shadow(role).map(|s| ("shadow", s)),
+        ];
+        for (slot, loaded) in versions.into_iter().flatten() {
+            let labels = format!(
+                "role=\"{}\",slot=\"{slot}\",version=\"{}\"",
+                role.as_str(),
+                short(&loaded.compiled.sha256)
+            );
+            let calls = loaded.stats.calls.load(std::sync::atomic::Ordering::Relaxed);
+            let fallbacks = loaded.stats.fallbacks.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(out, "switchboard_policy_calls_total{{{labels}}} {calls}");
+            let _ = writeln!(out, "switchboard_policy_fallbacks_total{{{labels}}} {fallbacks}");
+            histogram(&mut out, "switchboard_policy_seconds", &labels, &loaded.stats.latency);
+        }
+    }
+    out
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (edge_us, count) in h.cumulative() {
+        let le = edge_us as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_micros() as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+}
