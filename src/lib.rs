@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod policy;
 pub mod protocol;
 pub mod scheduler;
+pub mod sim;
 
 use tracing_subscriber::EnvFilter;
 

@@ -38,6 +38,8 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Measure throughput, latency, Redis cost, CPU and memory with simulated nodes and clients.
+    Bench(cli::bench::BenchArgs),
     /// Check, test, push and measure policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
@@ -79,6 +81,10 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             run(config, |_, _| {}).await
+        }
+        Command::Bench(args) => {
+            switchboard::init_tracing(switchboard::config::LogFormat::Text);
+            cli::bench::run(args).await
         }
         Command::Policy(command) => {
             switchboard::init_tracing(switchboard::config::LogFormat::Text);

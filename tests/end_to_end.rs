@@ -16,7 +16,7 @@ async fn one_way_utterance_round_trip() {
     let node_id = ack["node_id"].as_str().unwrap();
     assert!(node_id.starts_with("node-") && node_id.len() == 13, "{ack}");
     assert_eq!(ack["status"], "ready");
-    assert_eq!(ack["heartbeat_interval_ms"], 1000);
+    assert_eq!(ack["heartbeat_interval_ms"], 10_000);
     assert!(ack["node_secret"].as_str().unwrap().len() >= 16);
 
     node.send(json!({"type":"node_heartbeat","node_id":node_id,"timestamp":1,
@@ -232,7 +232,7 @@ async fn a_waiting_task_takes_the_slot_that_frees() {
 #[tokio::test]
 async fn silent_node_goes_offline_and_its_job_moves() {
     let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+    let gw = TestGateway::start(&redis, |c| c.scheduler.heartbeat_interval_ms = 1_000).await;
     let mut silent = gw.node().await;
     silent.register(&["zh"], &["en"], 1).await;
     let mut client = gw.client().await;

@@ -1,3 +1,4 @@
 //! Subcommands other than the gateway itself.
 
+pub mod bench;
 pub mod policy;

@@ -24,6 +24,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -154,7 +155,12 @@ impl Gateway {
         }
         let stop = state.shutdown.clone();
         let peers = state.peers.clone();
-        let public = axum::serve(self.listener, app(state.clone())).with_graceful_shutdown(async move {
+        // Small JSON frames both ways: Nagle's algorithm with delayed ACKs would add ~40 ms to a
+        // request/response exchange.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let public = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
             stop.cancelled().await;
             // axum's graceful shutdown does not wait for WebSocket tasks: close them.
             peers.close_all(socket::CLOSE_GOING_AWAY, "gateway shutting down");

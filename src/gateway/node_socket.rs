@@ -27,7 +27,7 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let limit = state.config.max_frame_bytes;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |ws| {
+    super::socket::configure(ws, limit).on_upgrade(move |ws| {
         let tasks = state.tasks.clone();
         tasks.track_future(
             serve(state, ws, bearer).instrument(info_span!("node", node.id = tracing::field::Empty)),

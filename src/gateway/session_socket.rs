@@ -18,7 +18,7 @@ use crate::scheduler::{Payload, TaskSpec, new_id};
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let limit = state.config.max_frame_bytes;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |ws| {
+    super::socket::configure(ws, limit).on_upgrade(move |ws| {
         let tasks = state.tasks.clone();
         let span = info_span!("session", session.id = tracing::field::Empty);
         tasks.track_future(serve(state, ws).instrument(span))

@@ -1,7 +1,7 @@
 //! WebSocket plumbing shared by the node and session sockets: a writer task fed by an [`Outbox`],
 //! and a reader that turns frames into text messages or protocol-level failures.
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -13,6 +13,20 @@ use super::peers::{Frame, Outbox};
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Buffers of one socket. tungstenite reserves 128 KiB to read and 128 KiB to write per socket by
+/// default; a gateway holds thousands of mostly idle sockets, so they start small and grow with
+/// the frames that need it.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
+
+/// The settings every upgraded socket gets: frame size limit and small buffers.
+pub fn configure(ws: WebSocketUpgrade, max_frame_bytes: usize) -> WebSocketUpgrade {
+    ws.max_message_size(max_frame_bytes)
+        .max_frame_size(max_frame_bytes)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+}
 
 /// What the reader hands to a socket's message loop.
 pub enum Incoming {

@@ -12,7 +12,7 @@ use switchboard::gateway::{AppState, Gateway};
 use switchboard::scheduler::{MinimalSchedulerService, SchedulerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -21,10 +21,12 @@ pub fn redis() -> RedisServer {
     RedisServer::start().expect("redis-server starts")
 }
 
-/// Scheduler settings that make timeouts observable in a test's lifetime.
+/// Scheduler settings that make timeouts observable in a test's lifetime. Nodes stay live for 30 s
+/// without a heartbeat (a slow CI machine must not expire a test's silent nodes); tests of expiry
+/// shorten it.
 pub fn fast_scheduler() -> SchedulerConfig {
     SchedulerConfig {
-        heartbeat_interval_ms: 1_000,
+        heartbeat_interval_ms: 10_000,
         job_timeout_ms: 10_000,
         dispatch_wait_ms: 2_000,
         retry_ms: 100,
@@ -100,7 +102,7 @@ pub struct Peer {
 
 impl Peer {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = connect_async(url).await.expect("websocket connects");
+        let (ws, _) = connect_async_with_config(url, None, true).await.expect("websocket connects");
         Self { ws }
     }
 
@@ -108,7 +110,7 @@ impl Peer {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (ws, _) = connect_async(request).await.expect("websocket connects");
+        let (ws, _) = connect_async_with_config(request, None, true).await.expect("websocket connects");
         Self { ws }
     }
 

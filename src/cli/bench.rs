@@ -1,0 +1,698 @@
+//! `switchboard bench`: throughput, latency, Redis cost per task, gateway CPU and memory, policy
+//! cost, and the Redis-only ceiling, against gateways it starts (or one given with --url).
+//! Simulated nodes and clients speak the protocol over real WebSockets (`switchboard::sim`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use switchboard::admin_client;
+use switchboard::devredis::RedisServer;
+use switchboard::histogram::Histogram;
+use switchboard::scheduler::{MinimalSchedulerService, NodeRegistration, Payload, SchedulerConfig, TaskSpec};
+use switchboard::sim::client::{Load, Session, Tally};
+use switchboard::sim::node::{self, NodeSpec};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// A running gateway's WebSocket base URL (ws://host:port) instead of starting one.
+    #[arg(long, requires = "admin_url")]
+    url: Option<String>,
+    /// That gateway's admin URL (http://host:port), for its metrics.
+    #[arg(long)]
+    admin_url: Option<String>,
+    /// Redis the started gateways use (a private redis-server when absent).
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Seconds per measured load.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Smaller scenarios (up to 1,000 nodes and 500 sessions), for a quick look.
+    #[arg(long)]
+    quick: bool,
+    /// Time from job_assign to job_result at the simulated nodes.
+    #[arg(long, default_value_t = 0)]
+    answer_delay_ms: u64,
+    /// Base64 audio bytes per utterance.
+    #[arg(long, default_value_t = 1024)]
+    audio_bytes: usize,
+    #[arg(long, default_value = "target/bench/bench.json")]
+    json: PathBuf,
+    /// Regenerate this Markdown report (docs/benchmarks.md) from the run.
+    #[arg(long)]
+    write_docs: Option<PathBuf>,
+}
+
+/// A gateway child process.
+struct GatewayProc {
+    child: Option<Child>,
+    ws: String,
+    admin: String,
+}
+
+impl GatewayProc {
+    async fn start(redis_url: &str) -> anyhow::Result<Self> {
+        let (port, admin_port) = (free_port()?, free_port()?);
+        let child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}"), "--redis-url", redis_url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a gateway")?;
+        let gw = Self {
+            child: Some(child),
+            ws: format!("ws://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) =
+                admin_client::request("GET", &format!("{}/readyz", gw.admin), None, b"").await
+            {
+                return Ok(gw);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the gateway did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// CPU time (user + system) of a process, in µs.
+fn cpu_micros(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    ticks * 10_000 // USER_HZ is 100 on Linux
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Redis counters: (commands, server µs, EVALSHA calls).
+async fn redis_counters(conn: &mut redis::aio::ConnectionManager) -> (u64, u64, u64) {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap_or_default();
+    let (mut calls, mut usec, mut evalsha) = (0, 0, 0);
+    for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+        let field = |name: &str| -> u64 {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        calls += field("calls");
+        usec += field("usec");
+        if line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:") {
+            evalsha += field("calls");
+        }
+    }
+    (calls, usec, evalsha)
+}
+
+/// The gateway's histograms and counters from `/metrics`.
+#[derive(Debug, Default, Clone)]
+struct Scrape {
+    dispatch: Vec<(f64, u64)>,
+    policy_sum: f64,
+    policy_count: f64,
+}
+
+async fn scrape(admin: &str) -> Scrape {
+    let Ok((200, text)) = admin_client::request("GET", &format!("{admin}/metrics"), None, b"").await else {
+        return Scrape::default();
+    };
+    let mut s = Scrape::default();
+    for line in text.lines() {
+        let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if let Some(rest) = line.strip_prefix("switchboard_dispatch_seconds_bucket{le=\"") {
+            let le = rest.split('"').next().unwrap_or("");
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(0.0) };
+            s.dispatch.push((le, value(line) as u64));
+        } else if line.starts_with("switchboard_policy_seconds_sum{role=\"node-selection\",slot=\"active\"") {
+            s.policy_sum += value(line);
+        } else if line.starts_with("switchboard_policy_seconds_count{role=\"node-selection\",slot=\"active\"")
+        {
+            s.policy_count += value(line);
+        }
+    }
+    s
+}
+
+/// Quantile (µs) of the dispatch histogram between two scrapes.
+fn dispatch_quantile(before: &Scrape, after: &Scrape, q: f64) -> f64 {
+    let count_at =
+        |s: &Scrape, le: f64| s.dispatch.iter().filter(|(l, _)| *l <= le).map(|(_, c)| *c).max().unwrap_or(0);
+    let total = count_at(after, f64::INFINITY).saturating_sub(count_at(before, f64::INFINITY));
+    if total == 0 {
+        return 0.0;
+    }
+    let rank = (total as f64 * q).ceil() as u64;
+    for (le, _) in after.dispatch.iter().filter(|(l, _)| l.is_finite()) {
+        if count_at(after, *le).saturating_sub(count_at(before, *le)) >= rank {
+            return le * 1e6;
+        }
+    }
+    f64::INFINITY
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ScenarioResult {
+    name: String,
+    nodes: usize,
+    sessions: usize,
+    load: String,
+    seconds: f64,
+    completed: u64,
+    errors: u64,
+    tasks_per_s: f64,
+    e2e_ms: [f64; 4],
+    dispatch_us: [f64; 2],
+    redis_us_per_task: f64,
+    redis_cmds_per_task: f64,
+    evalsha_per_task: f64,
+    gateway_cpu_us_per_task: Option<f64>,
+    policy_us_per_decision: f64,
+}
+
+struct Bench {
+    args: BenchArgs,
+    redis: redis::aio::ConnectionManager,
+    gateway: GatewayProc,
+    audio: Arc<str>,
+    progress: ProgressBar,
+}
+
+impl Bench {
+    fn node_spec(&self, capacity: u32, heartbeat: Duration) -> NodeSpec {
+        NodeSpec {
+            asr_languages: vec!["zh".into()],
+            semantic_languages: vec!["en".into()],
+            capacity,
+            heartbeat,
+            answer_delay: Duration::from_millis(self.args.answer_delay_ms),
+        }
+    }
+
+    /// Connects `n` nodes (64 at a time); they run until `stop`.
+    async fn nodes(&self, n: usize, spec: NodeSpec, stop: &CancellationToken) -> anyhow::Result<()> {
+        let url = format!("{}/ws/node", self.gateway.ws);
+        let answered = Arc::new(AtomicU64::new(0));
+        let mut started = 0;
+        while started < n {
+            let batch = (n - started).min(64);
+            let mut joins = Vec::new();
+            for _ in 0..batch {
+                let (url, spec, answered, stop) = (url.clone(), spec.clone(), answered.clone(), stop.clone());
+                joins.push(tokio::spawn(async move { node::start(&url, spec, answered, stop).await }));
+            }
+            for join in joins {
+                let (_, serve) = join.await??;
+                tokio::spawn(serve);
+            }
+            started += batch;
+        }
+        Ok(())
+    }
+
+    async fn sessions(&self, n: usize) -> anyhow::Result<Vec<Session>> {
+        let url = format!("{}/ws/session", self.gateway.ws);
+        let mut sessions = Vec::with_capacity(n);
+        while sessions.len() < n {
+            let batch = (n - sessions.len()).min(64);
+            let mut joins = Vec::new();
+            for _ in 0..batch {
+                let (url, audio) = (url.clone(), self.audio.clone());
+                joins.push(tokio::spawn(async move { Session::open(&url, "zh", "en", audio).await }));
+            }
+            for join in joins {
+                sessions.push(join.await??);
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Runs `load` on `sessions` for the configured time and measures it.
+    async fn measure(
+        &mut self,
+        name: &str,
+        nodes: usize,
+        sessions: Vec<Session>,
+        load: Load,
+    ) -> ScenarioResult {
+        self.progress.set_message(name.to_owned());
+        let count = sessions.len();
+        let latency = Arc::new(Histogram::default());
+        let stop = CancellationToken::new();
+        let (redis_before, scrape_before) =
+            (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
+        let cpu_before = self.gateway.pid().map(cpu_micros);
+        let start = Instant::now();
+        let runs: Vec<_> = sessions
+            .into_iter()
+            .map(|s| tokio::spawn(s.run(load, latency.clone(), stop.clone(), Duration::from_secs(5))))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(self.args.seconds)).await;
+        stop.cancel();
+        let mut tally = Tally::default();
+        for run in runs {
+            let t = run.await.unwrap_or_default();
+            tally.sent += t.sent;
+            tally.results += t.results;
+            tally.errors += t.errors;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let (redis_after, scrape_after) =
+            (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
+        let cpu = self.gateway.pid().map(cpu_micros).zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
+        let done = tally.results.max(1) as f64;
+        self.progress.inc(1);
+        ScenarioResult {
+            name: name.to_owned(),
+            nodes,
+            sessions: count,
+            load: match load {
+                Load::Closed { in_flight } => format!("closed, {in_flight} in flight per session"),
+                Load::Open { interval } => format!("open, {:.0}/s", count as f64 / interval.as_secs_f64()),
+                Load::Idle => "idle".into(),
+            },
+            seconds,
+            completed: tally.results,
+            errors: tally.errors,
+            tasks_per_s: tally.results as f64 / seconds,
+            e2e_ms: [0.5, 0.95, 0.99, 0.999].map(|q| latency.quantile(q) as f64 / 1000.0),
+            dispatch_us: [0.5, 0.99].map(|q| dispatch_quantile(&scrape_before, &scrape_after, q)),
+            redis_us_per_task: (redis_after.1 - redis_before.1) as f64 / done,
+            redis_cmds_per_task: (redis_after.0 - redis_before.0) as f64 / done,
+            evalsha_per_task: (redis_after.2 - redis_before.2) as f64 / done,
+            gateway_cpu_us_per_task: cpu.map(|c| c as f64 / done),
+            policy_us_per_decision: (scrape_after.policy_sum - scrape_before.policy_sum) * 1e6
+                / (scrape_after.policy_count - scrape_before.policy_count).max(1.0),
+        }
+    }
+}
+
+/// The rate at which Redis alone runs the dispatch path's scripts — candidates, dispatch_task,
+/// complete_task, the same scripts and keys as the gateway — pipelined: 8 connections, each with a
+/// pipeline of 32 tasks (96 EVALSHA) in flight. Nodes are taken round robin, so no call waits for
+/// another's reply.
+async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
+    const NODES: usize = 10;
+    const BATCH: usize = 32;
+    let config = SchedulerConfig { prefix: "bench-ceiling".into(), ..SchedulerConfig::default() };
+    let service = MinimalSchedulerService::connect(redis_url, config.clone()).await?;
+    for i in 0..NODES {
+        let node = NodeRegistration {
+            id: format!("ceiling-{i}"),
+            presented_secret: None,
+            secret: "s".into(),
+            conn: format!("c{i}"),
+            gateway: "bench".into(),
+            capacity: 1_000_000,
+            pairs: vec!["zh>en".into()],
+            ready: vec!["asr".into(), "nmt".into(), "tts".into()],
+            labels: Default::default(),
+            info: serde_json::json!({}),
+            accept_public: true,
+        };
+        service.register_node(&node).await?;
+    }
+    let client = redis::Client::open(redis_url)?;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for w in 0..8usize {
+        let conn = client.get_multiplexed_async_connection().await?;
+        let (service, done, stop) = (service.clone(), done.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (k, scripts, cfg) = (service.keys().clone(), service.scripts(), service.config().clone());
+            let payload =
+                serde_json::to_string(&Payload { audio: Some("A".repeat(1024)), text: None }).unwrap();
+            let mut conn = conn;
+            let mut i = 0u64;
+            while !stop.is_cancelled() {
+                let mut pipe = redis::pipe();
+                let mut jobs = Vec::with_capacity(BATCH);
+                for _ in 0..BATCH {
+                    let spec = bench_spec(&format!("ceiling-{w}"), i);
+                    let node = format!("ceiling-{}", i as usize % NODES);
+                    let job = format!("job-c{w}-{i}");
+                    i += 1;
+                    let (task, pool) = (spec.task_id(), spec.pool());
+                    pipe.cmd("EVALSHA")
+                        .arg(scripts.candidates.get_hash())
+                        .arg(2)
+                        .arg(k.load(&pool))
+                        .arg(k.alive())
+                        .arg(cfg.candidates)
+                        .arg("")
+                        .arg("");
+                    pipe.cmd("EVALSHA")
+                        .arg(scripts.dispatch_task.get_hash())
+                        .arg(7)
+                        .arg(k.task(&task))
+                        .arg(k.payload(&task))
+                        .arg(k.waiting())
+                        .arg(k.deadlines())
+                        .arg(k.alive())
+                        .arg(k.load(&pool))
+                        .arg(k.node(&node))
+                        .arg(&task)
+                        .arg(0)
+                        .arg(&node)
+                        .arg(&job)
+                        .arg(cfg.job_timeout_ms)
+                        .arg(serde_json::to_string(&spec).unwrap())
+                        .arg(&payload)
+                        .arg(cfg.task_ttl_ms)
+                        .arg(cfg.max_attempts)
+                        .arg(cfg.dispatch_wait_ms)
+                        .arg(cfg.retry_ms);
+                    jobs.push((job, node));
+                }
+                for (job, node) in &jobs {
+                    pipe.cmd("EVALSHA")
+                        .arg(scripts.complete_task.get_hash())
+                        .arg(3)
+                        .arg(k.job(job))
+                        .arg(k.node(node))
+                        .arg(k.waiting())
+                        .arg(job)
+                        .arg(node)
+                        .arg("")
+                        .arg("completed");
+                }
+                let Ok(replies) = pipe.query_async::<Vec<String>>(&mut conn).await else { continue };
+                let completed = replies.iter().filter(|r| r.contains("\"status\":\"completed\"")).count();
+                done.fetch_add(completed as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn bench_spec(session: &str, index: u64) -> TaskSpec {
+    TaskSpec {
+        session_id: session.into(),
+        utterance_index: index,
+        src_lang: "zh".into(),
+        tgt_lang: "en".into(),
+        dialect: None,
+        mode: switchboard::protocol::Mode::OneWay,
+        lang_a: None,
+        lang_b: None,
+        pipeline: Default::default(),
+        audio_format: "opus".into(),
+        sample_rate: 16000,
+        trace_id: "bench".into(),
+        turn_id: None,
+        room_code: None,
+        tenant_id: None,
+        recipients: vec![session.into()],
+        created_ms: 0,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: String,
+    command: String,
+    ceiling_tasks_per_s: f64,
+    best_tasks_per_s: f64,
+    ratio_to_ceiling: f64,
+    memory_per_idle_node_kib: f64,
+    memory_per_idle_session_kib: f64,
+    heartbeat_cpu_percent_of_core: f64,
+    heartbeat_nodes: usize,
+    scenarios: Vec<ScenarioResult>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let private = match &args.redis_url {
+        Some(_) => None,
+        None => Some(RedisServer::start()?),
+    };
+    let redis_url = args.redis_url.clone().unwrap_or_else(|| private.as_ref().unwrap().url());
+    let gateway = match (&args.url, &args.admin_url) {
+        (Some(ws), Some(admin)) => GatewayProc {
+            child: None,
+            ws: ws.trim_end_matches('/').into(),
+            admin: admin.trim_end_matches('/').into(),
+        },
+        _ => GatewayProc::start(&redis_url).await?,
+    };
+    let redis = redis::Client::open(redis_url.as_str())?.get_connection_manager().await?;
+    let (max_nodes, session_steps): (usize, &[usize]) =
+        if args.quick { (1_000, &[10, 100, 500]) } else { (10_000, &[10, 100, 1_000, 5_000]) };
+    let node_steps: Vec<usize> = [10, 1_000, 10_000].into_iter().filter(|n| *n <= max_nodes).collect();
+    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2;
+    let progress = ProgressBar::new(steps as u64);
+    progress
+        .set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("template"));
+    let audio: Arc<str> = "A".repeat(args.audio_bytes).into();
+    let mut bench = Bench { args, redis, gateway, audio, progress };
+    let mut scenarios = Vec::new();
+    let seconds = bench.args.seconds;
+
+    bench.progress.set_message("ceiling: Redis alone");
+    let ceiling = ceiling(&redis_url, seconds).await?;
+    bench.progress.inc(1);
+
+    // Closed loop: throughput at growing concurrency, nodes never the bottleneck.
+    for (sessions, k) in [(10, 4), (100, 4), (1_000, 1)] {
+        let stop = CancellationToken::new();
+        bench.nodes(10, bench.node_spec(1_000, Duration::from_secs(5)), &stop).await?;
+        let s = bench.sessions(sessions).await?;
+        let name = format!("closed loop, {sessions} sessions × {k}");
+        scenarios.push(bench.measure(&name, 10, s, Load::Closed { in_flight: k }).await);
+        stop.cancel();
+    }
+    let best = scenarios.iter().map(|s| s.tasks_per_s).fold(0.0, f64::max);
+
+    // Open loop at half the best throughput: dispatch latency under moderate load.
+    {
+        let stop = CancellationToken::new();
+        bench.nodes(10, bench.node_spec(1_000, Duration::from_secs(5)), &stop).await?;
+        let s = bench.sessions(100).await?;
+        let interval = Duration::from_secs_f64(100.0 / (best / 2.0).max(1.0));
+        let name = format!("open loop at 50% ({:.0}/s)", best / 2.0);
+        scenarios.push(bench.measure(&name, 10, s, Load::Open { interval }).await);
+        stop.cancel();
+    }
+
+    // Nodes 10 → 10,000 (heartbeating every 5 s): cost per task must not grow with them.
+    for &nodes in &node_steps {
+        let stop = CancellationToken::new();
+        bench.progress.set_message(format!("connecting {nodes} nodes"));
+        bench.nodes(nodes, bench.node_spec(64, Duration::from_secs(5)), &stop).await?;
+        let s = bench.sessions(100).await?;
+        let name = format!("{nodes} nodes, 100 sessions × 2");
+        scenarios.push(bench.measure(&name, nodes, s, Load::Closed { in_flight: 2 }).await);
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Sessions 10 → 5,000, one utterance in flight each.
+    for &sessions in session_steps {
+        let stop = CancellationToken::new();
+        bench.nodes(10, bench.node_spec(1_000, Duration::from_secs(5)), &stop).await?;
+        let s = bench.sessions(sessions).await?;
+        let name = format!("{sessions} sessions × 1");
+        scenarios.push(bench.measure(&name, 10, s, Load::Closed { in_flight: 1 }).await);
+        stop.cancel();
+    }
+
+    // Memory and heartbeat cost, in a fresh gateway process (a used one reuses freed memory):
+    // idle sessions first, then idle nodes heartbeating every 5 s on top.
+    let (memory_per_session, memory_per_node, heartbeat_cpu) = match &bench.args.url {
+        Some(_) => (0.0, 0.0, 0.0),
+        None => {
+            let fresh = GatewayProc::start(&redis_url).await?;
+            let pid = fresh.pid().expect("a started gateway has a pid");
+            let measuring = std::mem::replace(&mut bench.gateway, fresh);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let base = rss_kib(pid);
+            let n_sessions = *session_steps.last().unwrap();
+            bench.progress.set_message(format!("{n_sessions} idle sessions"));
+            let idle = bench.sessions(n_sessions).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let with_sessions = rss_kib(pid);
+            let n_nodes = *node_steps.last().unwrap();
+            bench.progress.set_message(format!("{n_nodes} idle nodes"));
+            let stop = CancellationToken::new();
+            bench.nodes(n_nodes, bench.node_spec(4, Duration::from_secs(5)), &stop).await?;
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let with_nodes = rss_kib(pid);
+            bench.progress.set_message(format!("{n_nodes} idle nodes heartbeating"));
+            let cpu0 = cpu_micros(pid);
+            let window = Duration::from_secs(20);
+            tokio::time::sleep(window).await;
+            let heartbeat = (cpu_micros(pid) - cpu0) as f64 / window.as_micros() as f64 * 100.0;
+            stop.cancel();
+            drop(idle);
+            bench.gateway = measuring;
+            bench.progress.inc(2);
+            (
+                with_sessions.saturating_sub(base) as f64 / n_sessions as f64,
+                with_nodes.saturating_sub(with_sessions) as f64 / n_nodes as f64,
+                heartbeat,
+            )
+        }
+    };
+    bench.progress.finish_and_clear();
+
+    let best = scenarios.iter().map(|s| s.tasks_per_s).fold(0.0, f64::max);
+    let report = Report {
+        machine: machine(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ceiling_tasks_per_s: ceiling,
+        best_tasks_per_s: best,
+        ratio_to_ceiling: best / ceiling.max(1.0),
+        memory_per_idle_node_kib: memory_per_node,
+        memory_per_idle_session_kib: memory_per_session,
+        heartbeat_cpu_percent_of_core: heartbeat_cpu,
+        heartbeat_nodes: *node_steps.last().unwrap(),
+        scenarios,
+    };
+    let table = table(&report);
+    println!("{table}");
+    if let Some(dir) = bench.args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&bench.args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("JSON: {}", bench.args.json.display());
+    if let Some(path) = &bench.args.write_docs {
+        std::fs::write(path, markdown(&report, &table))?;
+        println!("Report: {}", path.display());
+    }
+    Ok(())
+}
+
+fn table(r: &Report) -> String {
+    let mut out = format!(
+        "{:<38} {:>9} {:>33} {:>15} {:>9} {:>6} {:>6} {:>8} {:>7}\n",
+        "scenario",
+        "tasks/s",
+        "e2e ms p50/p95/p99/p99.9",
+        "dispatch µs p50/p99",
+        "redis µs",
+        "cmds",
+        "evalsha",
+        "gw cpu µs",
+        "policy µs"
+    );
+    for s in &r.scenarios {
+        out += &format!(
+            "{:<38} {:>9.0} {:>33} {:>15} {:>9.1} {:>6.2} {:>6.2} {:>8} {:>7.1}\n",
+            s.name,
+            s.tasks_per_s,
+            format!("{:.2}/{:.2}/{:.2}/{:.2}", s.e2e_ms[0], s.e2e_ms[1], s.e2e_ms[2], s.e2e_ms[3]),
+            format!("{:.0}/{:.0}", s.dispatch_us[0], s.dispatch_us[1]),
+            s.redis_us_per_task,
+            s.redis_cmds_per_task,
+            s.evalsha_per_task,
+            s.gateway_cpu_us_per_task.map_or("-".into(), |c| format!("{c:.0}")),
+            s.policy_us_per_decision,
+        );
+    }
+    out += &format!(
+        "\nRedis ceiling (candidates + dispatch_task + complete_task pipelined, 8 × 32 tasks in flight): {:.0} tasks/s\n",
+        r.ceiling_tasks_per_s
+    );
+    out += &format!(
+        "best end-to-end: {:.0} tasks/s = {:.0} % of the ceiling\n",
+        r.best_tasks_per_s,
+        r.ratio_to_ceiling * 100.0
+    );
+    out += &format!(
+        "gateway memory: {:.1} KiB per idle node, {:.1} KiB per idle session\n",
+        r.memory_per_idle_node_kib, r.memory_per_idle_session_kib
+    );
+    out += &format!(
+        "heartbeats of {} idle nodes every 5 s: {:.1} % of one core (gateway process)\n",
+        r.heartbeat_nodes, r.heartbeat_cpu_percent_of_core
+    );
+    out
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024 / 1024);
+    let redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem} GiB; {redis}")
+}
+
+fn markdown(r: &Report, table: &str) -> String {
+    format!(
+        "# Benchmarks\n\nRegenerate with `cargo run --release -- bench --write-docs docs/benchmarks.md` (a private redis-server \
+and one gateway process are started; simulated nodes and clients speak the protocol over real WebSockets from the bench \
+process, on the same machine).\n\n- machine: {}\n- command: `{}`\n- JSON: `target/bench/bench.json`\n\n```\n{}```\n\n\
+Columns: `tasks/s` completed translation results per second; `e2e` utterance sent → translation_result received at the \
+simulated client (node answers at once unless `--answer-delay-ms`); `dispatch` utterance received → job_assign sent, \
+inside the gateway (histogram bucket upper bounds); `redis µs` and `cmds` Redis server time and commands per task from \
+`INFO commandstats` (heartbeats and sweeps included); `evalsha` script calls per task; `gw cpu µs` gateway process CPU \
+per task (/proc, 10 ms resolution); `policy µs` mean node-selection decision on the live dispatch path.\n\n{}\n",
+        r.machine, r.command, table, TARGETS
+    )
+}
+
+const TARGETS: &str = "## Against the targets\n\nSee the closing figures below the table; the analysis of what limits \
+each figure is kept by hand in this section when the report is regenerated.\n";

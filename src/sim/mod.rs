@@ -1,0 +1,39 @@
+//! Simulated worker nodes and clients speaking PROTOCOL.md over real WebSockets: the load of the
+//! benchmark (`switchboard bench`).
+
+pub mod client;
+pub mod node;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type WsSink = SplitSink<Ws, tokio_tungstenite::tungstenite::Message>;
+pub type WsStream = SplitStream<Ws>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("the gateway closed the socket")]
+    Closed,
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// Reads the next JSON text message.
+pub async fn next_json(stream: &mut WsStream) -> Result<serde_json::Value, SimError> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).map_err(|e| SimError::Unexpected(e.to_string()));
+            }
+            Some(Ok(Message::Close(_))) | None => return Err(SimError::Closed),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
