@@ -29,46 +29,63 @@ local tid, node = ARGV[1], ARGV[3]
 local expected = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[8])
 local now = now_ms()
+local creating = ARGV[6] ~= ''
 
-if ARGV[6] ~= '' then
+-- t: state, attempt, tried, wait_until, spec. A new task is written once, below, in the state this
+-- call leaves it in (the common path creates and assigns it with one HSET).
+local t
+if creating then
   if redis.call('EXISTS', KEYS[1]) == 1 then
     return cjson.encode({ status = 'duplicate' })
   end
-  redis.call('HSET', KEYS[1], 'state', 'waiting', 'attempt', 0, 'tried', '', 'spec', ARGV[6],
-    'max_attempts', ARGV[9], 'wait_until', now + tonumber(ARGV[10]), 'created_ms', now,
-    'ttl_ms', ttl)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('SET', KEYS[2], ARGV[7], 'PX', ttl)
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
+  t = { 'waiting', '0', '', tostring(now + tonumber(ARGV[10])), ARGV[6] }
+else
+  t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'wait_until', 'spec')
+  if t[1] ~= 'waiting' or tonumber(t[2]) ~= expected then
+    return cjson.encode({ status = 'stale' })
+  end
 end
 
-local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'wait_until', 'spec')
-if t[1] ~= 'waiting' or tonumber(t[2]) ~= expected then
-  return cjson.encode({ status = 'stale' })
+-- Writes a new task's fields in `state`; the payload only while the task can still run.
+local function create(state, extra)
+  redis.call('HSET', KEYS[1], 'state', state, 'attempt', 0, 'tried', '', 'spec', ARGV[6],
+    'max_attempts', ARGV[9], 'wait_until', t[4], 'created_ms', now, 'ttl_ms', ttl, unpack(extra))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if state ~= 'failed' then redis.call('SET', KEYS[2], ARGV[7], 'PX', ttl) end
+end
+
+local function wait(reply)
+  if creating then create('waiting', {}) end
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
+  return cjson.encode(reply)
 end
 
 if node == '' then
-  if now >= tonumber(t[4]) then
+  if now < tonumber(t[4]) then
+    return wait({ status = 'waiting' })
+  end
+  if creating then
+    create('failed', { 'code', 'NO_AVAILABLE_NODE' })
+  else
     redis.call('HSET', KEYS[1], 'state', 'failed', 'code', 'NO_AVAILABLE_NODE')
     redis.call('ZREM', KEYS[3], tid)
     redis.call('DEL', KEYS[2])
-    return cjson.encode({ status = 'failed', code = 'NO_AVAILABLE_NODE', spec = t[5] })
   end
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
-  return cjson.encode({ status = 'waiting' })
+  return cjson.encode({ status = 'failed', code = 'NO_AVAILABLE_NODE', spec = t[5] })
 end
 
-local function refuse(reason)
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
-  return cjson.encode({ status = 'refused', reason = reason })
-end
 local n = redis.call('HMGET', KEYS[7], 'state', 'draining', 'running', 'capacity', 'pairs')
-if n[1] ~= 'online' then return refuse('offline') end
-if tonumber(redis.call('ZSCORE', KEYS[5], node) or '0') <= now then return refuse('expired') end
-if n[2] ~= '0' then return refuse('draining') end
-if tonumber(n[3]) >= tonumber(n[4]) then return refuse('full') end
-if not redis.call('ZSCORE', KEYS[6], node) then return refuse('wrong_pair') end
-if contains(t[3], node) then return refuse('already_tried') end
+local refused
+if n[1] ~= 'online' then refused = 'offline'
+elseif tonumber(redis.call('ZSCORE', KEYS[5], node) or '0') <= now then refused = 'expired'
+elseif n[2] ~= '0' then refused = 'draining'
+elseif tonumber(n[3]) >= tonumber(n[4]) then refused = 'full'
+elseif not redis.call('ZSCORE', KEYS[6], node) then refused = 'wrong_pair'
+elseif contains(t[3], node) then refused = 'already_tried'
+end
+if refused then
+  return wait({ status = 'refused', reason = refused })
+end
 
 local attempt = expected + 1
 local jid = ARGV[4]
@@ -80,9 +97,13 @@ redis.call('HSET', P .. 'job:' .. jid, 'task', tid, 'node', node, 'attempt', att
 redis.call('PEXPIRE', P .. 'job:' .. jid, ttl)
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), jid)
 local tried = t[3] == '' and node or (t[3] .. ',' .. node)
-redis.call('HSET', KEYS[1], 'state', 'assigned', 'attempt', attempt, 'job', jid, 'node', node,
-  'tried', tried)
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('ZREM', KEYS[3], tid)
+local assigned = { 'attempt', attempt, 'job', jid, 'node', node, 'tried', tried }
+if creating then
+  create('assigned', assigned)
+else
+  redis.call('HSET', KEYS[1], 'state', 'assigned', unpack(assigned))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('ZREM', KEYS[3], tid)
+end
 return cjson.encode({ status = 'assigned', attempt = attempt, job_id = jid })

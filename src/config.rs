@@ -36,6 +36,13 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// How long shutdown waits for sockets and in-flight work.
     pub shutdown_grace_ms: u64,
+    /// A room without activity (joins, leaves, utterances) for this long is gone.
+    pub room_idle_ttl_ms: u64,
+    /// Members per room.
+    pub room_max_members: u32,
+    /// Failed room joins a connection may make per minute before RATE_LIMITED (codes are 6 digits;
+    /// this keeps them from being guessed).
+    pub room_failed_joins_per_minute: u32,
     pub log_format: LogFormat,
     /// Admin listener: the admin API (policies), `/livez`, `/readyz`.
     pub admin_listen: SocketAddr,
@@ -90,6 +97,9 @@ impl Default for Config {
             first_message_timeout_ms: 10_000,
             outbox_capacity: 1024,
             shutdown_grace_ms: 5_000,
+            room_idle_ttl_ms: 30 * 60_000,
+            room_max_members: 16,
+            room_failed_joins_per_minute: 5,
             log_format: LogFormat::Text,
             admin_listen: "127.0.0.1:9090".parse().expect("valid address"),
             admin_token: None,

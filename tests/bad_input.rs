@@ -90,7 +90,7 @@ async fn utterance_errors() {
     let big = "A".repeat(2048);
     client.send(json!({"type":"utterance","session_id":session,"utterance_index":0,"audio":big})).await;
     expect_error(&mut client, "PAYLOAD_TOO_LARGE").await;
-    client.send(json!({"type":"room_create","client_ts":1})).await;
+    client.send(json!({"type":"audio_chunk","session_id":session,"seq":0,"is_final":true})).await;
     expect_error(&mut client, "UNSUPPORTED_FEATURE").await;
     client.send(json!({"type":"session_init","tgt_lang":"en"})).await;
     expect_error(&mut client, "INVALID_MESSAGE").await; // already initialized

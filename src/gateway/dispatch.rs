@@ -62,6 +62,7 @@ impl AppState {
         let mut create = create.then_some((spec, payload));
         let mut excluded = tried;
         for _ in 0..READS {
+            Metrics::inc(&self.metrics.dispatch_script_calls);
             let candidates = self.scheduler.candidates(&pool, &excluded, None).await?;
             let ranked = self.policies.select(spec, attempt + 1, &excluded, None, &candidates);
             if ranked.is_empty() {
@@ -75,6 +76,7 @@ impl AppState {
                     node_id: Some(&node_id),
                     create: create.take(),
                 };
+                Metrics::inc(&self.metrics.dispatch_script_calls);
                 match self.scheduler.dispatch_task(&request).await? {
                     DispatchReply::Assigned { attempt, job_id } => {
                         self.send_job(spec, payload, &node_id, &job_id, attempt);

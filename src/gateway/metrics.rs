@@ -46,6 +46,9 @@ counters!(
     node_errors,
     /// Messages for a socket that is not on this gateway.
     undeliverable,
+    /// Redis script calls made by dispatches (`candidates` and `dispatch_task`): divided by
+    /// `jobs_assigned`, the dispatch path's round trips per task.
+    dispatch_script_calls,
 );
 
 impl Metrics {

@@ -7,6 +7,7 @@ mod metrics;
 mod node_socket;
 mod peers;
 mod prometheus;
+mod rooms;
 mod session_socket;
 mod socket;
 mod sweeper;

@@ -8,13 +8,14 @@ use base64::Engine;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::capabilities::is_language_code;
+use super::rooms::Membership;
 use super::socket::{Incoming, Socket};
 use super::{AppState, Dispatched, Metrics, error_frame};
 use crate::protocol::{
     DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck, SessionInit,
     SessionInitAck, ToClient, UNSERVED_CLIENT_TYPES, Utterance, decode, now_ms,
 };
-use crate::scheduler::{Payload, TaskSpec, new_id};
+use crate::scheduler::{Payload, SchedulerError, TaskSpec, new_id};
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let limit = state.config.max_frame_bytes;
@@ -42,6 +43,7 @@ async fn serve(state: AppState, ws: WebSocket) {
     let (mut socket, writer) = Socket::new(ws, state.config.outbox_capacity, state.shutdown.clone());
     let session_loop = async {
         let mut session: Option<Session> = None;
+        let mut membership = Membership::default();
         while let Some(incoming) = socket.next().await {
             let text = match incoming {
                 Incoming::Text(text) => text,
@@ -87,7 +89,22 @@ async fn serve(state: AppState, ws: WebSocket) {
                     reply(&socket, ErrorFrame::new(ErrorCode::InvalidSession, "send session_init first"))
                 }
                 (FromClient::Utterance(utterance), Some(session)) => {
-                    utter(&state, &socket, session, utterance).await
+                    utter(&state, &socket, session, &mut membership, utterance).await
+                }
+                (FromClient::RoomCreate(msg), Some(session)) => {
+                    state.room_create(&socket.outbox, &session.id, &mut membership, msg).await
+                }
+                (FromClient::RoomJoin(msg), Some(session)) => {
+                    state.room_join(&socket.outbox, &session.id, &mut membership, msg).await
+                }
+                (FromClient::RoomLeave(msg), Some(session)) => {
+                    let code = Some(msg.room_code.as_str());
+                    state.room_leave(Some(&socket.outbox), &session.id, &mut membership, code).await
+                }
+                (FromClient::RoomSetLang(msg), Some(_)) => {
+                    state
+                        .room_set_lang(&socket.outbox, &mut membership, &msg.room_code, msg.preferred_lang)
+                        .await
                 }
                 (FromClient::ClientHeartbeat {}, Some(session)) => {
                     socket.outbox.send(&ToClient::ServerHeartbeat(ServerHeartbeat {
@@ -106,6 +123,9 @@ async fn serve(state: AppState, ws: WebSocket) {
             }
         }
         if let Some(session) = session {
+            // A closed or dropped session leaves its room (resume, which would keep it, is not
+            // served yet).
+            state.room_leave(None, &session.id, &mut membership, None).await;
             state.peers.remove_session(&session.id);
         }
         socket.outbox.closed().cancel();
@@ -156,7 +176,13 @@ fn open(init: SessionInit) -> Result<Session, String> {
     })
 }
 
-async fn utter(state: &AppState, socket: &Socket, session: &Session, u: Utterance) {
+async fn utter(
+    state: &AppState,
+    socket: &Socket,
+    session: &Session,
+    membership: &mut Membership,
+    u: Utterance,
+) {
     let received = std::time::Instant::now();
     if u.session_id != session.id {
         let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
@@ -171,15 +197,27 @@ async fn utter(state: &AppState, socket: &Socket, session: &Session, u: Utteranc
             return reply(socket, frame);
         }
     };
-    match state.submit(&spec, &payload).await {
-        Ok(Dispatched::Assigned { .. }) => {
-            state.metrics.dispatch_latency.record(received.elapsed().as_micros() as u64)
-        }
-        Ok(_) => {}
-        Err(err) => {
-            warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
-            let details = serde_json::json!({ "utterance_index": spec.utterance_index });
-            reply(socket, error_frame(&err).with_details(details));
+    let fail = |err: SchedulerError| {
+        warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
+        let details = serde_json::json!({ "utterance_index": spec.utterance_index });
+        reply(socket, error_frame(&err).with_details(details));
+    };
+    // In a room, one task per route of the room-routing policy; alone (or with nobody to route
+    // to), the single-session task.
+    let mut tasks = match state.room_tasks(membership, &spec).await {
+        Ok(tasks) => tasks,
+        Err(err) => return fail(err),
+    };
+    if tasks.is_empty() {
+        tasks.push(spec.clone());
+    }
+    for task in &tasks {
+        match state.submit(task, &payload).await {
+            Ok(Dispatched::Assigned { .. }) => {
+                state.metrics.dispatch_latency.record(received.elapsed().as_micros() as u64)
+            }
+            Ok(_) => {}
+            Err(err) => return fail(err),
         }
     }
 }

@@ -13,17 +13,78 @@ pub enum FromClient {
     Utterance(Utterance),
     ClientHeartbeat {},
     SessionClose(SessionClose),
+    RoomCreate(RoomCreate),
+    RoomJoin(RoomJoin),
+    RoomLeave(RoomLeave),
+    RoomSetLang(RoomSetLang),
 }
 
 impl FromClient {
-    pub const TYPES: &'static [&'static str] =
-        &["session_init", "utterance", "client_heartbeat", "session_close"];
+    pub const TYPES: &'static [&'static str] = &[
+        "session_init",
+        "utterance",
+        "client_heartbeat",
+        "session_close",
+        "room_create",
+        "room_join",
+        "room_leave",
+        "room_set_lang",
+    ];
 }
 
 /// Protocol types this gateway knows but does not serve yet; they get `UNSUPPORTED_FEATURE`
 /// rather than `INVALID_MESSAGE`, so a client can tell "not here" from "malformed".
-pub const UNSERVED_CLIENT_TYPES: &[&str] =
-    &["audio_chunk", "room_create", "room_join", "room_leave", "room_set_lang"];
+pub const UNSERVED_CLIENT_TYPES: &[&str] = &["audio_chunk"];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RoomCreate {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub preferred_lang: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RoomJoin {
+    #[serde(default, deserialize_with = "nullable")]
+    pub room_code: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub preferred_lang: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RoomLeave {
+    #[serde(default, deserialize_with = "nullable")]
+    pub room_code: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RoomSetLang {
+    #[serde(default, deserialize_with = "nullable")]
+    pub room_code: String,
+    #[serde(default)]
+    pub preferred_lang: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomCreateAck {
+    pub room_code: String,
+    pub room_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomMembers {
+    pub room_code: String,
+    pub members: Vec<crate::scheduler::RoomMember>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomError {
+    pub code: String,
+    pub message: Option<String>,
+}
 
 /// Messages the scheduler sends to a client.
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +97,9 @@ pub enum ToClient {
     UiEvent(UiEvent),
     ServerHeartbeat(ServerHeartbeat),
     SessionCloseAck(SessionCloseAck),
+    RoomCreateAck(RoomCreateAck),
+    RoomMembers(RoomMembers),
+    RoomError(RoomError),
     Error(ErrorFrame),
 }
 

@@ -53,6 +53,22 @@ impl CellKeys {
     }
 }
 
+/// The keys of one room: its own tag, `{r:<code>}`.
+#[derive(Debug, Clone)]
+pub struct RoomKeys {
+    pub room: String,
+    pub members: String,
+}
+
+impl RoomKeys {
+    pub fn new(prefix: &str, code: &str) -> Self {
+        Self {
+            room: format!("{prefix}:{{r:{code}}}:room"),
+            members: format!("{prefix}:{{r:{code}}}:members"),
+        }
+    }
+}
+
 /// The keys of stored policy versions: their own tag, `{policy}`.
 #[derive(Debug, Clone)]
 pub struct PolicyKeys {

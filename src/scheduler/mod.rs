@@ -5,11 +5,13 @@
 
 mod keys;
 mod policy_store;
+mod rooms;
 mod scripts;
 mod types;
 
-pub use keys::{CellKeys, PolicyKeys, cell_tag, slot};
+pub use keys::{CellKeys, PolicyKeys, RoomKeys, cell_tag, slot};
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
+pub use rooms::{RoomMember, RoomReply};
 pub use scripts::Scripts;
 pub use types::*;
 
@@ -220,8 +222,11 @@ impl MinimalSchedulerService {
         affinity: Option<&str>,
     ) -> Result<Vec<Candidate>> {
         let mut inv = self.scripts.candidates.prepare_invoke();
-        inv.key(self.keys.load(pool)).key(self.keys.alive());
-        inv.arg(self.config.candidates).arg(excluded.join(",")).arg(affinity.unwrap_or(""));
+        inv.key(self.keys.load(pool));
+        inv.arg(self.config.candidates)
+            .arg(excluded.join(","))
+            .arg(affinity.unwrap_or(""))
+            .arg(self.config.liveness_ms());
         let raw: String = self.invoke(&inv).await?;
         if raw == "{}" {
             return Ok(Vec::new());

@@ -48,4 +48,8 @@ scripts!(
     load_task,
     set_policy,
     rollback_policy,
+    room_create,
+    room_join,
+    room_leave,
+    room_speak,
 );

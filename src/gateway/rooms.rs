@@ -1,0 +1,237 @@
+//! Room messages of a session (`room_create`, `room_join`, `room_leave`, `room_set_lang`) and the
+//! room side of an utterance: the room-routing policy turns it into one task per route.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tracing::info;
+
+use super::capabilities::is_language_code;
+use super::peers::Outbox;
+use super::{AppState, error_frame};
+use crate::policy::{Member, Utterance};
+use crate::protocol::{Mode, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMembers, ToClient, now_ms};
+use crate::scheduler::{RoomMember, RoomReply, SchedulerError, TaskSpec, new_id};
+
+/// Codes drawn before room_create gives up (a collision needs ~10^6 live rooms to be likely).
+const CODE_DRAWS: usize = 5;
+
+/// The room this session is in, and its failed joins (to rate-limit code guessing).
+#[derive(Debug, Default)]
+pub struct Membership {
+    room: Option<(String, RoomMember)>,
+    failed_joins: VecDeque<Instant>,
+}
+
+impl Membership {
+    pub fn room_code(&self) -> Option<&str> {
+        self.room.as_ref().map(|(code, _)| code.as_str())
+    }
+}
+
+fn room_error(outbox: &Outbox, code: &str, message: &str) {
+    outbox.send(&ToClient::RoomError(RoomError { code: code.into(), message: Some(message.into()) }));
+}
+
+fn valid_code(code: &str) -> bool {
+    code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn valid_lang(lang: &Option<String>) -> bool {
+    lang.as_deref().is_none_or(is_language_code)
+}
+
+impl AppState {
+    pub async fn room_create(&self, outbox: &Outbox, session_id: &str, m: &mut Membership, msg: RoomCreate) {
+        if m.room.is_some() {
+            return room_error(outbox, "ALREADY_IN_ROOM", "leave the current room first");
+        }
+        if !valid_lang(&msg.preferred_lang) {
+            return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
+        }
+        let member = RoomMember {
+            participant_id: new_id("p-", 8),
+            session_id: session_id.to_owned(),
+            display_name: msg.display_name.map(|n| n.chars().take(64).collect()),
+            preferred_lang: msg.preferred_lang,
+            joined_at: now_ms(),
+        };
+        let room_id = new_id("room-", 12);
+        for _ in 0..CODE_DRAWS {
+            let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
+            let cfg = &self.config;
+            match self
+                .scheduler
+                .room_create(&code, &room_id, &member, cfg.room_max_members, cfg.room_idle_ttl_ms)
+                .await
+            {
+                Ok(RoomReply::Created) => {
+                    info!(room.code = %code, session.id = %session_id, "Room created.");
+                    outbox.send(&ToClient::RoomCreateAck(RoomCreateAck { room_code: code.clone(), room_id }));
+                    self.broadcast_members(&code, vec![member.clone()]);
+                    m.room = Some((code, member));
+                    return;
+                }
+                Ok(_) => continue,
+                Err(err) => return self.store_error(outbox, &err),
+            }
+        }
+        room_error(outbox, "INTERNAL_ERROR", "no free room code; retry")
+    }
+
+    pub async fn room_join(&self, outbox: &Outbox, session_id: &str, m: &mut Membership, msg: RoomJoin) {
+        let minute = Duration::from_secs(60);
+        while m.failed_joins.front().is_some_and(|t| t.elapsed() > minute) {
+            m.failed_joins.pop_front();
+        }
+        if m.failed_joins.len() >= self.config.room_failed_joins_per_minute as usize {
+            return room_error(outbox, "RATE_LIMITED", "too many failed joins; wait a minute");
+        }
+        if m.room.is_some() {
+            return room_error(outbox, "ALREADY_IN_ROOM", "leave the current room first");
+        }
+        if !valid_code(&msg.room_code) {
+            m.failed_joins.push_back(Instant::now());
+            return room_error(outbox, "INVALID_ROOM_CODE", "room codes are 6 digits");
+        }
+        if !valid_lang(&msg.preferred_lang) {
+            return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
+        }
+        let member = RoomMember {
+            participant_id: new_id("p-", 8),
+            session_id: session_id.to_owned(),
+            display_name: msg.display_name.map(|n| n.chars().take(64).collect()),
+            preferred_lang: msg.preferred_lang,
+            joined_at: now_ms(),
+        };
+        match self.scheduler.room_join(&msg.room_code, &member, self.config.room_idle_ttl_ms, false).await {
+            Ok(RoomReply::Ok { members, .. }) => {
+                info!(room.code = %msg.room_code, session.id = %session_id, "Joined a room.");
+                self.broadcast_members(&msg.room_code, members);
+                m.room = Some((msg.room_code, member));
+            }
+            Ok(RoomReply::NotFound) => {
+                m.failed_joins.push_back(Instant::now());
+                room_error(outbox, "ROOM_NOT_FOUND", "no room with this code")
+            }
+            Ok(RoomReply::Full) => room_error(outbox, "ROOM_FULL", "the room is full"),
+            Ok(_) => room_error(outbox, "ALREADY_IN_ROOM", "already a member"),
+            Err(err) => self.store_error(outbox, &err),
+        }
+    }
+
+    pub async fn room_set_lang(&self, outbox: &Outbox, m: &mut Membership, code: &str, lang: Option<String>) {
+        let Some((room, member)) = m.room.as_mut().filter(|(room, _)| room == code) else {
+            return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+        };
+        if !valid_lang(&lang) {
+            return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
+        }
+        member.preferred_lang = lang;
+        match self.scheduler.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
+            Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
+            Ok(_) => {
+                m.room = None;
+                room_error(outbox, "ROOM_NOT_FOUND", "the room is gone")
+            }
+            Err(err) => self.store_error(outbox, &err),
+        }
+    }
+
+    /// Leaves `code` (a client's room_leave) or, with `None`, whatever room the session is in
+    /// (the session ended).
+    pub async fn room_leave(
+        &self,
+        outbox: Option<&Outbox>,
+        session_id: &str,
+        m: &mut Membership,
+        code: Option<&str>,
+    ) {
+        let Some((room, _)) = m.room.take_if(|(room, _)| code.is_none_or(|c| c == room)) else {
+            if let Some(outbox) = outbox {
+                room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+            }
+            return;
+        };
+        match self.scheduler.room_leave(&room, session_id).await {
+            Ok(RoomReply::Ok { members, .. }) => {
+                info!(room.code = %room, session.id = %session_id, "Left a room.");
+                if let Some(outbox) = outbox {
+                    outbox.send(&ToClient::RoomMembers(RoomMembers {
+                        room_code: room.clone(),
+                        members: members.clone(),
+                    }));
+                }
+                self.broadcast_members(&room, members);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, room.code = %room, "Leaving a room failed; its idle ttl ends it.")
+            }
+        }
+    }
+
+    fn broadcast_members(&self, code: &str, members: Vec<RoomMember>) {
+        let message = ToClient::RoomMembers(RoomMembers { room_code: code.to_owned(), members });
+        let ToClient::RoomMembers(RoomMembers { members, .. }) = &message else { unreachable!() };
+        for member in members {
+            self.to_session(&member.session_id, &message);
+        }
+    }
+
+    fn store_error(&self, outbox: &Outbox, err: &SchedulerError) {
+        outbox.send(&ToClient::Error(error_frame(err)));
+    }
+
+    /// The tasks of one room utterance: one per route of the room-routing policy, each to its own
+    /// recipients. Empty when the speaker is not in a room or the policy routes nothing (the
+    /// caller then uses single-session mode).
+    pub async fn room_tasks(
+        &self,
+        m: &mut Membership,
+        spec: &TaskSpec,
+    ) -> Result<Vec<TaskSpec>, SchedulerError> {
+        let Some((code, _)) = &m.room else { return Ok(Vec::new()) };
+        let members =
+            match self.scheduler.room_speak(code, &spec.session_id, self.config.room_idle_ttl_ms).await? {
+                RoomReply::Ok { members, .. } => members,
+                _ => {
+                    m.room = None; // the room expired or this session was removed
+                    return Ok(Vec::new());
+                }
+            };
+        let utterance = Utterance {
+            session_id: spec.session_id.clone(),
+            utterance_index: spec.utterance_index,
+            src_lang: spec.src_lang.clone(),
+            tgt_lang: spec.tgt_lang.clone(),
+            room_code: code.clone(),
+            tenant_id: spec.tenant_id.clone(),
+        };
+        let members: Vec<Member> = members
+            .into_iter()
+            .map(|m| Member {
+                session_id: m.session_id,
+                participant_id: m.participant_id,
+                display_name: m.display_name,
+                preferred_lang: m.preferred_lang,
+            })
+            .collect();
+        let routes = self.policies.route(&utterance, &members, &[]);
+        Ok(routes
+            .into_iter()
+            .map(|route| TaskSpec {
+                tgt_lang: route.tgt_lang,
+                recipients: route.recipients,
+                room_code: Some(code.clone()),
+                // A route names its target: the node pool is src → that target, whatever the
+                // speaker's own session mode.
+                mode: Mode::OneWay,
+                lang_a: None,
+                lang_b: None,
+                ..spec.clone()
+            })
+            .collect())
+    }
+}

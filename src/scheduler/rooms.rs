@@ -1,0 +1,115 @@
+//! Rooms in Redis under their own tag `{r:<code>}`: a room hash and a members hash (session id →
+//! member JSON). Every membership change and every room utterance is one script; each returns the
+//! members so the caller can broadcast `room_members` or route the utterance.
+
+use serde::{Deserialize, Serialize};
+
+use super::{MinimalSchedulerService, Result, RoomKeys};
+
+/// A member as `room_members` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub participant_id: String,
+    pub session_id: String,
+    pub display_name: Option<String>,
+    pub preferred_lang: Option<String>,
+    pub joined_at: u64,
+}
+
+/// Replies of the room scripts; the error statuses are the protocol's `room_error` codes.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status")]
+pub enum RoomReply {
+    #[serde(rename = "created")]
+    Created,
+    #[serde(rename = "ok")]
+    Ok {
+        #[serde(default)]
+        room_id: Option<String>,
+        #[serde(default, deserialize_with = "members")]
+        members: Vec<RoomMember>,
+    },
+    #[serde(rename = "CODE_TAKEN")]
+    CodeTaken,
+    #[serde(rename = "ROOM_NOT_FOUND")]
+    NotFound,
+    #[serde(rename = "ROOM_FULL")]
+    Full,
+    #[serde(rename = "ALREADY_IN_ROOM")]
+    AlreadyIn,
+    #[serde(rename = "NOT_A_MEMBER")]
+    NotAMember,
+}
+
+/// Member JSON strings (an empty list arrives as `{}` from cjson), sorted by join time.
+fn members<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<RoomMember>, D::Error> {
+    let raw = match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    let mut members = raw
+        .iter()
+        .map(|v| serde_json::from_str::<RoomMember>(v.as_str().unwrap_or("")))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(serde::de::Error::custom)?;
+    members.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then(a.session_id.cmp(&b.session_id)));
+    Ok(members)
+}
+
+impl MinimalSchedulerService {
+    fn room_keys(&self, code: &str) -> RoomKeys {
+        RoomKeys::new(&self.config.prefix, code)
+    }
+
+    pub async fn room_create(
+        &self,
+        code: &str,
+        room_id: &str,
+        member: &RoomMember,
+        max_members: u32,
+        idle_ttl_ms: u64,
+    ) -> Result<RoomReply> {
+        let k = self.room_keys(code);
+        let mut inv = self.scripts.room_create.prepare_invoke();
+        inv.key(&k.room).key(&k.members);
+        inv.arg(room_id)
+            .arg(&member.session_id)
+            .arg(serde_json::to_string(member).expect("members serialize"))
+            .arg(max_members)
+            .arg(idle_ttl_ms);
+        self.call("room_create", &inv).await
+    }
+
+    /// Joins (`update == false`) or changes a member's record (`update == true`).
+    pub async fn room_join(
+        &self,
+        code: &str,
+        member: &RoomMember,
+        idle_ttl_ms: u64,
+        update: bool,
+    ) -> Result<RoomReply> {
+        let k = self.room_keys(code);
+        let mut inv = self.scripts.room_join.prepare_invoke();
+        inv.key(&k.room).key(&k.members);
+        inv.arg(&member.session_id)
+            .arg(serde_json::to_string(member).expect("members serialize"))
+            .arg(idle_ttl_ms)
+            .arg(if update { "update" } else { "join" });
+        self.call("room_join", &inv).await
+    }
+
+    pub async fn room_leave(&self, code: &str, session_id: &str) -> Result<RoomReply> {
+        let k = self.room_keys(code);
+        let mut inv = self.scripts.room_leave.prepare_invoke();
+        inv.key(&k.room).key(&k.members).arg(session_id);
+        self.call("room_leave", &inv).await
+    }
+
+    /// The members, when `session_id` is one of them; renews the room's idle ttl.
+    pub async fn room_speak(&self, code: &str, session_id: &str, idle_ttl_ms: u64) -> Result<RoomReply> {
+        let k = self.room_keys(code);
+        let mut inv = self.scripts.room_speak.prepare_invoke();
+        inv.key(&k.room).key(&k.members).arg(session_id).arg(idle_ttl_ms);
+        self.call("room_speak", &inv).await
+    }
+}
