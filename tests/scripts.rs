@@ -342,3 +342,19 @@ async fn keys_share_the_cell_tag_and_expire() {
     }
     assert!(!keys.iter().any(|k| k.contains(":payload:")), "the payload is deleted on completion");
 }
+
+#[tokio::test]
+async fn availability_counts_live_nodes_with_a_free_slot_per_pool() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("a", &["en>zh", "en>ja"], 1)).await;
+    register(&s, &node("b", &["en>zh"], 2)).await;
+    let pools = ["en>zh".to_string(), "en>ja".to_string(), "en>fr".to_string()];
+    assert_eq!(s.availability(&pools).await.unwrap(), [2, 1, 0]);
+    let mut spec = spec("s", 0);
+    spec.src_lang = "en".into();
+    spec.tgt_lang = "ja".into();
+    job_id(&create(&s, &spec, Some("a")).await); // a is full now
+    assert_eq!(s.availability(&pools).await.unwrap(), [1, 0, 0]);
+    assert!(s.availability(&[]).await.unwrap().is_empty());
+}

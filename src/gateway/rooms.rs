@@ -10,7 +10,7 @@ use tracing::info;
 use super::capabilities::is_language_code;
 use super::peers::Outbox;
 use super::{AppState, error_frame};
-use crate::policy::{Member, Utterance};
+use crate::policy::{Availability, Member, Utterance};
 use crate::protocol::{Mode, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMembers, ToClient, now_ms};
 use crate::scheduler::{RoomMember, RoomReply, SchedulerError, TaskSpec, new_id};
 
@@ -218,7 +218,21 @@ impl AppState {
                 preferred_lang: m.preferred_lang,
             })
             .collect();
-        let routes = self.policies.route(&utterance, &members, &[]);
+        let mut langs: Vec<String> = members
+            .iter()
+            .filter(|m| m.session_id != spec.session_id)
+            .filter_map(|m| m.preferred_lang.clone())
+            .collect();
+        langs.sort();
+        langs.dedup();
+        let pools: Vec<String> = langs.iter().map(|l| format!("{}>{l}", spec.src_lang)).collect();
+        let counts = self.scheduler.availability(&pools).await?;
+        let availability: Vec<Availability> = langs
+            .into_iter()
+            .zip(counts)
+            .map(|(tgt_lang, free_slots)| Availability { tgt_lang, free_slots })
+            .collect();
+        let routes = self.policies.route(&utterance, &members, &availability);
         Ok(routes
             .into_iter()
             .map(|route| TaskSpec {

@@ -234,6 +234,23 @@ impl MinimalSchedulerService {
         parse("candidates", &raw)
     }
 
+    /// Per pool (`src>tgt`), the live nodes with a free slot (at most 64 counted per pool).
+    pub async fn availability(&self, pools: &[String]) -> Result<Vec<u32>> {
+        if pools.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.availability.prepare_invoke();
+        for pool in pools {
+            inv.key(self.keys.load(pool));
+        }
+        inv.arg(self.config.liveness_ms());
+        let raw: String = self.invoke(&inv).await?;
+        if raw == "{}" {
+            return Ok(Vec::new());
+        }
+        parse("availability", &raw)
+    }
+
     pub async fn dispatch_task(&self, req: &DispatchRequest<'_>) -> Result<DispatchReply> {
         let k = &self.keys;
         let c = &self.config;

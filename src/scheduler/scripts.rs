@@ -52,4 +52,5 @@ scripts!(
     room_join,
     room_leave,
     room_speak,
+    availability,
 );
