@@ -34,6 +34,16 @@ fn room_error(outbox: &Outbox, code: &str, message: &str) {
     outbox.send(&ToClient::RoomError(RoomError { code: code.into(), message: Some(message.into()) }));
 }
 
+fn new_member(session_id: &str, display_name: Option<String>, preferred_lang: Option<String>) -> RoomMember {
+    RoomMember {
+        participant_id: new_id("p-", 8),
+        session_id: session_id.to_owned(),
+        display_name: display_name.map(|n| n.chars().take(64).collect()),
+        preferred_lang,
+        joined_at: now_ms(),
+    }
+}
+
 fn valid_code(code: &str) -> bool {
     code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())
 }
@@ -50,13 +60,7 @@ impl AppState {
         if !valid_lang(&msg.preferred_lang) {
             return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
         }
-        let member = RoomMember {
-            participant_id: new_id("p-", 8),
-            session_id: session_id.to_owned(),
-            display_name: msg.display_name.map(|n| n.chars().take(64).collect()),
-            preferred_lang: msg.preferred_lang,
-            joined_at: now_ms(),
-        };
+        let member = new_member(session_id, msg.display_name, msg.preferred_lang);
         let room_id = new_id("room-", 12);
         for _ in 0..CODE_DRAWS {
             let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
@@ -98,13 +102,7 @@ impl AppState {
         if !valid_lang(&msg.preferred_lang) {
             return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
         }
-        let member = RoomMember {
-            participant_id: new_id("p-", 8),
-            session_id: session_id.to_owned(),
-            display_name: msg.display_name.map(|n| n.chars().take(64).collect()),
-            preferred_lang: msg.preferred_lang,
-            joined_at: now_ms(),
-        };
+        let member = new_member(session_id, msg.display_name, msg.preferred_lang);
         match self.scheduler.room_join(&msg.room_code, &member, self.config.room_idle_ttl_ms, false).await {
             Ok(RoomReply::Ok { members, .. }) => {
                 info!(room.code = %msg.room_code, session.id = %session_id, "Joined a room.");
