@@ -248,3 +248,19 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's example config parses and validates (it is what operators copy).
+    #[test]
+    fn readme_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("its end");
+        let config: Config = toml::from_str(&readme[start..end]).expect("the example parses");
+        config.validate().expect("the example is valid");
+        assert_eq!(config.policy.config["default_region"], "eu-west");
+    }
+}

@@ -248,7 +248,9 @@ async fn admin_api_is_read_only_without_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_policies_under_load_loses_nothing() {
     let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+    // 300 utterances at once queue for 24 slots; a slow CI machine must not turn the queue into
+    // NO_AVAILABLE_NODE.
+    let gw = TestGateway::start(&redis, |c| c.scheduler.dispatch_wait_ms = 120_000).await;
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
         let mut node = gw.node().await;
