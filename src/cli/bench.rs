@@ -275,13 +275,39 @@ impl Bench {
     }
 
     /// Runs `load` on `sessions` for the configured time and measures it.
-    async fn measure(
+    /// Rooms: the first session of every `size` speaks (open loop), the others listen.
+    async fn measure_rooms(
         &mut self,
         name: &str,
         nodes: usize,
         sessions: Vec<Session>,
-        load: Load,
+        size: usize,
+        interval: Duration,
     ) -> ScenarioResult {
+        let loads = (0..sessions.len())
+            .map(|i| if i % size == 0 { Load::Open { interval } } else { Load::Idle })
+            .collect();
+        let mut result = self.measure_each(name, nodes, sessions, loads).await;
+        result.e2e_ms = [f64::NAN; 4]; // listeners did not send what they hear
+        result.load = format!("open, 1 speaker per room, {:.1} utterances/s each", 1.0 / interval.as_secs_f64());
+        result
+    }
+
+    /// Runs `load` on `sessions` for the configured time and measures it.
+    async fn measure(&mut self, name: &str, nodes: usize, sessions: Vec<Session>, load: Load) -> ScenarioResult {
+        let loads = vec![load; sessions.len()];
+        self.measure_each(name, nodes, sessions, loads).await
+    }
+
+    /// Runs each session's load for the configured time and measures it.
+    async fn measure_each(
+        &mut self,
+        name: &str,
+        nodes: usize,
+        sessions: Vec<Session>,
+        loads: Vec<Load>,
+    ) -> ScenarioResult {
+        let load = loads.first().copied().unwrap_or(Load::Idle);
         self.progress.set_message(name.to_owned());
         let count = sessions.len();
         let latency = Arc::new(Histogram::default());
@@ -302,7 +328,8 @@ impl Bench {
         let start = Instant::now();
         let runs: Vec<_> = sessions
             .into_iter()
-            .map(|s| tokio::spawn(s.run(load, latency.clone(), stop.clone(), Duration::from_secs(5))))
+            .zip(loads)
+            .map(|(s, load)| tokio::spawn(s.run(load, latency.clone(), stop.clone(), Duration::from_secs(5))))
             .collect();
         tokio::time::sleep(Duration::from_secs(self.args.seconds)).await;
         stop.cancel();
@@ -512,7 +539,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (max_nodes, session_steps): (usize, &[usize]) =
         if args.quick { (1_000, &[10, 100, 500]) } else { (10_000, &[10, 100, 1_000, 5_000]) };
     let node_steps: Vec<usize> = [10, 1_000, 10_000].into_iter().filter(|n| *n <= max_nodes).collect();
-    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2;
+    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2 + 2;
     let progress = ProgressBar::new(steps as u64);
     progress
         .set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("template"));
@@ -566,6 +593,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let s = bench.sessions(sessions).await?;
         let name = format!("{sessions} sessions × 1");
         scenarios.push(bench.measure(&name, 10, s, Load::Closed { in_flight: 1 }).await);
+        stop.cancel();
+    }
+
+    // Rooms of 3 and 8 languages: one speaker per room (open loop), every other member hears it
+    // in their own language, so each utterance is (languages - 1) tasks.
+    const LANGS: [&str; 8] = ["en", "zh", "ja", "ko", "fr", "de", "es", "it"];
+    for (rooms, size) in [(20usize, 3usize), (10, 8)] {
+        let stop = CancellationToken::new();
+        let mut spec = bench.node_spec(1_000, Duration::from_secs(5));
+        spec.asr_languages = vec!["zh".into()]; // the simulated sessions speak zh
+        spec.semantic_languages = LANGS.iter().map(|l| l.to_string()).collect();
+        bench.nodes(10, spec, &stop).await?;
+        let mut sessions = bench.sessions(rooms * size).await?;
+        for room in sessions.chunks_mut(size) {
+            let code = room[0].create_room("en").await?;
+            for (member, lang) in room[1..].iter_mut().zip(&LANGS[1..]) {
+                member.join_room(&code, lang).await?;
+            }
+        }
+        // Half the best single-session rate, spread over the rooms' speakers.
+        let per_speaker = (best / 2.0) / (rooms * (size - 1)) as f64;
+        let interval = Duration::from_secs_f64(1.0 / per_speaker.max(0.1));
+        let name = format!("{rooms} rooms of {size} languages");
+        let speakers_first: Vec<Session> = sessions;
+        scenarios.push(bench.measure_rooms(&name, 10, speakers_first, size, interval).await);
         stop.cancel();
     }
 
@@ -653,7 +705,11 @@ fn table(r: &Report) -> String {
             "{:<38} {:>9.0} {:>33} {:>15} {:>9.1} {:>6.2} {:>6.2} {:>5.2} {:>8} {:>7.1}\n",
             s.name,
             s.tasks_per_s,
-            format!("{:.2}/{:.2}/{:.2}/{:.2}", s.e2e_ms[0], s.e2e_ms[1], s.e2e_ms[2], s.e2e_ms[3]),
+            if s.e2e_ms[0].is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}/{:.2}/{:.2}/{:.2}", s.e2e_ms[0], s.e2e_ms[1], s.e2e_ms[2], s.e2e_ms[3])
+            },
             format!("{:.0}/{:.0}", s.dispatch_us[0], s.dispatch_us[1]),
             s.redis_us_per_task,
             s.redis_cmds_per_task,
@@ -717,7 +773,8 @@ process, on the same machine).\n\n- machine: {}\n- command: `{}`\n- JSON: `targe
 simulated client (node answers at once unless `--answer-delay-ms`); `dispatch` utterance received → job_assign sent, \
 inside the gateway (histogram bucket upper bounds); `redis µs` and `cmds` Redis server time and commands per task from \
 `INFO commandstats`, less the idle rate measured before the load (heartbeats, sweeps; over one 5 s heartbeat period with many nodes); `evalsha` script calls per \
-task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; `gw cpu µs` gateway process CPU \
+task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; room rows: tasks/s counts results \
+delivered to listeners (one task per listener language), e2e is not measured there (listeners do not send); `gw cpu µs` gateway process CPU \
 per task (/proc, 10 ms resolution); `policy µs` mean node-selection decision on the live dispatch path.\n",
         r.machine,
         r.command,

@@ -52,6 +52,31 @@ impl Session {
         Ok(Self { id, sink, stream, audio })
     }
 
+    /// Creates a room with this session in it; returns its code.
+    pub async fn create_room(&mut self, preferred_lang: &str) -> Result<String, SimError> {
+        let create = json!({"type":"room_create","client_ts":0,"preferred_lang":preferred_lang});
+        self.sink.send(Message::Text(create.to_string().into())).await?;
+        loop {
+            let m = next_json(&mut self.stream).await?;
+            if m["type"] == "room_create_ack" {
+                return Ok(m["room_code"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+
+    pub async fn join_room(&mut self, code: &str, preferred_lang: &str) -> Result<(), SimError> {
+        let join = json!({"type":"room_join","room_code":code,"preferred_lang":preferred_lang});
+        self.sink.send(Message::Text(join.to_string().into())).await?;
+        loop {
+            let m = next_json(&mut self.stream).await?;
+            match m["type"].as_str() {
+                Some("room_members") => return Ok(()),
+                Some("room_error") => return Err(SimError::Unexpected(m.to_string())),
+                _ => continue,
+            }
+        }
+    }
+
     async fn send(&mut self, index: u64) -> Result<(), SimError> {
         let utterance = format!(
             r#"{{"type":"utterance","session_id":"{}","utterance_index":{index},"manual_cut":true,"audio":"{}","audio_format":"opus","sample_rate":16000}}"#,
