@@ -289,12 +289,19 @@ impl Bench {
             .collect();
         let mut result = self.measure_each(name, nodes, sessions, loads).await;
         result.e2e_ms = [f64::NAN; 4]; // listeners did not send what they hear
-        result.load = format!("open, 1 speaker per room, {:.1} utterances/s each", 1.0 / interval.as_secs_f64());
+        result.load =
+            format!("open, 1 speaker per room, {:.1} utterances/s each", 1.0 / interval.as_secs_f64());
         result
     }
 
     /// Runs `load` on `sessions` for the configured time and measures it.
-    async fn measure(&mut self, name: &str, nodes: usize, sessions: Vec<Session>, load: Load) -> ScenarioResult {
+    async fn measure(
+        &mut self,
+        name: &str,
+        nodes: usize,
+        sessions: Vec<Session>,
+        load: Load,
+    ) -> ScenarioResult {
         let loads = vec![load; sessions.len()];
         self.measure_each(name, nodes, sessions, loads).await
     }
@@ -775,7 +782,9 @@ inside the gateway (histogram bucket upper bounds); `redis µs` and `cmds` Redis
 `INFO commandstats`, less the idle rate measured before the load (heartbeats, sweeps; over one 5 s heartbeat period with many nodes); `evalsha` script calls per \
 task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; room rows: tasks/s counts results \
 delivered to listeners (one task per listener language), e2e is not measured there (listeners do not send); `gw cpu µs` gateway process CPU \
-per task (/proc, 10 ms resolution); `policy µs` mean node-selection decision on the live dispatch path.\n",
+per task (/proc, 10 ms resolution); `policy µs` mean node-selection decision on the live dispatch path.\n\n\
+Not measured yet: 1 vs 2 gateways (a session's tasks can only reach nodes on its own gateway until cross-gateway \
+delivery lands) and the Redis Cluster mode.\n",
         r.machine,
         r.command,
         table,
@@ -847,4 +856,7 @@ the same run with the bench process pipelining, so it is an upper bound for this
 Latency under closed-loop load is queueing behind that shared CPU (hundreds of sessions each keeping utterances in \
 flight); the `10 sessions × 1` row and the open-loop row show the latency of an unsaturated gateway. Profiling the \
 gateway (`perf record -p`) shows allocation and JSON (de)serialisation of the protocol frames leading; the policy \
-call is ~20-30 µs of the ~250 µs of gateway CPU per task on the live path (its host-side preparation included).\n";
+call is ~20-30 µs of the ~250 µs of gateway CPU per task on the live path (its host-side preparation included). \
+The room rows are offered half the best rate through one speaker per room (~29 utterances/s each) and deliver about \
+half of it: a session's utterances are handled one after another, each costing `room_speak`, `availability` and two \
+calls per task, so one very fast speaker is the limit there, not the gateway (people speak about once a second).\n";
