@@ -320,3 +320,34 @@ async fn one_task_costs_three_script_calls() {
     assert_eq!(calls(after) - calls(dispatched), 1, "completion");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_tasks_and_time_dispatches() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let (mut node, mut client, session) = gw.node_and_client(1).await;
+    client.utter(&session, 0).await;
+    let job = node.expect("job_assign").await;
+    node.answer(&job, "hi").await;
+    client.expect("translation_result").await;
+    let (status, text) =
+        switchboard::admin_client::request("GET", &format!("{}/metrics", gw.admin_url), None, b"")
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "switchboard_jobs_assigned_total 1",
+        "switchboard_tasks_completed_total 1",
+        "switchboard_dispatch_script_calls_total 2",
+        "switchboard_dispatch_seconds_count{} 1",
+        "switchboard_connected_nodes 1",
+        "switchboard_connected_sessions 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        text.contains("switchboard_policy_calls_total{role=\"node-selection\",slot=\"active\""),
+        "{text}"
+    );
+    gw.stop().await;
+}

@@ -40,6 +40,8 @@ counters!(
     results_stale,
     /// Results for jobs that do not exist.
     results_unknown,
+    /// `asr_partial`s for jobs the node does not hold (dropped).
+    partials_dropped,
     /// Messages answered with INVALID_MESSAGE.
     invalid_messages,
     /// `node_error` messages.

@@ -200,7 +200,7 @@ async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: F
                 });
                 state.to_recipients(&spec, &message);
             }
-            Ok(JobReply::Stale) => Metrics::inc(&state.metrics.results_stale),
+            Ok(JobReply::Stale) => Metrics::inc(&state.metrics.partials_dropped),
             Err(err) => warn!(%err, "asr_partial routing failed."),
         },
         FromNode::JobResult(result) => job_result(state, socket, node, result).await,
