@@ -14,7 +14,7 @@ use serde::Serialize;
 use switchboard::admin_client;
 use switchboard::devredis::RedisServer;
 use switchboard::histogram::Histogram;
-use switchboard::scheduler::{MinimalSchedulerService, NodeRegistration, Payload, SchedulerConfig, TaskSpec};
+use switchboard::scheduler::{MinimalSchedulerService, NodeRegistration, Payload, SchedulerConfig};
 use switchboard::sim::client::{Load, Session, Tally};
 use switchboard::sim::node::{self, NodeSpec};
 use tokio_util::sync::CancellationToken;
@@ -422,7 +422,7 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
                 let mut pipe = redis::pipe();
                 let mut jobs = Vec::with_capacity(BATCH);
                 for _ in 0..BATCH {
-                    let spec = bench_spec(&format!("ceiling-{w}"), i);
+                    let spec = switchboard::sim::task_spec(&format!("ceiling-{w}"), i);
                     let node = format!("ceiling-{}", i as usize % NODES);
                     let job = format!("job-c{w}-{i}");
                     i += 1;
@@ -490,28 +490,6 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
         let _ = w.await;
     }
     Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
-}
-
-fn bench_spec(session: &str, index: u64) -> TaskSpec {
-    TaskSpec {
-        session_id: session.into(),
-        utterance_index: index,
-        src_lang: "zh".into(),
-        tgt_lang: "en".into(),
-        dialect: None,
-        mode: switchboard::protocol::Mode::OneWay,
-        lang_a: None,
-        lang_b: None,
-        pipeline: Default::default(),
-        audio_format: "opus".into(),
-        sample_rate: 16000,
-        trace_id: "bench".into(),
-        turn_id: None,
-        room_code: None,
-        tenant_id: None,
-        recipients: vec![session.into()],
-        created_ms: 0,
-    }
 }
 
 #[derive(Debug, Serialize)]

@@ -37,3 +37,27 @@ pub async fn next_json(stream: &mut WsStream) -> Result<serde_json::Value, SimEr
         }
     }
 }
+
+/// A zh → en one_way task of `session`, addressed to it: what the simulators and tests dispatch
+/// when they call the scheduler directly.
+pub fn task_spec(session: &str, index: u64) -> crate::scheduler::TaskSpec {
+    crate::scheduler::TaskSpec {
+        session_id: session.into(),
+        utterance_index: index,
+        src_lang: "zh".into(),
+        tgt_lang: "en".into(),
+        dialect: None,
+        mode: crate::protocol::Mode::OneWay,
+        lang_a: None,
+        lang_b: None,
+        pipeline: Default::default(),
+        audio_format: "opus".into(),
+        sample_rate: 16000,
+        trace_id: "sim".into(),
+        turn_id: None,
+        room_code: None,
+        tenant_id: None,
+        recipients: vec![session.into()],
+        created_ms: 0,
+    }
+}

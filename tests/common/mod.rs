@@ -250,7 +250,6 @@ where
 pub mod direct {
     use std::collections::BTreeMap;
 
-    use switchboard::protocol::{Mode, Pipeline};
     use switchboard::scheduler::*;
 
     pub fn node(id: &str, pairs: &[&str], capacity: u32) -> NodeRegistration {
@@ -270,25 +269,7 @@ pub mod direct {
     }
 
     pub fn spec(session: &str, index: u64) -> TaskSpec {
-        TaskSpec {
-            session_id: session.into(),
-            utterance_index: index,
-            src_lang: "zh".into(),
-            tgt_lang: "en".into(),
-            dialect: None,
-            mode: Mode::OneWay,
-            lang_a: None,
-            lang_b: None,
-            pipeline: Pipeline::default(),
-            audio_format: "opus".into(),
-            sample_rate: 16000,
-            trace_id: "trace".into(),
-            turn_id: None,
-            room_code: None,
-            tenant_id: None,
-            recipients: vec![session.into()],
-            created_ms: 0,
-        }
+        switchboard::sim::task_spec(session, index)
     }
 
     pub fn payload() -> Payload {
