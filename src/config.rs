@@ -50,6 +50,64 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub scheduler: SchedulerConfig,
     pub policy: PolicyConfig,
+    pub sessions: SessionsConfig,
+    pub gateways: GatewaysConfig,
+    pub audio: AudioConfig,
+}
+
+/// Client sessions: resume and result ordering (docs/rooms.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A dropped session can be resumed this long; it keeps its room meanwhile and the frames
+    /// produced for it wait in its backlog.
+    pub resume_grace_ms: u64,
+    /// Most frames kept for a detached session (the oldest go first).
+    pub backlog: u32,
+    /// A result held behind a missing earlier one is released after this long, the missing one
+    /// reported as `missing_result{reason:"gap_timeout"}`.
+    pub result_gap_timeout_ms: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self { resume_grace_ms: 30_000, backlog: 256, result_gap_timeout_ms: 3_000 }
+    }
+}
+
+/// Gateways side by side: presence, inboxes, takeover of a dead one (docs/operations.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaysConfig {
+    /// Presence refresh; a gateway silent for 3 intervals is taken for dead and taken over.
+    /// The same tick checks this gateway's rooms for expiry.
+    pub heartbeat_interval_ms: u64,
+    /// Entries an inbox stream keeps (approximately) before the oldest are trimmed.
+    pub inbox_maxlen: u64,
+    /// How long after its death a gateway's inbox is still claimed by the others.
+    pub dead_retention_ms: u64,
+}
+
+impl Default for GatewaysConfig {
+    fn default() -> Self {
+        Self { heartbeat_interval_ms: 1_000, inbox_maxlen: 10_000, dead_retention_ms: 60_000 }
+    }
+}
+
+/// Streaming audio (`audio_chunk`): where the gateway cuts utterances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioConfig {
+    /// No chunk for this long ends the utterance and the turn.
+    pub pause_ms: u64,
+    /// An utterance this long is cut; the turn goes on (same `turn_id`, same node if it can).
+    pub max_duration_ms: u64,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self { pause_ms: 800, max_duration_ms: 15_000 }
+    }
 }
 
 /// Policies (docs/policies.md).
@@ -105,6 +163,9 @@ impl Default for Config {
             admin_token: None,
             scheduler: SchedulerConfig::default(),
             policy: PolicyConfig::default(),
+            sessions: SessionsConfig::default(),
+            gateways: GatewaysConfig::default(),
+            audio: AudioConfig::default(),
         }
     }
 }
@@ -241,6 +302,12 @@ impl Config {
         }
         if self.policy.memory_mib << 20 > crate::policy::MAX_MEMORY_BYTES {
             return bad("policy.memory_mib must be at most 64");
+        }
+        if self.gateways.heartbeat_interval_ms == 0 || self.sessions.backlog == 0 {
+            return bad("gateways.heartbeat_interval_ms and sessions.backlog must be positive");
+        }
+        if self.audio.pause_ms == 0 || self.audio.max_duration_ms == 0 {
+            return bad("audio.pause_ms and audio.max_duration_ms must be positive");
         }
         if self.max_payload_bytes > self.max_frame_bytes {
             return bad("max_payload_bytes must not exceed max_frame_bytes");

@@ -90,8 +90,12 @@ async fn utterance_errors() {
     let big = "A".repeat(2048);
     client.send(json!({"type":"utterance","session_id":session,"utterance_index":0,"audio":big})).await;
     expect_error(&mut client, "PAYLOAD_TOO_LARGE").await;
-    client.send(json!({"type":"audio_chunk","session_id":session,"seq":0,"is_final":true})).await;
-    expect_error(&mut client, "UNSUPPORTED_FEATURE").await;
+    client.send(json!({"type":"audio_chunk","session_id":session,"seq":0,"payload":"***"})).await;
+    expect_error(&mut client, "INVALID_MESSAGE").await;
+    client.send(json!({"type":"audio_chunk","session_id":"s-FFFFFFFF","seq":0,"payload":"AAAA"})).await;
+    expect_error(&mut client, "INVALID_SESSION").await;
+    client.send(json!({"type":"audio_chunk","session_id":session,"seq":"one"})).await;
+    expect_error(&mut client, "INVALID_MESSAGE").await;
     client.send(json!({"type":"session_init","tgt_lang":"en"})).await;
     expect_error(&mut client, "INVALID_MESSAGE").await; // already initialized
 
@@ -205,9 +209,11 @@ async fn drained_node_gets_no_new_jobs() {
     })
     .await;
     client.utter(&session, 1).await;
-    assert_eq!(client.expect("error").await["code"], "NO_AVAILABLE_NODE");
-    // The in-flight job still finishes normally.
+    // The in-flight job still finishes normally; utterance 1 fails, after 0 (results keep the
+    // utterance order).
     node.answer(&job, "finished").await;
     assert_eq!(client.expect("translation_result").await["utterance_index"], 0);
+    let error = client.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["details"]["utterance_index"].as_u64()), (Some("NO_AVAILABLE_NODE"), Some(1)));
     gw.stop().await;
 }

@@ -27,7 +27,7 @@ async fn concurrent_dispatch_never_overfills_a_node() {
         let state: AppState = if i % 2 == 0 { a.state.clone() } else { b.state.clone() };
         handles.push(tokio::spawn(async move {
             let spec = direct::spec(&format!("s-{}", i % 7), i);
-            state.submit(&spec, &direct::payload()).await.unwrap()
+            state.submit(&spec, &direct::payload(), None).await.unwrap()
         }));
     }
     let mut assigned = 0;

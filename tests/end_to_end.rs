@@ -280,7 +280,7 @@ async fn failed_result_reaches_the_client_as_error() {
 }
 
 #[tokio::test]
-async fn empty_acknowledgement_completes_silently() {
+async fn empty_result_is_reported_as_silence() {
     let redis = redis();
     let gw = TestGateway::start(&redis, |_| {}).await;
     let (mut node, mut client, session) = gw.node_and_client(1).await;
@@ -289,6 +289,9 @@ async fn empty_acknowledgement_completes_silently() {
     node.send(json!({"type":"job_result","job_id":job["job_id"],"attempt_id":1,"success":true,
         "text_asr":"","text_translated":"","extra":{"reason":"ASR_EMPTY"}}))
         .await;
+    let missing = client.expect("missing_result").await;
+    assert_eq!((missing["reason"].as_str(), missing["utterance_index"].as_u64()), (Some("silence_detected"), Some(0)));
+    assert_eq!(missing["session_id"], session.as_str());
     client.expect_silence(Duration::from_millis(300)).await;
     // The slot is free again: the next utterance goes to the same single-slot node.
     client.utter(&session, 1).await;

@@ -85,7 +85,7 @@ async fn a_room_utterance_reaches_each_listener_in_their_language() {
 #[tokio::test]
 async fn leaving_updates_the_others_and_a_lone_speaker_falls_back_to_single_session() {
     let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+    let gw = TestGateway::start(&redis, |c| c.sessions.resume_grace_ms = 300).await;
     let mut node = gw.node().await;
     node.register(&["en", "zh", "ja"], &["en", "zh", "ja"], 8).await;
     let _node = polyglot(node);
@@ -93,8 +93,11 @@ async fn leaving_updates_the_others_and_a_lone_speaker_falls_back_to_single_sess
     b.send(json!({"type":"room_leave","room_code":code})).await;
     expect_members(&mut b, 2).await;
     expect_members(&mut a, 2).await;
-    drop(c); // a dropped session leaves its room
+    // A dropped session stays a member for the resume grace, then leaves.
+    let dropped = std::time::Instant::now();
+    drop(c);
     expect_members(&mut a, 1).await;
+    assert!(dropped.elapsed() >= Duration::from_millis(300), "left before the grace was over");
     // Nobody else with a preferred language: the speaker's own target, to the speaker.
     a.utter(&a_id, 0).await;
     let result = a.expect("translation_result").await;

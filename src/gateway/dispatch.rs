@@ -5,8 +5,8 @@ use tracing::{debug, info_span, warn};
 
 use super::{AppState, Metrics};
 use crate::protocol::{
-    ErrorCode, ErrorFrame, JobAssign, JobCancel, ToClient, ToNode, TranslationResult, UiEvent, UiEventKind,
-    now_ms,
+    ErrorCode, ErrorFrame, JobAssign, JobCancel, MissingResult, ToClient, ToNode, TranslationResult, UiEvent,
+    UiEventKind, now_ms,
 };
 use crate::scheduler::{
     DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, Payload, Released, Result, TaskSpec,
@@ -34,8 +34,9 @@ pub enum Dispatched {
 
 impl AppState {
     /// A new task: creates it in Redis and assigns it to a node, or leaves it waiting.
-    pub async fn submit(&self, spec: &TaskSpec, payload: &Payload) -> Result<Dispatched> {
-        self.assign(spec, payload, 0, Vec::new(), true).await
+    /// `affinity`: the node that served the utterance's turn so far (streamed audio).
+    pub async fn submit(&self, spec: &TaskSpec, payload: &Payload, affinity: Option<&str>) -> Result<Dispatched> {
+        self.assign(spec, payload, 0, Vec::new(), true, affinity).await
     }
 
     /// Dispatches a waiting task again: after its node failed or timed out, when the sweep finds
@@ -43,7 +44,7 @@ impl AppState {
     pub async fn redispatch(&self, task_id: &str) -> Result<Dispatched> {
         match self.scheduler.load_task(task_id).await? {
             LoadTaskReply::Waiting { attempt, tried, spec, payload } => {
-                self.assign(&spec, &payload, attempt, tried, false).await
+                self.assign(&spec, &payload, attempt, tried, false, None).await
             }
             _ => Ok(Dispatched::Stale),
         }
@@ -56,6 +57,7 @@ impl AppState {
         attempt: u32,
         tried: Vec<String>,
         create: bool,
+        affinity: Option<&str>,
     ) -> Result<Dispatched> {
         let task_id = spec.task_id();
         let pool = spec.pool();
@@ -63,12 +65,13 @@ impl AppState {
         let mut excluded = tried;
         for _ in 0..READS {
             Metrics::inc(&self.metrics.dispatch_script_calls);
-            let candidates = self.scheduler.candidates(&pool, &excluded, None).await?;
-            let ranked = self.policies.select(spec, attempt + 1, &excluded, None, &candidates);
+            let candidates = self.scheduler.candidates(&pool, &excluded, affinity).await?;
+            let ranked = self.policies.select(spec, attempt + 1, &excluded, affinity, &candidates);
             if ranked.is_empty() {
                 break;
             }
             for node_id in ranked.into_iter().take(TRIES_PER_READ) {
+                let creating = create.is_some();
                 let request = DispatchRequest {
                     task_id: &task_id,
                     pool: &pool,
@@ -77,7 +80,11 @@ impl AppState {
                     create: create.take(),
                 };
                 Metrics::inc(&self.metrics.dispatch_script_calls);
-                match self.scheduler.dispatch_task(&request).await? {
+                let reply = self.scheduler.dispatch_task(&request).await?;
+                if creating {
+                    self.announce(spec, &reply);
+                }
+                match reply {
                     DispatchReply::Assigned { attempt, job_id } => {
                         self.send_job(spec, payload, &node_id, &job_id, attempt);
                         return Ok(Dispatched::Assigned { node_id, job_id });
@@ -90,9 +97,24 @@ impl AppState {
                 }
             }
         }
+        let creating = create.is_some();
         let request = DispatchRequest { task_id: &task_id, pool: &pool, attempt, node_id: None, create };
         let reply = self.scheduler.dispatch_task(&request).await?;
+        if creating {
+            self.announce(spec, &reply);
+        }
         Ok(self.settle(reply))
+    }
+
+    /// Tells each recipient's gateway that this task's outcome will come, so results of the
+    /// speaker's later utterances wait for it (ordering). A duplicate created nothing.
+    fn announce(&self, spec: &TaskSpec, reply: &DispatchReply) {
+        if matches!(reply, DispatchReply::Duplicate) {
+            return;
+        }
+        for recipient in &spec.recipients {
+            self.expect_outcome(recipient, &spec.session_id, spec.utterance_index);
+        }
     }
 
     /// The replies of `dispatch_task` that end this dispatch call without a node.
@@ -137,17 +159,9 @@ impl AppState {
             turn_id: spec.turn_id.clone(),
             room_code: spec.room_code.clone(),
         };
-        match self.peers.node(node_id) {
-            // A node whose socket just closed is taken offline by its handler, which releases
-            // this job for another attempt; the job deadline covers every other loss.
-            Some(outbox) => {
-                outbox.send(&ToNode::JobAssign(assign));
-            }
-            None => {
-                Metrics::inc(&self.metrics.undeliverable);
-                warn!(node.id = %node_id, job.id = %job_id, "Assigned node is not connected here.");
-            }
-        }
+        // A node whose socket just closed is taken offline by its handler, which releases this job
+        // for another attempt; the job deadline covers every other loss.
+        self.to_node(node_id, &ToNode::JobAssign(assign));
         self.ui_event(spec, job_id, UiEventKind::Dispatched, None);
     }
 
@@ -161,13 +175,9 @@ impl AppState {
             self.fail_task(&spec, &code, job_id.as_deref());
         }
         for cancel in released.cancel {
-            if let Some(outbox) = self.peers.node(&cancel.node_id) {
-                outbox.send(&ToNode::JobCancel(JobCancel {
-                    job_id: cancel.job_id,
-                    trace_id: None,
-                    reason: "JOB_TIMEOUT".into(),
-                }));
-            }
+            let message =
+                ToNode::JobCancel(JobCancel { job_id: cancel.job_id, trace_id: None, reason: "JOB_TIMEOUT".into() });
+            self.to_node(&cancel.node_id, &message);
         }
     }
 
@@ -182,7 +192,8 @@ impl AppState {
         });
     }
 
-    /// Tells every recipient that the task failed with `code`.
+    /// Tells every recipient that the task failed with `code`: the speaker gets the `error`, the
+    /// other listeners a `missing_result{reason:"task_failed"}`, each in its place in the order.
     pub fn fail_task(&self, spec: &TaskSpec, code: &str, job_id: Option<&str>) {
         Metrics::inc(&self.metrics.tasks_failed);
         let error_code = error_code(code);
@@ -200,7 +211,12 @@ impl AppState {
             "node_code": code,
             "trace_id": spec.trace_id,
         }));
-        self.to_recipients(spec, &ToClient::Error(frame));
+        let error = ToClient::Error(frame);
+        let missing = self.missing(spec, "task_failed");
+        for recipient in &spec.recipients {
+            let message = if *recipient == spec.session_id { &error } else { &missing };
+            self.outcome_to(recipient, &spec.session_id, spec.utterance_index, message);
+        }
         let mut event = self.event(spec, job_id.unwrap_or(""), UiEventKind::Error);
         event.status = "error".into();
         event.error_code = Some(code.to_owned());
@@ -228,24 +244,36 @@ impl AppState {
             speaker_session_id: spec.session_id.clone(),
             room_code: spec.room_code.clone(),
         });
-        self.to_recipients(spec, &message);
+        self.outcome_to_recipients(spec, &message);
     }
 
-    pub fn to_recipients(&self, spec: &TaskSpec, message: &ToClient) {
-        for session_id in &spec.recipients {
-            self.to_session(session_id, message);
+    /// A node found nothing to translate (silence): `missing_result{reason:"silence_detected"}`.
+    pub fn deliver_silence(&self, spec: &TaskSpec, job_id: &str) {
+        Metrics::inc(&self.metrics.tasks_completed);
+        self.ui_event(spec, job_id, UiEventKind::NmtDone, Some("silence".into()));
+        self.outcome_to_recipients(spec, &self.missing(spec, "silence_detected"));
+    }
+
+    fn missing(&self, spec: &TaskSpec, reason: &str) -> ToClient {
+        ToClient::MissingResult(MissingResult {
+            session_id: spec.session_id.clone(),
+            utterance_index: spec.utterance_index,
+            reason: reason.into(),
+            created_at_ms: now_ms(),
+            trace_id: Some(spec.trace_id.clone()),
+        })
+    }
+
+    fn outcome_to_recipients(&self, spec: &TaskSpec, message: &ToClient) {
+        for recipient in &spec.recipients {
+            self.outcome_to(recipient, &spec.session_id, spec.utterance_index, message);
         }
     }
 
-    pub fn to_session(&self, session_id: &str, message: &ToClient) {
-        match self.peers.session(session_id) {
-            Some(outbox) => {
-                outbox.send(message);
-            }
-            None => {
-                Metrics::inc(&self.metrics.undeliverable);
-                debug!(session.id = %session_id, "Recipient is not connected here.");
-            }
+    /// A frame to every recipient as it comes (partials).
+    pub fn to_recipients(&self, spec: &TaskSpec, message: &ToClient) {
+        for session_id in &spec.recipients {
+            self.to_session(session_id, message);
         }
     }
 

@@ -46,8 +46,16 @@ counters!(
     invalid_messages,
     /// `node_error` messages.
     node_errors,
-    /// Messages for a socket that is not on this gateway.
+    /// Frames that reached no socket and no backlog (the peer is gone).
     undeliverable,
+    /// Frames appended to other gateways' inboxes.
+    frames_forwarded,
+    /// Frames read from an inbox (this gateway's, or a dead gateway's it claimed).
+    frames_received,
+    /// Frames kept in the backlog of a detached session.
+    frames_kept,
+    /// Outcomes dropped because their listener had already skipped them (gap timeout).
+    results_late,
     /// Redis script calls made by dispatches (`candidates` and `dispatch_task`): divided by
     /// `jobs_assigned`, the dispatch path's round trips per task.
     dispatch_script_calls,

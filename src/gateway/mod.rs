@@ -1,10 +1,14 @@
 //! The gateway: the axum app with the node and session sockets, the dispatch path, and the sweep.
 
 mod admin;
+mod audio;
 mod capabilities;
+mod delivery;
 mod dispatch;
+mod gateways;
 mod metrics;
 mod node_socket;
+mod ordering;
 mod peers;
 mod prometheus;
 mod rooms;
@@ -15,6 +19,7 @@ mod sweeper;
 pub use capabilities::{CapabilityError, is_language_code, language_pairs, ready_types};
 pub use dispatch::Dispatched;
 pub use metrics::Metrics;
+pub use delivery::{Envelope, Item};
 pub use peers::{Outbox, Peers};
 
 use std::net::SocketAddr;
@@ -43,6 +48,7 @@ pub struct AppState {
     pub scheduler: MinimalSchedulerService,
     pub policies: Arc<Policies>,
     pub peers: Peers,
+    pub forwarder: delivery::Forwarder,
     pub metrics: Arc<Metrics>,
     pub gateway_id: Arc<str>,
     pub shutdown: CancellationToken,
@@ -93,6 +99,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'stat
 pub struct Gateway {
     listener: TcpListener,
     admin: Option<TcpListener>,
+    forward: tokio::sync::mpsc::Receiver<delivery::Queued>,
     pub state: AppState,
 }
 
@@ -112,17 +119,19 @@ impl Gateway {
         };
         let parameters = config.policy.config.clone().into_iter().collect();
         let policies = Arc::new(Policies::new(PolicyHost::new(limits, parameters)));
+        let (forwarder, forward) = delivery::Forwarder::new();
         let state = AppState {
             config: Arc::new(config),
             scheduler,
             policies,
             peers: Peers::default(),
+            forwarder,
             metrics: Arc::default(),
             gateway_id: gateway_id.into(),
             shutdown,
             tasks: TaskTracker::new(),
         };
-        Ok(Self { listener, admin: None, state })
+        Ok(Self { listener, admin: None, forward, state })
     }
 
     /// Serves the admin API on `listener` too.
@@ -142,6 +151,11 @@ impl Gateway {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, gateway.id = %state.gateway_id, "Gateway listening.");
         state.spawn(tracing::info_span!("sweeper"), sweeper::run(state.clone()));
+        state.spawn(tracing::info_span!("inbox"), gateways::run_inbox(state.clone()));
+        state.spawn(tracing::info_span!("presence"), gateways::run_presence(state.clone()));
+        // The forwarder ends when every producer (the state's clones) is gone; shutdown does not
+        // wait for it.
+        tokio::spawn(delivery::run_forwarder(state.clone(), self.forward).instrument(tracing::info_span!("forwarder")));
         let sync_interval = Duration::from_millis(state.config.policy.sync_interval_ms);
         let sync = policy::sync_stored(
             state.policies.clone(),

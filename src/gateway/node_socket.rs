@@ -262,8 +262,8 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
     match reply {
         Ok(CompleteReply::Completed(ended)) => {
             if let Some(reason) = result.empty_reason() {
-                debug!(job.id = %result.job_id, reason, "Empty result; nothing to deliver.");
-                Metrics::inc(&state.metrics.tasks_completed);
+                debug!(job.id = %result.job_id, reason, "Empty result: silence.");
+                state.deliver_silence(&ended.spec, &result.job_id);
             } else {
                 state.deliver_result(&ended.spec, &result.job_id, &result);
             }

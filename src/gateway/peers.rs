@@ -8,6 +8,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::ordering::Sequencer;
+
 /// A frame queued for a socket's writer.
 #[derive(Debug)]
 pub enum Frame {
@@ -62,7 +64,17 @@ impl Outbox {
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
     nodes: Arc<Mutex<HashMap<String, NodePeer>>>,
-    sessions: Arc<Mutex<HashMap<String, Outbox>>>,
+    sessions: Arc<Mutex<HashMap<String, SessionPeer>>>,
+}
+
+/// A client socket: its outbox, the ordering of its results, and the room it is in (shared with
+/// the session's handler, so the room watcher can end an expired membership).
+#[derive(Debug, Clone)]
+pub struct SessionPeer {
+    pub conn: String,
+    pub outbox: Outbox,
+    pub sequencer: Arc<Mutex<Sequencer>>,
+    pub room: Arc<Mutex<Option<String>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,16 +102,32 @@ impl Peers {
         self.nodes.lock().unwrap().get(node_id).map(|p| p.outbox.clone())
     }
 
-    pub fn add_session(&self, session_id: &str, outbox: Outbox) {
-        self.sessions.lock().unwrap().insert(session_id.to_owned(), outbox);
+    /// Records a client socket; replaces (and returns) an older socket of the same session.
+    pub fn add_session(&self, session_id: &str, peer: SessionPeer) -> Option<SessionPeer> {
+        self.sessions.lock().unwrap().insert(session_id.to_owned(), peer)
     }
 
-    pub fn remove_session(&self, session_id: &str) {
-        self.sessions.lock().unwrap().remove(session_id);
+    /// Forgets a client socket unless a newer one of the same session replaced it.
+    pub fn remove_session(&self, session_id: &str, conn: &str) {
+        let mut sessions = self.sessions.lock().unwrap();
+        if sessions.get(session_id).is_some_and(|p| p.conn == conn) {
+            sessions.remove(session_id);
+        }
     }
 
-    pub fn session(&self, session_id: &str) -> Option<Outbox> {
+    pub fn session(&self, session_id: &str) -> Option<SessionPeer> {
         self.sessions.lock().unwrap().get(session_id).cloned()
+    }
+
+    /// The rooms local sessions are in: room code → (session id, its room handle).
+    pub fn rooms(&self) -> HashMap<String, Vec<(String, SessionPeer)>> {
+        let mut rooms: HashMap<String, Vec<(String, SessionPeer)>> = HashMap::new();
+        for (id, peer) in self.sessions.lock().unwrap().iter() {
+            if let Some(code) = peer.room.lock().unwrap().clone() {
+                rooms.entry(code).or_default().push((id.clone(), peer.clone()));
+            }
+        }
+        rooms
     }
 
     pub fn counts(&self) -> (usize, usize) {
@@ -109,7 +137,7 @@ impl Peers {
     /// Closes every socket (shutdown): nodes and clients reconnect to another gateway.
     pub fn close_all(&self, code: u16, reason: &str) {
         let nodes: Vec<Outbox> = self.nodes.lock().unwrap().values().map(|p| p.outbox.clone()).collect();
-        let sessions: Vec<Outbox> = self.sessions.lock().unwrap().values().cloned().collect();
+        let sessions: Vec<Outbox> = self.sessions.lock().unwrap().values().map(|p| p.outbox.clone()).collect();
         for outbox in nodes.iter().chain(&sessions) {
             outbox.close(code, reason);
         }

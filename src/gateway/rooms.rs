@@ -2,6 +2,7 @@
 //! room side of an utterance: the room-routing policy turns it into one task per route.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -21,12 +22,32 @@ const CODE_DRAWS: usize = 5;
 #[derive(Debug, Default)]
 pub struct Membership {
     room: Option<(String, RoomMember)>,
+    /// The room's code, shared with the room watcher, which clears it when the room expires.
+    shared: Arc<Mutex<Option<String>>>,
     failed_joins: VecDeque<Instant>,
 }
 
 impl Membership {
+    /// A membership restored on resume (`room` is the member record, if still a member).
+    pub fn new(shared: Arc<Mutex<Option<String>>>, room: Option<(String, RoomMember)>) -> Self {
+        *shared.lock().unwrap() = room.as_ref().map(|(code, _)| code.clone());
+        Self { room, shared, failed_joins: VecDeque::new() }
+    }
+
     pub fn room_code(&self) -> Option<&str> {
         self.room.as_ref().map(|(code, _)| code.as_str())
+    }
+
+    /// Forgets a room the watcher found expired.
+    fn sync(&mut self) {
+        if self.shared.lock().unwrap().is_none() {
+            self.room = None;
+        }
+    }
+
+    fn set(&mut self, room: Option<(String, RoomMember)>) {
+        *self.shared.lock().unwrap() = room.as_ref().map(|(code, _)| code.clone());
+        self.room = room;
     }
 }
 
@@ -54,6 +75,7 @@ fn valid_lang(lang: &Option<String>) -> bool {
 
 impl AppState {
     pub async fn room_create(&self, outbox: &Outbox, session_id: &str, m: &mut Membership, msg: RoomCreate) {
+        m.sync();
         if m.room.is_some() {
             return room_error(outbox, "ALREADY_IN_ROOM", "leave the current room first");
         }
@@ -74,7 +96,8 @@ impl AppState {
                     info!(room.code = %code, session.id = %session_id, "Room created.");
                     outbox.send(&ToClient::RoomCreateAck(RoomCreateAck { room_code: code.clone(), room_id }));
                     self.broadcast_members(&code, vec![member.clone()]);
-                    m.room = Some((code, member));
+                    self.record_room(session_id, Some(&code)).await;
+                    m.set(Some((code, member)));
                     return;
                 }
                 Ok(_) => continue,
@@ -89,6 +112,7 @@ impl AppState {
         while m.failed_joins.front().is_some_and(|t| t.elapsed() > minute) {
             m.failed_joins.pop_front();
         }
+        m.sync();
         if m.failed_joins.len() >= self.config.room_failed_joins_per_minute as usize {
             return room_error(outbox, "RATE_LIMITED", "too many failed joins; wait a minute");
         }
@@ -107,7 +131,8 @@ impl AppState {
             Ok(RoomReply::Ok { members, .. }) => {
                 info!(room.code = %msg.room_code, session.id = %session_id, "Joined a room.");
                 self.broadcast_members(&msg.room_code, members);
-                m.room = Some((msg.room_code, member));
+                self.record_room(session_id, Some(&msg.room_code)).await;
+                m.set(Some((msg.room_code, member)));
             }
             Ok(RoomReply::NotFound) => {
                 m.failed_joins.push_back(Instant::now());
@@ -120,6 +145,7 @@ impl AppState {
     }
 
     pub async fn room_set_lang(&self, outbox: &Outbox, m: &mut Membership, code: &str, lang: Option<String>) {
+        m.sync();
         let Some((room, member)) = m.room.as_mut().filter(|(room, _)| room == code) else {
             return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
         };
@@ -130,7 +156,7 @@ impl AppState {
         match self.scheduler.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
             Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
             Ok(_) => {
-                m.room = None;
+                m.set(None);
                 room_error(outbox, "ROOM_NOT_FOUND", "the room is gone")
             }
             Err(err) => self.store_error(outbox, &err),
@@ -146,27 +172,42 @@ impl AppState {
         m: &mut Membership,
         code: Option<&str>,
     ) {
+        m.sync();
         let Some((room, _)) = m.room.take_if(|(room, _)| code.is_none_or(|c| c == room)) else {
             if let Some(outbox) = outbox {
                 room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
             }
             return;
         };
-        match self.scheduler.room_leave(&room, session_id).await {
+        m.set(None);
+        if let Some(members) = self.depart_room(session_id, &room).await
+            && let Some(outbox) = outbox
+        {
+            outbox.send(&ToClient::RoomMembers(RoomMembers { room_code: room.clone(), members }));
+        }
+    }
+
+    /// Takes a session out of a room and tells the members left; returns them.
+    pub async fn depart_room(&self, session_id: &str, room: &str) -> Option<Vec<RoomMember>> {
+        self.record_room(session_id, None).await;
+        match self.scheduler.room_leave(room, session_id).await {
             Ok(RoomReply::Ok { members, .. }) => {
                 info!(room.code = %room, session.id = %session_id, "Left a room.");
-                if let Some(outbox) = outbox {
-                    outbox.send(&ToClient::RoomMembers(RoomMembers {
-                        room_code: room.clone(),
-                        members: members.clone(),
-                    }));
-                }
-                self.broadcast_members(&room, members);
+                self.broadcast_members(room, members.clone());
+                Some(members)
             }
-            Ok(_) => {}
+            Ok(_) => None,
             Err(err) => {
-                tracing::warn!(%err, room.code = %room, "Leaving a room failed; its idle ttl ends it.")
+                tracing::warn!(%err, room.code = %room, "Leaving a room failed; its idle ttl ends it.");
+                None
             }
+        }
+    }
+
+    /// Notes the session's room on its record, so a resume keeps it.
+    async fn record_room(&self, session_id: &str, room: Option<&str>) {
+        if let Err(err) = self.scheduler.session_room(session_id, room).await {
+            tracing::warn!(%err, session.id = %session_id, "Recording the session's room failed.");
         }
     }
 
@@ -190,12 +231,13 @@ impl AppState {
         m: &mut Membership,
         spec: &TaskSpec,
     ) -> Result<Vec<TaskSpec>, SchedulerError> {
+        m.sync();
         let Some((code, _)) = &m.room else { return Ok(Vec::new()) };
         let members =
             match self.scheduler.room_speak(code, &spec.session_id, self.config.room_idle_ttl_ms).await? {
                 RoomReply::Ok { members, .. } => members,
                 _ => {
-                    m.room = None; // the room expired or this session was removed
+                    m.set(None); // the room expired or this session was removed
                     return Ok(Vec::new());
                 }
             };

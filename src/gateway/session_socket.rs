@@ -1,21 +1,30 @@
-//! `/ws/session`: a client's socket. `session_init` opens the session; utterances become tasks;
-//! results, partials, UI events and errors come back on the same socket.
+//! `/ws/session`: a client's socket. `session_init` opens a session (or resumes one after a
+//! reconnect, on any gateway); utterances and streamed audio become tasks; results, partials, UI
+//! events and errors come back on the same socket, results in each speaker's order.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
+use super::audio::{AudioStream, Cut, Pushed};
 use super::capabilities::is_language_code;
+use super::ordering::Sequencer;
+use super::peers::{Frame, SessionPeer};
 use super::rooms::Membership;
 use super::socket::{Incoming, Socket};
 use super::{AppState, Dispatched, Metrics, error_frame};
 use crate::protocol::{
-    DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck, SessionInit,
-    SessionInitAck, ToClient, UNSERVED_CLIENT_TYPES, Utterance, decode, now_ms,
+    AudioChunk, DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck,
+    SessionInit, SessionInitAck, ToClient, Utterance, decode, now_ms,
 };
-use crate::scheduler::{Payload, SchedulerError, TaskSpec, new_id};
+use crate::scheduler::{AttachReply, Fence, Payload, SchedulerError, SessionEnd, TaskSpec, new_id};
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let limit = state.config.max_frame_bytes;
@@ -26,9 +35,10 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
     })
 }
 
-/// A session opened by `session_init`: the defaults of its utterances.
-struct Session {
-    id: String,
+/// What `session_init` set: the defaults of the session's utterances. Stored with the session's
+/// record, so a resume on another gateway restores them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Settings {
     mode: Mode,
     src_lang: String,
     tgt_lang: String,
@@ -37,6 +47,18 @@ struct Session {
     dialect: Option<String>,
     tenant_id: Option<String>,
     trace_id: String,
+    /// Format of streamed audio.
+    audio_format: String,
+    sample_rate: u32,
+}
+
+/// An attached session: its id, this socket's connection id (the fence of its detach and end),
+/// and its settings.
+struct Session {
+    id: String,
+    conn: String,
+    settings: Settings,
+    audio: AudioStream,
 }
 
 async fn serve(state: AppState, ws: WebSocket) {
@@ -44,7 +66,22 @@ async fn serve(state: AppState, ws: WebSocket) {
     let session_loop = async {
         let mut session: Option<Session> = None;
         let mut membership = Membership::default();
-        while let Some(incoming) = socket.next().await {
+        let mut closed_by_client = false;
+        loop {
+            let pause = session.as_ref().and_then(|s| s.audio.pause_deadline());
+            let incoming = tokio::select! {
+                incoming = socket.next() => match incoming {
+                    Some(incoming) => incoming,
+                    None => break,
+                },
+                _ = sleep_until(pause), if pause.is_some() => {
+                    let session = session.as_mut().expect("a pause needs a session");
+                    if let Some(cut) = session.audio.pause() {
+                        speak_cut(&state, &socket, session, &mut membership, cut).await;
+                    }
+                    continue;
+                }
+            };
             let text = match incoming {
                 Incoming::Text(text) => text,
                 Incoming::Binary => {
@@ -54,83 +91,77 @@ async fn serve(state: AppState, ws: WebSocket) {
             };
             let message = match decode::<FromClient>(&text, FromClient::TYPES) {
                 Ok(message) => message,
-                Err(DecodeError::UnknownType(kind)) if UNSERVED_CLIENT_TYPES.contains(&kind.as_str()) => {
-                    let message = format!("`{kind}` is not served by this gateway yet");
-                    reply(&socket, ErrorFrame::new(ErrorCode::UnsupportedFeature, message));
-                    continue;
-                }
                 Err(err) => {
                     invalid(&state, &socket, err.to_string());
                     continue;
                 }
             };
-            match (message, &session) {
-                (FromClient::SessionInit(init), None) => match open(init) {
-                    Ok(opened) => {
-                        state.peers.add_session(&opened.id, socket.outbox.clone());
-                        tracing::Span::current().record("session.id", opened.id.as_str());
-                        info!(session.id = %opened.id, mode = opened.mode.as_str(), "Session opened.");
-                        socket.outbox.send(&ToClient::SessionInitAck(SessionInitAck {
-                            session_id: opened.id.clone(),
-                            assigned_node_id: None,
-                            message: "session created".into(),
-                            trace_id: opened.trace_id.clone(),
-                            protocol_version: "1.0".into(),
-                            use_binary_frame: false,
-                        }));
-                        session = Some(opened);
-                    }
-                    Err(reason) => invalid(&state, &socket, reason),
-                },
-                (FromClient::SessionInit(_), Some(_)) => {
-                    invalid(&state, &socket, "the session is already initialized".into())
+            let Some(open) = session.as_mut() else {
+                match message {
+                    FromClient::SessionInit(init) => match attach(&state, &socket, init).await {
+                        Ok((opened, restored)) => {
+                            tracing::Span::current().record("session.id", opened.id.as_str());
+                            membership = restored;
+                            session = Some(opened);
+                        }
+                        Err(frame) => reply(&socket, frame),
+                    },
+                    _ => reply(&socket, ErrorFrame::new(ErrorCode::InvalidSession, "send session_init first")),
                 }
-                (_, None) => {
-                    reply(&socket, ErrorFrame::new(ErrorCode::InvalidSession, "send session_init first"))
-                }
-                (FromClient::Utterance(utterance), Some(session)) => {
-                    utter(&state, &socket, session, &mut membership, utterance).await
-                }
-                (FromClient::RoomCreate(msg), Some(session)) => {
-                    state.room_create(&socket.outbox, &session.id, &mut membership, msg).await
-                }
-                (FromClient::RoomJoin(msg), Some(session)) => {
-                    state.room_join(&socket.outbox, &session.id, &mut membership, msg).await
-                }
-                (FromClient::RoomLeave(msg), Some(session)) => {
+                continue;
+            };
+            match message {
+                FromClient::SessionInit(_) => invalid(&state, &socket, "the session is already initialized".into()),
+                FromClient::Utterance(utterance) => utter(&state, &socket, open, &mut membership, utterance).await,
+                FromClient::AudioChunk(chunk) => stream(&state, &socket, open, &mut membership, chunk).await,
+                FromClient::RoomCreate(msg) => state.room_create(&socket.outbox, &open.id, &mut membership, msg).await,
+                FromClient::RoomJoin(msg) => state.room_join(&socket.outbox, &open.id, &mut membership, msg).await,
+                FromClient::RoomLeave(msg) => {
                     let code = Some(msg.room_code.as_str());
-                    state.room_leave(Some(&socket.outbox), &session.id, &mut membership, code).await
+                    state.room_leave(Some(&socket.outbox), &open.id, &mut membership, code).await
                 }
-                (FromClient::RoomSetLang(msg), Some(_)) => {
-                    state
-                        .room_set_lang(&socket.outbox, &mut membership, &msg.room_code, msg.preferred_lang)
-                        .await
+                FromClient::RoomSetLang(msg) => {
+                    state.room_set_lang(&socket.outbox, &mut membership, &msg.room_code, msg.preferred_lang).await
                 }
-                (FromClient::ClientHeartbeat {}, Some(session)) => {
+                FromClient::ClientHeartbeat {} => {
                     socket.outbox.send(&ToClient::ServerHeartbeat(ServerHeartbeat {
-                        session_id: session.id.clone(),
+                        session_id: open.id.clone(),
                         timestamp: now_ms(),
                     }));
                 }
-                (FromClient::SessionClose(close), Some(session)) => {
-                    info!(session.id = %session.id, reason = %close.reason, "Session closed by client.");
-                    socket
-                        .outbox
-                        .send(&ToClient::SessionCloseAck(SessionCloseAck { session_id: session.id.clone() }));
+                FromClient::SessionClose(close) => {
+                    info!(session.id = %open.id, reason = %close.reason, "Session closed by client.");
+                    // Results held for ordering go out before the close.
+                    if let Some(peer) = state.peers.session(&open.id) {
+                        for frame in peer.sequencer.lock().unwrap().flush() {
+                            socket.outbox.send_frame(Frame::Text(frame));
+                        }
+                    }
+                    socket.outbox.send(&ToClient::SessionCloseAck(SessionCloseAck { session_id: open.id.clone() }));
                     socket.outbox.close(1000, "session closed");
+                    closed_by_client = true;
                     break;
                 }
             }
         }
         if let Some(session) = session {
-            // A closed or dropped session leaves its room (resume, which would keep it, is not
-            // served yet).
-            state.room_leave(None, &session.id, &mut membership, None).await;
-            state.peers.remove_session(&session.id);
+            state.peers.remove_session(&session.id, &session.conn);
+            if closed_by_client {
+                end(&state, &session, &mut membership).await;
+            } else {
+                detach(&state, &session).await;
+            }
         }
         socket.outbox.closed().cancel();
     };
     tokio::join!(writer, session_loop);
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn reply(socket: &Socket, frame: ErrorFrame) {
@@ -142,8 +173,121 @@ fn invalid(state: &AppState, socket: &Socket, reason: String) {
     reply(socket, ErrorFrame::new(ErrorCode::InvalidMessage, reason));
 }
 
-/// Validates a `session_init` into a session with a fresh id.
-fn open(init: SessionInit) -> Result<Session, String> {
+/// Opens a new session or resumes one; registers this socket for it and sends the ack (and, on a
+/// resume, the frames kept while it was away).
+async fn attach(state: &AppState, socket: &Socket, init: SessionInit) -> Result<(Session, Membership), ErrorFrame> {
+    let conn = new_id(&format!("{}/", state.gateway_id), 12);
+    let store_error = |err: SchedulerError| {
+        warn!(%err, "Attaching a session failed.");
+        error_frame(&err)
+    };
+    let (id, token, settings, room, backlog, message) = match init.resume_session_id.clone() {
+        Some(id) => {
+            let token = init.resume_token.clone().unwrap_or_default();
+            let reply = state
+                .scheduler
+                .session_resume(&id, &state.gateway_id, &conn, &token_sha(&token))
+                .await
+                .map_err(store_error)?;
+            let AttachReply::Attached { settings, room, backlog, .. } = reply else {
+                return Err(ErrorFrame::new(
+                    ErrorCode::InvalidSession,
+                    "no resumable session with this id and resume_token",
+                ));
+            };
+            let settings: Settings = serde_json::from_str(&settings)
+                .map_err(|_| ErrorFrame::new(ErrorCode::InternalError, "stored session is unreadable"))?;
+            (id, token, settings, room, backlog, "session resumed")
+        }
+        None => {
+            let settings = settings_of(init).map_err(|m| ErrorFrame::new(ErrorCode::InvalidMessage, m))?;
+            let token = new_id("", 32);
+            let stored = serde_json::to_string(&settings).expect("settings serialize");
+            let mut id = new_id("s-", 8);
+            loop {
+                let reply = state
+                    .scheduler
+                    .session_open(&id, &state.gateway_id, &conn, &token_sha(&token), &stored)
+                    .await
+                    .map_err(store_error)?;
+                match reply {
+                    AttachReply::Exists => id = new_id("s-", 8),
+                    _ => break,
+                }
+            }
+            (id, token, settings, String::new(), Vec::new(), "session created")
+        }
+    };
+    let room = match room.as_str() {
+        "" => None,
+        code => match state.scheduler.room_member(code, &id).await.map_err(store_error)? {
+            Some(member) => Some((code.to_owned(), member)),
+            None => {
+                let _ = state.scheduler.session_room(&id, None).await;
+                None
+            }
+        },
+    };
+    let shared_room = Arc::new(Mutex::new(None));
+    let membership = Membership::new(shared_room.clone(), room);
+    let gap = Duration::from_millis(state.config.sessions.result_gap_timeout_ms);
+    let peer = SessionPeer {
+        conn: conn.clone(),
+        outbox: socket.outbox.clone(),
+        sequencer: Arc::new(Mutex::new(Sequencer::new(gap))),
+        room: shared_room,
+    };
+    if let Some(previous) = state.peers.add_session(&id, peer) {
+        previous.outbox.close(1000, "session resumed on another connection");
+    }
+    info!(session.id = %id, mode = settings.mode.as_str(), kept = backlog.len(), "{message}.");
+    socket.outbox.send(&ToClient::SessionInitAck(SessionInitAck {
+        session_id: id.clone(),
+        assigned_node_id: None,
+        message: message.into(),
+        trace_id: settings.trace_id.clone(),
+        protocol_version: "1.0".into(),
+        use_binary_frame: false,
+        resume_token: token,
+    }));
+    for frame in backlog {
+        socket.outbox.send_frame(Frame::Text(frame));
+    }
+    let max_audio = state.config.max_payload_bytes / 4 * 3;
+    let audio = AudioStream::new(&state.config.audio, &settings.audio_format, settings.sample_rate, max_audio);
+    Ok((Session { id, conn, settings, audio }, membership))
+}
+
+/// The socket dropped without `session_close`: the session stays resumable for the grace period.
+async fn detach(state: &AppState, session: &Session) {
+    match state.scheduler.session_detach(&session.id, Fence::Conn(&session.conn), state.detached_ttl_ms()).await {
+        Ok(Some(conn)) => state.end_after_grace(session.id.clone(), conn),
+        Ok(None) => {} // resumed on another socket already
+        Err(err) => warn!(%err, session.id = %session.id, "Detaching the session failed; its gateway's takeover or ttl ends it."),
+    }
+}
+
+/// `session_close`: leaves the room and forgets the session now.
+async fn end(state: &AppState, session: &Session, membership: &mut Membership) {
+    state.room_leave(None, &session.id, membership, None).await;
+    match state.scheduler.session_end(&session.id, &session.conn, false).await {
+        Ok(SessionEnd::Ended { room }) if !room.is_empty() && membership.room_code().is_none() => {
+            // A room the record knew of but this socket did not (joined before a resume race).
+            state.depart_room(&session.id, &room).await;
+        }
+        Ok(_) => {}
+        Err(err) => warn!(%err, session.id = %session.id, "Ending the session failed; its record expires."),
+    }
+    let _ = state.scheduler.unindex_session(&state.gateway_id, &session.id).await;
+}
+
+/// Hex sha256 of a resume token: only the hash is stored.
+fn token_sha(token: &str) -> String {
+    crate::policy::sha256_hex(token.as_bytes())
+}
+
+/// Validates a `session_init` into the session's settings.
+fn settings_of(init: SessionInit) -> Result<Settings, String> {
     let src_lang = init.src_lang.unwrap_or_else(|| "auto".into());
     let (tgt_lang, lang_a, lang_b) = match init.mode {
         Mode::OneWay => {
@@ -162,10 +306,12 @@ fn open(init: SessionInit) -> Result<Session, String> {
             return Err(format!("invalid language code {:?}", code.chars().take(32).collect::<String>()));
         }
     }
-    let id = new_id("s-", 8);
-    Ok(Session {
+    let audio_format = init.audio_format.unwrap_or_else(|| "pcm16".into());
+    if audio_format.is_empty() || audio_format.len() > 32 {
+        return Err("audio_format: 1-32 characters".into());
+    }
+    Ok(Settings {
         trace_id: init.trace_id.unwrap_or_else(|| new_id("trace-", 16)),
-        id,
         mode: init.mode,
         src_lang,
         tgt_lang,
@@ -173,17 +319,12 @@ fn open(init: SessionInit) -> Result<Session, String> {
         lang_b,
         dialect: init.dialect,
         tenant_id: init.tenant_id,
+        audio_format,
+        sample_rate: init.sample_rate.unwrap_or(16_000).clamp(1_000, 192_000),
     })
 }
 
-async fn utter(
-    state: &AppState,
-    socket: &Socket,
-    session: &Session,
-    membership: &mut Membership,
-    u: Utterance,
-) {
-    let received = std::time::Instant::now();
+async fn utter(state: &AppState, socket: &Socket, session: &Session, membership: &mut Membership, u: Utterance) {
     if u.session_id != session.id {
         let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
         return reply(socket, frame);
@@ -197,6 +338,55 @@ async fn utter(
             return reply(socket, frame);
         }
     };
+    speak(state, socket, membership, spec, payload, None).await;
+}
+
+async fn stream(state: &AppState, socket: &Socket, session: &mut Session, membership: &mut Membership, c: AudioChunk) {
+    if c.session_id != session.id {
+        let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
+        return reply(socket, frame);
+    }
+    let audio = match c.payload.as_deref().map(|p| BASE64.decode(p)) {
+        None => Vec::new(),
+        Some(Ok(audio)) => audio,
+        Some(Err(_)) => return invalid(state, socket, "payload is not valid base64".into()),
+    };
+    if audio.len() > state.config.max_payload_bytes {
+        return reply(socket, ErrorFrame::new(ErrorCode::PayloadTooLarge, "audio chunk exceeds the payload limit"));
+    }
+    match session.audio.push(c.seq, &audio, c.is_final, Instant::now()) {
+        (Pushed::Duplicate, _) => tracing::debug!(seq = c.seq, "Repeated audio chunk ignored."),
+        (Pushed::Buffered, Some(cut)) => speak_cut(state, socket, session, membership, cut).await,
+        (Pushed::Buffered, None) => {}
+    }
+}
+
+/// Dispatches one utterance cut from streamed audio. A cut that fails to dispatch is reported and
+/// dropped; the stream goes on with the next one.
+async fn speak_cut(state: &AppState, socket: &Socket, session: &mut Session, membership: &mut Membership, cut: Cut) {
+    let s = &session.settings;
+    let spec = TaskSpec {
+        turn_id: Some(cut.turn_id.clone()),
+        ..base_spec(session, cut.index, s.src_lang.clone(), s.tgt_lang.clone())
+    };
+    tracing::debug!(index = cut.index, reason = cut.reason, bytes = cut.audio.len(), "Audio cut.");
+    let payload = Payload { audio: Some(BASE64.encode(&cut.audio)), text: None };
+    if let Some(node_id) = speak(state, socket, membership, spec, payload, cut.affinity.as_deref()).await {
+        session.audio.assigned(&cut.turn_id, &node_id);
+    }
+}
+
+/// Turns an utterance into its tasks (one per room route, or the single-session one) and
+/// dispatches them; returns the node the first task went to.
+async fn speak(
+    state: &AppState,
+    socket: &Socket,
+    membership: &mut Membership,
+    spec: TaskSpec,
+    payload: Payload,
+    affinity: Option<&str>,
+) -> Option<String> {
+    let received = Instant::now();
     let fail = |err: SchedulerError| {
         warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
         let details = serde_json::json!({ "utterance_index": spec.utterance_index });
@@ -206,19 +396,51 @@ async fn utter(
     // to), the single-session task.
     let mut tasks = match state.room_tasks(membership, &spec).await {
         Ok(tasks) => tasks,
-        Err(err) => return fail(err),
+        Err(err) => {
+            fail(err);
+            return None;
+        }
     };
     if tasks.is_empty() {
         tasks.push(spec.clone());
     }
+    let mut first_node = None;
     for task in &tasks {
-        match state.submit(task, &payload).await {
-            Ok(Dispatched::Assigned { .. }) => {
-                state.metrics.dispatch_latency.record(received.elapsed().as_micros() as u64)
+        match state.submit(task, &payload, affinity).await {
+            Ok(Dispatched::Assigned { node_id, .. }) => {
+                state.metrics.dispatch_latency.record(received.elapsed().as_micros() as u64);
+                first_node.get_or_insert(node_id);
             }
             Ok(_) => {}
-            Err(err) => return fail(err),
+            Err(err) => {
+                fail(err);
+                return first_node;
+            }
         }
+    }
+    first_node
+}
+
+fn base_spec(session: &Session, index: u64, src_lang: String, tgt_lang: String) -> TaskSpec {
+    let s = &session.settings;
+    TaskSpec {
+        session_id: session.id.clone(),
+        utterance_index: index,
+        src_lang,
+        tgt_lang,
+        dialect: s.dialect.clone(),
+        mode: s.mode,
+        lang_a: s.lang_a.clone(),
+        lang_b: s.lang_b.clone(),
+        pipeline: Default::default(),
+        audio_format: s.audio_format.clone(),
+        sample_rate: s.sample_rate,
+        trace_id: s.trace_id.clone(),
+        turn_id: None,
+        room_code: None,
+        tenant_id: s.tenant_id.clone(),
+        recipients: vec![session.id.clone()],
+        created_ms: now_ms(),
     }
 }
 
@@ -228,41 +450,28 @@ fn task_of(state: &AppState, session: &Session, u: Utterance) -> Result<(TaskSpe
     let size = u.audio.as_ref().map_or(0, String::len) + u.text.as_ref().map_or(0, String::len);
     if size > state.config.max_payload_bytes {
         let limit = state.config.max_payload_bytes;
-        return Err(ErrorFrame::new(
-            ErrorCode::PayloadTooLarge,
-            format!("utterance payload exceeds {limit} bytes"),
-        ));
+        return Err(ErrorFrame::new(ErrorCode::PayloadTooLarge, format!("utterance payload exceeds {limit} bytes")));
     }
     match (&u.audio, &u.text) {
         (None, None) => return Err(bad("utterance needs `audio` (base64) or `text`".into())),
-        (Some(audio), _) if base64::engine::general_purpose::STANDARD.decode(audio).is_err() => {
+        (Some(audio), _) if BASE64.decode(audio).is_err() => {
             return Err(bad("audio is not valid base64".into()));
         }
         _ => {}
     }
-    let src_lang = u.src_lang.unwrap_or_else(|| session.src_lang.clone());
-    let tgt_lang = u.tgt_lang.unwrap_or_else(|| session.tgt_lang.clone());
+    let s = &session.settings;
+    let src_lang = u.src_lang.unwrap_or_else(|| s.src_lang.clone());
+    let tgt_lang = u.tgt_lang.unwrap_or_else(|| s.tgt_lang.clone());
     if !is_language_code(&src_lang) || !is_language_code(&tgt_lang) {
         return Err(bad("invalid src_lang or tgt_lang".into()));
     }
     let spec = TaskSpec {
-        session_id: session.id.clone(),
-        utterance_index: u.utterance_index,
-        src_lang,
-        tgt_lang,
-        dialect: u.dialect.or_else(|| session.dialect.clone()),
-        mode: session.mode,
-        lang_a: session.lang_a.clone(),
-        lang_b: session.lang_b.clone(),
+        dialect: u.dialect.or_else(|| s.dialect.clone()),
         pipeline: u.pipeline.unwrap_or_default(),
         audio_format: u.audio_format.unwrap_or_else(|| "pcm16".into()),
         sample_rate: u.sample_rate.unwrap_or(16_000),
-        trace_id: u.trace_id.unwrap_or_else(|| session.trace_id.clone()),
-        turn_id: None,
-        room_code: None,
-        tenant_id: session.tenant_id.clone(),
-        recipients: vec![session.id.clone()],
-        created_ms: now_ms(),
+        trace_id: u.trace_id.unwrap_or_else(|| s.trace_id.clone()),
+        ..base_spec(session, u.utterance_index, src_lang, tgt_lang)
     };
     Ok((spec, Payload { audio: u.audio, text: u.text }))
 }

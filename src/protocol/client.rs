@@ -11,6 +11,7 @@ use super::node::{Pipeline, nullable};
 pub enum FromClient {
     SessionInit(SessionInit),
     Utterance(Utterance),
+    AudioChunk(AudioChunk),
     ClientHeartbeat {},
     SessionClose(SessionClose),
     RoomCreate(RoomCreate),
@@ -23,6 +24,7 @@ impl FromClient {
     pub const TYPES: &'static [&'static str] = &[
         "session_init",
         "utterance",
+        "audio_chunk",
         "client_heartbeat",
         "session_close",
         "room_create",
@@ -32,9 +34,20 @@ impl FromClient {
     ];
 }
 
-/// Protocol types this gateway knows but does not serve yet; they get `UNSUPPORTED_FEATURE`
-/// rather than `INVALID_MESSAGE`, so a client can tell "not here" from "malformed".
-pub const UNSERVED_CLIENT_TYPES: &[&str] = &["audio_chunk"];
+/// Streaming audio: the gateway buffers chunks and cuts utterances itself.
+#[derive(Debug, Deserialize)]
+pub struct AudioChunk {
+    #[serde(default, deserialize_with = "nullable")]
+    pub session_id: String,
+    pub seq: u64,
+    #[serde(default, deserialize_with = "nullable")]
+    pub is_final: bool,
+    /// Base64 audio in the session's format (pcm16 at its sample rate unless it said otherwise).
+    #[serde(default)]
+    pub payload: Option<String>,
+    #[serde(default)]
+    pub client_timestamp_ms: Option<u64>,
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RoomCreate {
@@ -86,6 +99,12 @@ pub struct RoomError {
     pub message: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomExpired {
+    pub room_code: String,
+    pub message: String,
+}
+
 /// Messages the scheduler sends to a client.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -100,6 +119,7 @@ pub enum ToClient {
     RoomCreateAck(RoomCreateAck),
     RoomMembers(RoomMembers),
     RoomError(RoomError),
+    RoomExpired(RoomExpired),
     Error(ErrorFrame),
 }
 
@@ -142,6 +162,16 @@ pub struct SessionInit {
     pub lang_b: Option<String>,
     #[serde(default)]
     pub trace_id: Option<String>,
+    /// *(ext)* re-attach to this session after a reconnect, with its `resume_token`.
+    #[serde(default)]
+    pub resume_session_id: Option<String>,
+    #[serde(default)]
+    pub resume_token: Option<String>,
+    /// Format of streamed audio (`audio_chunk`); default pcm16 at 16 kHz.
+    #[serde(default)]
+    pub audio_format: Option<String>,
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +216,8 @@ pub struct SessionInitAck {
     pub trace_id: String,
     pub protocol_version: String,
     pub use_binary_frame: bool,
+    /// *(ext)* present with `session_id` in a later `session_init` to resume this session.
+    pub resume_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -69,6 +69,56 @@ impl RoomKeys {
     }
 }
 
+/// The keys of one client session: its own tag, `{s:<id>}`.
+#[derive(Debug, Clone)]
+pub struct SessionKeys {
+    pub session: String,
+    /// Frames produced while the session was detached, delivered when it resumes.
+    pub backlog: String,
+}
+
+impl SessionKeys {
+    pub fn new(prefix: &str, session_id: &str) -> Self {
+        Self {
+            session: format!("{prefix}:{{s:{session_id}}}:session"),
+            backlog: format!("{prefix}:{{s:{session_id}}}:backlog"),
+        }
+    }
+}
+
+/// The keys of one gateway: its own tag, `{g:<id>}`.
+#[derive(Debug, Clone)]
+pub struct GatewayKeys {
+    /// The stream other gateways append this gateway's frames to.
+    pub inbox: String,
+    /// The sessions attached here (for the gateway that takes over when this one dies).
+    pub sessions: String,
+}
+
+impl GatewayKeys {
+    pub fn new(prefix: &str, gateway_id: &str) -> Self {
+        Self {
+            inbox: format!("{prefix}:{{g:{gateway_id}}}:inbox"),
+            sessions: format!("{prefix}:{{g:{gateway_id}}}:sessions"),
+        }
+    }
+}
+
+/// The gateway registry: its own tag, `{gw}`.
+#[derive(Debug, Clone)]
+pub struct RegistryKeys {
+    /// Live gateways → presence deadline.
+    pub gateways: String,
+    /// Gateways found dead → when.
+    pub dead: String,
+}
+
+impl RegistryKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self { gateways: format!("{prefix}:{{gw}}:gateways"), dead: format!("{prefix}:{{gw}}:dead") }
+    }
+}
+
 /// The keys of stored policy versions: their own tag, `{policy}`.
 #[derive(Debug, Clone)]
 pub struct PolicyKeys {

@@ -3,15 +3,19 @@
 //! Every method is one EVALSHA of one script; all scheduling state lives in Redis. The service is a
 //! `Clone` handle (a multiplexed connection and the compiled scripts) with no lock and no cache.
 
+mod inbox;
 mod keys;
 mod policy_store;
 mod rooms;
 mod scripts;
+mod sessions;
 mod types;
 
-pub use keys::{CellKeys, PolicyKeys, RoomKeys, cell_tag, slot};
+pub use inbox::{InboxEntry, Inbox};
+pub use keys::{CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, slot};
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use rooms::{RoomMember, RoomReply};
+pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd};
 pub use scripts::Scripts;
 pub use types::*;
 
@@ -113,6 +117,7 @@ pub enum Outcome {
 
 #[derive(Clone)]
 pub struct MinimalSchedulerService {
+    client: redis::Client,
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
     keys: CellKeys,
@@ -128,8 +133,9 @@ impl MinimalSchedulerService {
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, manager).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), manager).await?;
         let service = Self {
+            client,
             conn,
             scripts: Arc::new(Scripts::new()),
             keys: CellKeys::new(&config.prefix, 0, config.cells),
@@ -354,6 +360,11 @@ impl MinimalSchedulerService {
     }
 
     pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<String> {
+        let mut conn = self.conn.clone();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    pub(crate) async fn invoke_value<T: redis::FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T> {
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
     }

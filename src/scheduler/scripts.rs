@@ -53,4 +53,11 @@ scripts!(
     room_leave,
     room_speak,
     availability,
+    session_attach,
+    session_detach,
+    session_end,
+    session_route,
+    session_room,
+    gateway_presence,
+    gateway_reap,
 );

@@ -260,7 +260,7 @@ pub enum SweepReply {
 }
 
 /// cjson encodes an empty Lua table as `{}`; read it as an empty list.
-fn lua_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+pub(crate) fn lua_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::Object(map) if map.is_empty() => Ok(Vec::new()),
         value => serde_json::from_value(value).map_err(serde::de::Error::custom),

@@ -1,0 +1,33 @@
+-- session_attach: a client socket opens a new session, or resumes a detached one, on a gateway.
+--
+-- KEYS[1] session hash       <prefix>:{s:<id>}:session
+-- KEYS[2] backlog list       <prefix>:{s:<id>}:backlog   (frames produced while detached)
+-- ARGV[1] mode: 'new' or 'resume'
+-- ARGV[2] gateway id         ARGV[3] connection id (fences this socket's later detach)
+-- ARGV[4] sha256 of the resume token: stored ('new') or presented ('resume')
+-- ARGV[5] session settings JSON ('new' only)
+--
+-- Returns JSON {status="attached", settings, room, backlog=[frame…], previous_gateway} (backlog and
+-- previous gateway on resume only), or {status="exists"} ('new' with a taken id) / {status="invalid"}
+-- ('resume' of an unknown or expired session, or with a wrong token).
+
+if ARGV[1] == 'new' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return cjson.encode({ status = 'exists' })
+  end
+  redis.call('HSET', KEYS[1], 'gateway', ARGV[2], 'conn', ARGV[3], 'token', ARGV[4],
+    'settings', ARGV[5], 'state', 'attached', 'created_ms', now_ms())
+  return cjson.encode({ status = 'attached', settings = ARGV[5], room = '', backlog = {} })
+end
+
+local s = redis.call('HMGET', KEYS[1], 'token', 'settings', 'room', 'gateway')
+if not s[1] or s[1] ~= ARGV[4] then
+  return cjson.encode({ status = 'invalid' })
+end
+redis.call('HSET', KEYS[1], 'gateway', ARGV[2], 'conn', ARGV[3], 'state', 'attached')
+redis.call('HDEL', KEYS[1], 'detached_ms')
+redis.call('PERSIST', KEYS[1])
+local backlog = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return cjson.encode({ status = 'attached', settings = s[2], room = s[3] or '', backlog = backlog,
+  previous_gateway = s[4] })

@@ -1,0 +1,15 @@
+-- session_room: records the room a session is in, so a resumed session keeps it and its end
+-- leaves it.
+--
+-- KEYS[1] session hash
+-- ARGV[1] room code, '' for none
+--
+-- Returns 1, or 0 when the session is gone.
+
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '' then
+  redis.call('HDEL', KEYS[1], 'room')
+else
+  redis.call('HSET', KEYS[1], 'room', ARGV[1])
+end
+return 1

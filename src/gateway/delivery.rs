@@ -1,0 +1,311 @@
+//! Delivery of frames to sessions and nodes wherever they are connected. A peer on this gateway
+//! gets the frame on its socket at once; a peer on another gateway gets it through that gateway's
+//! Redis stream inbox; a session whose socket is gone (resumable) keeps it in its backlog.
+//!
+//! Frames for other gateways go through one forwarder task that resolves where each peer is and
+//! appends to the inboxes in one pipeline per batch, in the order the frames were produced: an
+//! expectation is always appended before the outcome it announces.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::peers::{Frame, SessionPeer};
+use super::{AppState, Metrics};
+use crate::protocol::{ToClient, ToNode};
+use crate::scheduler::InboxEntry;
+
+/// Frames queued for the forwarder before producers start dropping them.
+const FORWARD_QUEUE: usize = 65_536;
+/// Frames the forwarder resolves and appends per round trip.
+const FORWARD_BATCH: usize = 512;
+
+/// What one gateway puts in another's inbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum Envelope {
+    Session { id: String, item: Item },
+    Node { id: String, frame: String },
+}
+
+/// What a session receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    /// A frame delivered as it comes (UI events, partials, room members, …).
+    Frame { frame: String },
+    /// A task of the speaker's utterance `index` is meant for this session (ordering).
+    Expect { speaker: String, index: u64 },
+    /// That task's outcome (result, `missing_result`, failure), released in the speaker's order.
+    Outcome { speaker: String, index: u64, frame: String },
+}
+
+impl Item {
+    /// The frame a detached session keeps in its backlog; expectations are not kept.
+    fn kept_frame(&self) -> Option<&str> {
+        match self {
+            Item::Frame { frame } | Item::Outcome { frame, .. } => Some(frame),
+            Item::Expect { .. } => None,
+        }
+    }
+}
+
+/// A frame for the forwarder.
+#[derive(Debug)]
+pub struct Queued {
+    envelope: Envelope,
+    /// This gateway holds the session's record but no longer its socket: keep the frame.
+    keep: bool,
+}
+
+/// The producer side of the forwarder.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    tx: mpsc::Sender<Queued>,
+}
+
+impl Forwarder {
+    pub fn new() -> (Self, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+        (Self { tx }, rx)
+    }
+}
+
+fn json<T: Serialize>(message: &T) -> String {
+    serde_json::to_string(message).expect("protocol messages serialize")
+}
+
+impl AppState {
+    /// A frame to a session, delivered as it comes.
+    pub fn to_session(&self, session_id: &str, message: &ToClient) {
+        self.deliver(session_id, Item::Frame { frame: json(message) });
+    }
+
+    /// Announces to `session_id` that a task of `speaker`'s utterance `index` is meant for it.
+    pub fn expect_outcome(&self, session_id: &str, speaker: &str, index: u64) {
+        self.deliver(session_id, Item::Expect { speaker: speaker.to_owned(), index });
+    }
+
+    /// A task's outcome to one recipient, in the speaker's utterance order.
+    pub fn outcome_to(&self, session_id: &str, speaker: &str, index: u64, message: &ToClient) {
+        self.deliver(session_id, Item::Outcome { speaker: speaker.to_owned(), index, frame: json(message) });
+    }
+
+    /// A frame to a node, on this gateway or another.
+    pub fn to_node(&self, node_id: &str, message: &ToNode) {
+        match self.peers.node(node_id) {
+            Some(outbox) => {
+                outbox.send(message);
+            }
+            None => self.forward(Envelope::Node { id: node_id.to_owned(), frame: json(message) }, false),
+        }
+    }
+
+    fn deliver(&self, session_id: &str, item: Item) {
+        match self.peers.session(session_id) {
+            Some(peer) => self.deliver_local(session_id, &peer, item),
+            None => self.forward(Envelope::Session { id: session_id.to_owned(), item }, false),
+        }
+    }
+
+    /// Delivers to a socket of this gateway.
+    pub fn deliver_local(&self, session_id: &str, peer: &SessionPeer, item: Item) {
+        match item {
+            Item::Frame { frame } => {
+                peer.outbox.send_frame(Frame::Text(frame));
+            }
+            Item::Expect { speaker, index } => peer.sequencer.lock().unwrap().expect(&speaker, index),
+            Item::Outcome { speaker, index, frame } => {
+                let (released, arm) = {
+                    let mut sequencer = peer.sequencer.lock().unwrap();
+                    let released = sequencer.outcome(&speaker, index, frame);
+                    let arm = released.held && sequencer.arm();
+                    (released, arm)
+                };
+                if released.late {
+                    Metrics::inc(&self.metrics.results_late);
+                }
+                for frame in released.frames {
+                    peer.outbox.send_frame(Frame::Text(frame));
+                }
+                if arm {
+                    self.gap_timer(session_id.to_owned(), peer.clone());
+                }
+            }
+        }
+    }
+
+    /// After the gap timeout, skips what still holds this session's results up (again each
+    /// timeout while results stay held).
+    fn gap_timer(&self, session_id: String, peer: SessionPeer) {
+        let gap = peer.sequencer.lock().unwrap().gap();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(gap).await;
+                let released = {
+                    let mut sequencer = peer.sequencer.lock().unwrap();
+                    let released = sequencer.expire(Instant::now());
+                    if !released.held || peer.outbox.closed().is_cancelled() {
+                        sequencer.disarm();
+                    }
+                    released
+                };
+                for frame in released.frames {
+                    peer.outbox.send_frame(Frame::Text(frame));
+                }
+                if !released.held || peer.outbox.closed().is_cancelled() {
+                    return;
+                }
+                debug!(session.id = %session_id, "Results still held behind a gap.");
+            }
+        });
+    }
+
+    fn forward(&self, envelope: Envelope, keep: bool) {
+        if self.forwarder.tx.try_send(Queued { envelope, keep }).is_err() {
+            Metrics::inc(&self.metrics.undeliverable);
+            warn!("Forwarder queue full; a frame for another gateway was dropped.");
+        }
+    }
+
+    /// Delivers what another gateway sent here; what is no longer connected here is routed again
+    /// (a session that just moved, or that is detached and keeps it in its backlog).
+    pub fn deliver_envelope(&self, envelope: Envelope, from_own_inbox: bool) {
+        Metrics::inc(&self.metrics.frames_received);
+        match envelope {
+            Envelope::Session { id, item } => match self.peers.session(&id) {
+                Some(peer) => self.deliver_local(&id, &peer, item),
+                None => self.forward(Envelope::Session { id, item }, from_own_inbox),
+            },
+            Envelope::Node { id, frame } => match self.peers.node(&id) {
+                Some(outbox) => {
+                    outbox.send_frame(Frame::Text(frame));
+                }
+                // Our own inbox named a node that left: it is offline or elsewhere; a job's
+                // deadline covers an assignment that reaches no node.
+                None if from_own_inbox => Metrics::inc(&self.metrics.undeliverable),
+                None => self.forward(Envelope::Node { id, frame }, false),
+            },
+        }
+    }
+
+    /// Parses and delivers inbox entries; returns their ids for `XACK`.
+    pub fn deliver_entries(&self, entries: Vec<InboxEntry>, from_own_inbox: bool) -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|entry| {
+                match serde_json::from_str::<Envelope>(&entry.payload) {
+                    Ok(envelope) => self.deliver_envelope(envelope, from_own_inbox),
+                    Err(err) => warn!(%err, entry = %entry.id, "Unreadable inbox entry dropped."),
+                }
+                entry.id
+            })
+            .collect()
+    }
+}
+
+/// The forwarder: resolves where each queued frame's peer is and appends it to that gateway's
+/// inbox, batch by batch, in order.
+pub async fn run_forwarder(state: AppState, mut rx: mpsc::Receiver<Queued>) {
+    let mut batch = Vec::with_capacity(FORWARD_BATCH);
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, FORWARD_BATCH) => n,
+            // Shutdown: what is queued still goes (the sockets closing produce the last frames).
+            _ = state.shutdown.cancelled() => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                while let Ok(queued) = rx.try_recv() {
+                    batch.push(queued);
+                }
+                if !batch.is_empty() {
+                    let _ = forward_batch(&state, std::mem::take(&mut batch)).await;
+                }
+                return;
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let frames = batch.len();
+        if let Err(err) = forward_batch(&state, std::mem::take(&mut batch)).await {
+            state.metrics.undeliverable.fetch_add(frames as u64, std::sync::atomic::Ordering::Relaxed);
+            warn!(%err, frames, "Forwarding frames to other gateways failed; they are lost.");
+        }
+    }
+}
+
+async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler::Result<()> {
+    let me = &*state.gateway_id;
+    let sessions: Vec<(&str, &str, Option<bool>)> = batch
+        .iter()
+        .filter_map(|q| match &q.envelope {
+            Envelope::Session { id, item } => {
+                let keep = item.kept_frame().map(|_| q.keep);
+                Some((id.as_str(), item.kept_frame().unwrap_or(""), keep))
+            }
+            Envelope::Node { .. } => None,
+        })
+        .collect();
+    let nodes: Vec<&str> = batch
+        .iter()
+        .filter_map(|q| match &q.envelope {
+            Envelope::Node { id, .. } => Some(id.as_str()),
+            Envelope::Session { .. } => None,
+        })
+        .collect();
+    let sessions_config = &state.config.sessions;
+    let mut session_routes = if sessions.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .scheduler
+            .route_sessions(&sessions, sessions_config.backlog, state.detached_ttl_ms())
+            .await?
+    }
+    .into_iter();
+    let mut node_routes =
+        if nodes.is_empty() { Vec::new() } else { state.scheduler.node_routes(&nodes).await? }.into_iter();
+
+    let mut appends: Vec<(String, String)> = Vec::new();
+    let mut keep_here = Vec::new();
+    for queued in batch {
+        match &queued.envelope {
+            Envelope::Session { id, .. } => match session_routes.next().as_deref() {
+                Some("kept") => Metrics::inc(&state.metrics.frames_kept),
+                Some("gone") | None => Metrics::inc(&state.metrics.undeliverable),
+                Some(gateway) if gateway == me => match state.peers.session(id) {
+                    // It attached here while the frame was on its way.
+                    Some(peer) => {
+                        let Envelope::Session { id, item } = queued.envelope else { unreachable!() };
+                        state.deliver_local(&id, &peer, item);
+                    }
+                    None if !queued.keep => keep_here.push(Queued { keep: true, ..queued }),
+                    None => Metrics::inc(&state.metrics.undeliverable),
+                },
+                Some(gateway) => appends.push((gateway.to_owned(), json(&queued.envelope))),
+            },
+            Envelope::Node { id, .. } => match node_routes.next().flatten() {
+                Some(route) if route.online && route.gateway != me => {
+                    appends.push((route.gateway, json(&queued.envelope)))
+                }
+                Some(route) if route.online => match state.peers.node(id) {
+                    Some(outbox) => {
+                        let Envelope::Node { frame, .. } = queued.envelope else { unreachable!() };
+                        outbox.send_frame(Frame::Text(frame));
+                    }
+                    None => Metrics::inc(&state.metrics.undeliverable),
+                },
+                _ => Metrics::inc(&state.metrics.undeliverable),
+            },
+        }
+    }
+    let frames: Vec<(&str, &str)> = appends.iter().map(|(g, p)| (g.as_str(), p.as_str())).collect();
+    state.scheduler.append_to_inboxes(&frames, state.config.gateways.inbox_maxlen).await?;
+    state.metrics.frames_forwarded.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if !keep_here.is_empty() {
+        Box::pin(forward_batch(state, keep_here)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! Sessions and gateways in Redis: where each session is attached (so any gateway can route a
+//! frame to it), its resume token and backlog, and the registry of live gateways. Sessions have
+//! their own tag `{s:<id>}`, each gateway `{g:<id>}`, the registry `{gw}` (docs/redis.md).
+
+use serde::Deserialize;
+
+use super::{GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys};
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AttachReply {
+    Attached {
+        settings: String,
+        #[serde(default)]
+        room: String,
+        #[serde(default, deserialize_with = "super::types::lua_list")]
+        backlog: Vec<String>,
+        #[serde(default)]
+        previous_gateway: Option<String>,
+    },
+    Exists,
+    Invalid,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SessionEnd {
+    Ended { room: String },
+    Stale,
+}
+
+/// Who may detach a session: the socket that attached it, or whoever takes over its dead gateway.
+#[derive(Debug, Clone, Copy)]
+pub enum Fence<'a> {
+    Conn(&'a str),
+    Gateway(&'a str),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReapReply {
+    #[serde(deserialize_with = "super::types::lua_list")]
+    pub reaped: Vec<String>,
+    #[serde(deserialize_with = "super::types::lua_list")]
+    pub dead: Vec<String>,
+    #[serde(deserialize_with = "super::types::lua_list")]
+    pub forgotten: Vec<String>,
+}
+
+/// Where a node is connected, from its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRoute {
+    pub gateway: String,
+    pub online: bool,
+}
+
+impl MinimalSchedulerService {
+    pub fn session_keys(&self, session_id: &str) -> SessionKeys {
+        SessionKeys::new(&self.config.prefix, session_id)
+    }
+
+    pub fn gateway_keys(&self, gateway_id: &str) -> GatewayKeys {
+        GatewayKeys::new(&self.config.prefix, gateway_id)
+    }
+
+    fn registry_keys(&self) -> RegistryKeys {
+        RegistryKeys::new(&self.config.prefix)
+    }
+
+    /// Records a new session attached to `gateway` through socket `conn`.
+    pub async fn session_open(
+        &self,
+        session_id: &str,
+        gateway: &str,
+        conn: &str,
+        token_sha: &str,
+        settings: &str,
+    ) -> Result<AttachReply> {
+        let k = self.session_keys(session_id);
+        let mut inv = self.scripts.session_attach.prepare_invoke();
+        inv.key(&k.session).key(&k.backlog);
+        inv.arg("new").arg(gateway).arg(conn).arg(token_sha).arg(settings);
+        let reply = self.call("session_attach", &inv).await?;
+        self.index_session(gateway, session_id, true).await?;
+        Ok(reply)
+    }
+
+    /// Re-attaches a detached (or still attached elsewhere) session presenting its token.
+    pub async fn session_resume(
+        &self,
+        session_id: &str,
+        gateway: &str,
+        conn: &str,
+        token_sha: &str,
+    ) -> Result<AttachReply> {
+        let k = self.session_keys(session_id);
+        let mut inv = self.scripts.session_attach.prepare_invoke();
+        inv.key(&k.session).key(&k.backlog);
+        inv.arg("resume").arg(gateway).arg(conn).arg(token_sha).arg("");
+        let reply = self.call("session_attach", &inv).await?;
+        if let AttachReply::Attached { previous_gateway, .. } = &reply {
+            self.index_session(gateway, session_id, true).await?;
+            if let Some(previous) = previous_gateway.as_deref().filter(|p| *p != gateway) {
+                self.index_session(previous, session_id, false).await?;
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Marks a session detached (resumable for `ttl_ms`). Returns the connection id that attached
+    /// it (the fence of its `session_end`), or `None` when the fence no longer holds.
+    pub async fn session_detach(
+        &self,
+        session_id: &str,
+        fence: Fence<'_>,
+        ttl_ms: u64,
+    ) -> Result<Option<String>> {
+        let k = self.session_keys(session_id);
+        let (field, value) = match fence {
+            Fence::Conn(conn) => ("conn", conn),
+            Fence::Gateway(gateway) => ("gateway", gateway),
+        };
+        let mut inv = self.scripts.session_detach.prepare_invoke();
+        inv.key(&k.session).key(&k.backlog);
+        inv.arg(field).arg(value).arg(ttl_ms);
+        #[derive(Deserialize)]
+        struct Reply {
+            conn: Option<String>,
+        }
+        let reply: Reply = self.call("session_detach", &inv).await?;
+        Ok(reply.conn)
+    }
+
+    /// Ends a session (`only_if_detached`: the resume grace is over); returns the room to leave.
+    pub async fn session_end(&self, session_id: &str, conn: &str, only_if_detached: bool) -> Result<SessionEnd> {
+        let k = self.session_keys(session_id);
+        let mut inv = self.scripts.session_end.prepare_invoke();
+        inv.key(&k.session).key(&k.backlog);
+        inv.arg(conn).arg(if only_if_detached { "1" } else { "0" });
+        self.call("session_end", &inv).await
+    }
+
+    pub async fn session_room(&self, session_id: &str, room: Option<&str>) -> Result<()> {
+        let k = self.session_keys(session_id);
+        let mut inv = self.scripts.session_room.prepare_invoke();
+        inv.key(&k.session).arg(room.unwrap_or(""));
+        let _: i64 = self.invoke_value(&inv).await?;
+        Ok(())
+    }
+
+    /// The gateway's index of its sessions (one SADD/SREM: a single atomic command needs no
+    /// script). Used only to find a dead gateway's sessions.
+    async fn index_session(&self, gateway: &str, session_id: &str, add: bool) -> Result<()> {
+        let key = self.gateway_keys(gateway).sessions;
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd(if add { "SADD" } else { "SREM" })
+            .arg(key)
+            .arg(session_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unindex_session(&self, gateway: &str, session_id: &str) -> Result<()> {
+        self.index_session(gateway, session_id, false).await
+    }
+
+    /// Up to `count` sessions of `gateway`'s index, removed from it.
+    pub async fn pop_sessions(&self, gateway: &str, count: usize) -> Result<Vec<String>> {
+        let key = self.gateway_keys(gateway).sessions;
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("SPOP").arg(key).arg(count).query_async(&mut conn).await?)
+    }
+
+    /// Where each frame goes (one pipeline, in order): a gateway id, `kept` (backlog) or `gone`.
+    /// `keep` per frame: `Some(true)` keep whatever the state, `Some(false)` keep when detached,
+    /// `None` never keep (a hint).
+    /// A backlog holds at most `backlog` frames and lives `ttl_ms` after its last one.
+    pub async fn route_sessions(
+        &self,
+        frames: &[(&str, &str, Option<bool>)],
+        backlog: u32,
+        ttl_ms: u64,
+    ) -> Result<Vec<String>> {
+        let invocations: Vec<_> = frames
+            .iter()
+            .map(|(session_id, frame, keep)| {
+                let k = self.session_keys(session_id);
+                let mut inv = self.scripts.session_route.prepare_invoke();
+                inv.key(k.session).key(k.backlog);
+                let keep = match keep {
+                    Some(true) => "1",
+                    Some(false) => "0",
+                    None => "",
+                };
+                inv.arg(*frame).arg(keep).arg(backlog).arg(ttl_ms);
+                inv
+            })
+            .collect();
+        self.pipeline_scripts(&invocations).await
+    }
+
+    /// Each node's gateway and whether it is online (one pipeline).
+    pub async fn node_routes(&self, node_ids: &[&str]) -> Result<Vec<Option<NodeRoute>>> {
+        let mut pipe = redis::pipe();
+        for id in node_ids {
+            pipe.cmd("HMGET").arg(self.keys.node(id)).arg("gateway").arg("state");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(gateway, state)| {
+                gateway.map(|gateway| NodeRoute { gateway, online: state.as_deref() == Some("online") })
+            })
+            .collect())
+    }
+
+    /// Refreshes this gateway's presence; true when it was missing from the registry.
+    pub async fn gateway_presence(&self, gateway: &str, window_ms: u64) -> Result<bool> {
+        let k = self.registry_keys();
+        let mut inv = self.scripts.gateway_presence.prepare_invoke();
+        inv.key(&k.gateways).key(&k.dead).arg(gateway).arg(window_ms);
+        let added: i64 = self.invoke_value(&inv).await?;
+        Ok(added == 1)
+    }
+
+    pub async fn gateway_reap(&self, limit: u32, retention_ms: u64) -> Result<ReapReply> {
+        let k = self.registry_keys();
+        let mut inv = self.scripts.gateway_reap.prepare_invoke();
+        inv.key(&k.gateways).key(&k.dead).arg(limit).arg(retention_ms);
+        self.call("gateway_reap", &inv).await
+    }
+
+    /// Which of these rooms still exist (one pipeline).
+    pub async fn rooms_exist(&self, codes: &[&str]) -> Result<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for code in codes {
+            pipe.cmd("EXISTS").arg(super::RoomKeys::new(&self.config.prefix, code).room);
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// A member's record in a room, if it is still a member.
+    pub async fn room_member(&self, code: &str, session_id: &str) -> Result<Option<super::RoomMember>> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(super::RoomKeys::new(&self.config.prefix, code).members)
+            .arg(session_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Live gateways (id → presence deadline ms).
+    pub async fn gateways(&self) -> Result<Vec<(String, u64)>> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("ZRANGE")
+            .arg(self.registry_keys().gateways)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Runs script invocations in one pipeline; reloads the scripts once if Redis lost them.
+    pub(crate) async fn pipeline_scripts<T: redis::FromRedisValue>(
+        &self,
+        invocations: &[redis::ScriptInvocation<'_>],
+    ) -> Result<Vec<T>> {
+        let build = || {
+            let mut pipe = redis::pipe();
+            for inv in invocations {
+                pipe.invoke_script(inv);
+            }
+            pipe
+        };
+        let mut conn = self.conn.clone();
+        match build().query_async(&mut conn).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load_scripts().await?;
+                Ok(build().query_async(&mut conn).await?)
+            }
+            other => other.map_err(SchedulerError::from),
+        }
+    }
+}
