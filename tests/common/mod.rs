@@ -55,6 +55,7 @@ impl TestGateway {
             shutdown_grace_ms: 1_000,
             ..Config::default()
         };
+        config.gateways.heartbeat_interval_ms = 200;
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
@@ -92,6 +93,68 @@ impl TestGateway {
         let mut client = self.client().await;
         let session = client.init_one_way("zh", "en").await;
         (node, client, session)
+    }
+}
+
+/// A gateway in its own process (`switchboard serve`), so a test can `kill -9` it.
+pub struct ChildGateway {
+    pub url: String,
+    pub id: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildGateway {
+    /// Starts `switchboard serve` on free ports with the test timings plus `extra` TOML lines
+    /// (top-level keys only), and waits until it is ready.
+    pub async fn start(redis: &RedisServer, id: &str, scheduler_toml: &str) -> Self {
+        let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (listen, admin) = (port(), port());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        let config = format!(
+            "listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nredis_url = \"{}\"\n\
+             gateway_id = \"{id}\"\nshutdown_grace_ms = 1000\n[gateways]\nheartbeat_interval_ms = 200\n\
+             [scheduler]\nsweep_interval_ms = 50\nretry_ms = 100\ndispatch_wait_ms = 2000\n{scheduler_toml}\n",
+            redis.url()
+        );
+        std::fs::write(&path, config).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("switchboard serve starts");
+        let url = format!("ws://127.0.0.1:{listen}");
+        let ready = format!("http://127.0.0.1:{listen}/readyz");
+        eventually("the child gateway to be ready", || async {
+            matches!(switchboard::admin_client::request("GET", &ready, None, b"").await, Ok((200, _)))
+        })
+        .await;
+        Self { url, id: id.to_owned(), child, _dir: dir }
+    }
+
+    /// `kill -9`: no socket is closed cleanly, no state is cleaned up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    pub async fn node(&self) -> Peer {
+        Peer::connect(&format!("{}/ws/node", self.url)).await
+    }
+
+    pub async fn client(&self) -> Peer {
+        Peer::connect(&format!("{}/ws/session", self.url)).await
+    }
+}
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
