@@ -2,14 +2,16 @@
 --
 -- KEYS[1] session hash       <prefix>:{s:<id>}:session
 -- KEYS[2] backlog list       <prefix>:{s:<id>}:backlog   (frames produced while detached)
--- ARGV[1] mode: 'new' or 'resume'
+-- ARGV[1] mode: 'new', 'resume', or 'reattach' (the socket's gateway had been taken for dead and
+--         its sessions detached while the socket stayed open: attach them again)
 -- ARGV[2] gateway id         ARGV[3] connection id (fences this socket's later detach)
--- ARGV[4] sha256 of the resume token: stored ('new') or presented ('resume')
+-- ARGV[4] sha256 of the resume token: stored ('new') or presented ('resume'); '' for 'reattach'
 -- ARGV[5] session settings JSON ('new' only)
 --
 -- Returns JSON {status="attached", settings, room, backlog=[frame…], previous_gateway} (backlog and
--- previous gateway on resume only), or {status="exists"} ('new' with a taken id) / {status="invalid"}
--- ('resume' of an unknown or expired session, or with a wrong token).
+-- previous gateway on resume and reattach), or {status="exists"} ('new' with a taken id) /
+-- {status="invalid"} ('resume' of an unknown or expired session or with a wrong token; 'reattach'
+-- of a session another socket took meanwhile).
 
 if ARGV[1] == 'new' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -20,8 +22,14 @@ if ARGV[1] == 'new' then
   return cjson.encode({ status = 'attached', settings = ARGV[5], room = '', backlog = {} })
 end
 
-local s = redis.call('HMGET', KEYS[1], 'token', 'settings', 'room', 'gateway')
-if not s[1] or s[1] ~= ARGV[4] then
+local s = redis.call('HMGET', KEYS[1], 'token', 'settings', 'room', 'gateway', 'conn')
+local allowed
+if ARGV[1] == 'reattach' then
+  allowed = s[5] == ARGV[3]
+else
+  allowed = s[1] and s[1] == ARGV[4]
+end
+if not allowed then
   return cjson.encode({ status = 'invalid' })
 end
 redis.call('HSET', KEYS[1], 'gateway', ARGV[2], 'conn', ARGV[3], 'state', 'attached')

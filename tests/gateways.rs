@@ -305,3 +305,36 @@ async fn a_gateway_killed_with_jobs_in_flight_loses_none() {
     n2.abort();
     g2.stop().await;
 }
+
+/// A gateway the others took for dead (an outage longer than its presence window) attaches its
+/// still-open sessions again when it is back, so frames from other gateways reach them.
+#[tokio::test]
+async fn a_gateway_taken_for_dead_attaches_its_sessions_again() {
+    use switchboard::scheduler::{Fence, RegistryKeys};
+    let redis = redis();
+    let g1 = TestGateway::start(&redis, |_| {}).await;
+    let g2 = TestGateway::start(&redis, |_| {}).await;
+    let mut node = g2.node().await;
+    node.register(&["zh"], &["en"], 4).await;
+    let mut client = g1.client().await;
+    let session = client.init_one_way("zh", "en").await;
+
+    // What g2 does when it finds g1 dead: g1 leaves the registry, its sessions are detached.
+    let scheduler = &g2.state.scheduler;
+    let mut conn = scheduler.connection();
+    let g1_id = g1.state.gateway_id.to_string();
+    let _: i64 = redis::cmd("ZREM").arg(RegistryKeys::new("sb").gateways).arg(&g1_id).query_async(&mut conn).await.unwrap();
+    let detached = scheduler.session_detach(&session, Fence::Gateway(&g1_id), 60_000).await.unwrap();
+    assert!(detached.is_some());
+    let state_of = |s: &str| switchboard::scheduler::SessionKeys::new("sb", s).session;
+    eventually("g1 to attach its session again", || async {
+        direct::hget(scheduler, &state_of(&session), "state").await.as_deref() == Some("attached")
+    })
+    .await;
+    client.utter(&session, 0).await;
+    let job = jobs(&mut node, 1).await.remove(0);
+    node.answer(&job, "back").await; // completed on g2, delivered through g1's inbox
+    assert_eq!(results(&mut client, 1).await, [(0, "back".to_owned())]);
+    g1.stop().await;
+    g2.stop().await;
+}

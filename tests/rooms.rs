@@ -147,3 +147,37 @@ async fn room_errors() {
     assert_eq!(c.expect("room_error").await["code"], "ROOM_NOT_FOUND");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_room_expires_and_its_members_are_told() {
+    let redis = redis();
+    let g1 = TestGateway::start(&redis, |c| c.room_idle_ttl_ms = 500).await;
+    let g2 = TestGateway::start(&redis, |c| c.room_idle_ttl_ms = 500).await;
+    let mut node = g1.node().await;
+    node.register(&["en", "zh"], &["en", "zh"], 8).await;
+    let _node = polyglot(node);
+    let (mut a, a_id) = member(&g1, "en").await;
+    a.send(json!({"type":"room_create","client_ts":1,"preferred_lang":"en"})).await;
+    let code = a.expect("room_create_ack").await["room_code"].as_str().unwrap().to_owned();
+    expect_members(&mut a, 1).await;
+    let (mut b, _) = member(&g2, "zh").await;
+    b.send(json!({"type":"room_join","room_code":code,"preferred_lang":"zh"})).await;
+    expect_members(&mut b, 2).await;
+    expect_members(&mut a, 2).await;
+
+    // Nobody speaks: both members, on two gateways, hear that the room closed.
+    for peer in [&mut a, &mut b] {
+        let expired = peer.expect("room_expired").await;
+        assert_eq!(expired["room_code"], code.as_str());
+    }
+    b.send(json!({"type":"room_join","room_code":code})).await;
+    assert_eq!(b.expect("room_error").await["code"], "ROOM_NOT_FOUND");
+    // The membership is over: a's next utterance is a single-session one, and a can open a room.
+    a.utter(&a_id, 0).await;
+    let result = a.expect("translation_result").await;
+    assert!(result["room_code"].is_null(), "{result}");
+    a.send(json!({"type":"room_create","client_ts":2,"preferred_lang":"en"})).await;
+    a.expect("room_create_ack").await;
+    g1.stop().await;
+    g2.stop().await;
+}

@@ -73,10 +73,12 @@ pub async fn run_presence(state: AppState) {
             _ = state.shutdown.cancelled() => break,
         }
         match state.scheduler.gateway_presence(&state.gateway_id, window).await {
-            Ok(true) if !first => warn!(
-                "This gateway had been taken for dead (no presence for {window} ms); its sessions were detached \
-                 and resume on reconnect."
-            ),
+            Ok(true) if !first => {
+                warn!("This gateway had been taken for dead (no presence for {window} ms); attaching its sessions again.");
+                if let Err(err) = reattach_sessions(&state).await {
+                    warn!(%err, "Attaching sessions again failed; their clients resume on reconnect.");
+                }
+            }
             Ok(_) => first = false,
             Err(err) => warn!(%err, "Refreshing this gateway's presence failed."),
         }
@@ -90,6 +92,18 @@ pub async fn run_presence(state: AppState) {
     if let Err(err) = state.scheduler.gateway_presence(&state.gateway_id, 0).await {
         warn!(%err, "Giving up this gateway's presence failed; the others notice when it expires.");
     }
+}
+
+/// After this gateway was taken for dead (a Redis or network outage longer than its presence
+/// window), another gateway detached its sessions although their sockets are still here.
+async fn reattach_sessions(state: &AppState) -> crate::scheduler::Result<()> {
+    for (session_id, peer) in state.peers.sessions() {
+        let kept = state.scheduler.session_reattach(&session_id, &state.gateway_id, &peer.conn).await?;
+        for frame in kept.unwrap_or_default() {
+            peer.outbox.send_frame(super::peers::Frame::Text(frame));
+        }
+    }
+    Ok(())
 }
 
 async fn take_over_dead(state: &AppState) -> crate::scheduler::Result<()> {

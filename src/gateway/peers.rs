@@ -119,6 +119,10 @@ impl Peers {
         self.sessions.lock().unwrap().get(session_id).cloned()
     }
 
+    pub fn sessions(&self) -> Vec<(String, SessionPeer)> {
+        self.sessions.lock().unwrap().iter().map(|(id, p)| (id.clone(), p.clone())).collect()
+    }
+
     /// The rooms local sessions are in: room code → (session id, its room handle).
     pub fn rooms(&self) -> HashMap<String, Vec<(String, SessionPeer)>> {
         let mut rooms: HashMap<String, Vec<(String, SessionPeer)>> = HashMap::new();

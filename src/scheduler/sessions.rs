@@ -106,6 +106,22 @@ impl MinimalSchedulerService {
         Ok(reply)
     }
 
+    /// Attaches a session again to the socket that still holds it (its gateway had been taken for
+    /// dead); returns the frames kept meanwhile, or `None` when another socket took it.
+    pub async fn session_reattach(&self, session_id: &str, gateway: &str, conn: &str) -> Result<Option<Vec<String>>> {
+        let k = self.session_keys(session_id);
+        let mut inv = self.scripts.session_attach.prepare_invoke();
+        inv.key(&k.session).key(&k.backlog);
+        inv.arg("reattach").arg(gateway).arg(conn).arg("").arg("");
+        match self.call("session_attach", &inv).await? {
+            AttachReply::Attached { backlog, .. } => {
+                self.index_session(gateway, session_id, true).await?;
+                Ok(Some(backlog))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Marks a session detached (resumable for `ttl_ms`). Returns the connection id that attached
     /// it (the fence of its `session_end`), or `None` when the fence no longer holds.
     pub async fn session_detach(
