@@ -214,6 +214,9 @@ async fn drained_node_gets_no_new_jobs() {
     node.answer(&job, "finished").await;
     assert_eq!(client.expect("translation_result").await["utterance_index"], 0);
     let error = client.expect("error").await;
-    assert_eq!((error["code"].as_str(), error["details"]["utterance_index"].as_u64()), (Some("NO_AVAILABLE_NODE"), Some(1)));
+    assert_eq!(
+        (error["code"].as_str(), error["details"]["utterance_index"].as_u64()),
+        (Some("NO_AVAILABLE_NODE"), Some(1))
+    );
     gw.stop().await;
 }

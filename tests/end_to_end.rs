@@ -290,7 +290,10 @@ async fn empty_result_is_reported_as_silence() {
         "text_asr":"","text_translated":"","extra":{"reason":"ASR_EMPTY"}}))
         .await;
     let missing = client.expect("missing_result").await;
-    assert_eq!((missing["reason"].as_str(), missing["utterance_index"].as_u64()), (Some("silence_detected"), Some(0)));
+    assert_eq!(
+        (missing["reason"].as_str(), missing["utterance_index"].as_u64()),
+        (Some("silence_detected"), Some(0))
+    );
     assert_eq!(missing["session_id"], session.as_str());
     client.expect_silence(Duration::from_millis(300)).await;
     // The slot is free again: the next utterance goes to the same single-slot node.

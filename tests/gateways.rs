@@ -141,7 +141,10 @@ async fn a_gap_is_skipped_after_the_timeout() {
     node.answer(second, "one").await;
     let missing = client.expect("missing_result").await;
     assert!(held.elapsed() >= Duration::from_millis(300), "released before the gap timeout");
-    assert_eq!((missing["reason"].as_str(), missing["utterance_index"].as_u64()), (Some("gap_timeout"), Some(0)));
+    assert_eq!(
+        (missing["reason"].as_str(), missing["utterance_index"].as_u64()),
+        (Some("gap_timeout"), Some(0))
+    );
     assert_eq!(results(&mut client, 1).await, [(1, "one".to_owned())]);
     // The late result of the skipped utterance is dropped: the listener's order holds.
     node.answer(first, "zero").await;
@@ -169,8 +172,9 @@ async fn streamed_audio_is_cut_by_is_final_pause_and_max_duration() {
         let payload = base64::engine::general_purpose::STANDARD.encode(vec![7u8; bytes]);
         json!({"type":"audio_chunk","session_id":session,"seq":seq,"is_final":is_final,"payload":payload})
     };
-    let audio_len =
-        |job: &Value| base64::engine::general_purpose::STANDARD.decode(job["audio"].as_str().unwrap()).unwrap().len();
+    let audio_len = |job: &Value| {
+        base64::engine::general_purpose::STANDARD.decode(job["audio"].as_str().unwrap()).unwrap().len()
+    };
     // Either node may take a job: the one that did answers next.
     async fn next_job(x: &mut Peer, y: &mut Peer) -> (Value, bool) {
         tokio::select! {
@@ -184,7 +188,11 @@ async fn streamed_audio_is_cut_by_is_final_pause_and_max_duration() {
     client.send(chunk(1, 1_000, true)).await;
     let (first, first_on_x) = next_job(&mut x, &mut y).await;
     assert_eq!((first["utterance_index"].as_u64(), audio_len(&first)), (Some(0), 2_000));
-    if first_on_x { x.answer(&first, "t0").await } else { y.answer(&first, "t0").await }
+    if first_on_x {
+        x.answer(&first, "t0").await
+    } else {
+        y.answer(&first, "t0").await
+    }
 
     // A pause cuts what is buffered; the next cut starts a new turn.
     let sent = Instant::now();
@@ -193,7 +201,11 @@ async fn streamed_audio_is_cut_by_is_final_pause_and_max_duration() {
     assert!(sent.elapsed() >= Duration::from_millis(300), "cut before the pause");
     assert_eq!((paused["utterance_index"].as_u64(), audio_len(&paused)), (Some(1), 640));
     assert_ne!(paused["turn_id"], first["turn_id"]);
-    if paused_on_x { x.answer(&paused, "t1").await } else { y.answer(&paused, "t1").await }
+    if paused_on_x {
+        x.answer(&paused, "t1").await
+    } else {
+        y.answer(&paused, "t1").await
+    }
     assert_eq!(client.expect("translation_result").await["utterance_index"], 0);
     assert_eq!(client.expect("translation_result").await["utterance_index"], 1);
 
@@ -323,7 +335,12 @@ async fn a_gateway_taken_for_dead_attaches_its_sessions_again() {
     let scheduler = &g2.state.scheduler;
     let mut conn = scheduler.connection();
     let g1_id = g1.state.gateway_id.to_string();
-    let _: i64 = redis::cmd("ZREM").arg(RegistryKeys::new("sb").gateways).arg(&g1_id).query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("ZREM")
+        .arg(RegistryKeys::new("sb").gateways)
+        .arg(&g1_id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let detached = scheduler.session_detach(&session, Fence::Gateway(&g1_id), 60_000).await.unwrap();
     assert!(detached.is_some());
     let state_of = |s: &str| switchboard::scheduler::SessionKeys::new("sb", s).session;
@@ -337,4 +354,28 @@ async fn a_gateway_taken_for_dead_attaches_its_sessions_again() {
     assert_eq!(results(&mut client, 1).await, [(0, "back".to_owned())]);
     g1.stop().await;
     g2.stop().await;
+}
+
+/// A cut that cannot be dispatched is reported and the stream goes on: the next cut is served.
+#[tokio::test]
+async fn a_cut_that_fails_to_dispatch_does_not_wedge_the_stream() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.scheduler.dispatch_wait_ms = 200).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    let chunk = |seq: u64| json!({"type":"audio_chunk","session_id":session,"seq":seq,"is_final":true,"payload":"AAAA"});
+    client.send(chunk(0)).await;
+    let error = client.expect("error").await;
+    assert_eq!(
+        (error["code"].as_str(), error["details"]["utterance_index"].as_u64()),
+        (Some("NO_AVAILABLE_NODE"), Some(0))
+    );
+    let mut node = gw.node().await;
+    node.register(&["zh"], &["en"], 1).await;
+    client.send(chunk(1)).await;
+    let job = node.expect("job_assign").await;
+    assert_eq!(job["utterance_index"], 1);
+    node.answer(&job, "next").await;
+    assert_eq!(results(&mut client, 1).await, [(1, "next".to_owned())]);
+    gw.stop().await;
 }

@@ -358,3 +358,98 @@ async fn availability_counts_live_nodes_with_a_free_slot_per_pool() {
     assert_eq!(s.availability(&pools).await.unwrap(), [1, 0, 0]);
     assert!(s.availability(&[]).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_session_resumes_with_its_token_and_gets_what_was_kept() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    let attached =
+        s.session_open("s-1", "gw-a", "gw-a/c1", "sha-token", "{\"mode\":\"one_way\"}").await.unwrap();
+    assert!(matches!(attached, AttachReply::Attached { .. }));
+    assert!(matches!(
+        s.session_open("s-1", "gw-b", "gw-b/c9", "x", "{}").await.unwrap(),
+        AttachReply::Exists
+    ));
+    // Attached: frames are routed to its gateway; hints too.
+    let routes = s.route_sessions(&[("s-1", "f0", Some(false)), ("s-1", "", None)], 3, 60_000).await.unwrap();
+    assert_eq!(routes, ["gw-a", "gw-a"]);
+    // Only the socket that attached it detaches it.
+    assert_eq!(s.session_detach("s-1", Fence::Conn("gw-a/other"), 60_000).await.unwrap(), None);
+    assert_eq!(
+        s.session_detach("s-1", Fence::Conn("gw-a/c1"), 60_000).await.unwrap().as_deref(),
+        Some("gw-a/c1")
+    );
+    // Detached: frames are kept (the last 3), hints dropped; unknown sessions are gone.
+    let frames = [("s-1", "f1", Some(false)), ("s-1", "f2", Some(false)), ("s-1", "h", None)];
+    assert_eq!(s.route_sessions(&frames, 3, 60_000).await.unwrap(), ["kept", "kept", "gone"]);
+    let more = [("s-1", "f3", Some(false)), ("s-1", "f4", Some(true)), ("s-9", "f", Some(false))];
+    assert_eq!(s.route_sessions(&more, 3, 60_000).await.unwrap(), ["kept", "kept", "gone"]);
+    // A wrong token resumes nothing; the right one gets the kept frames, once.
+    assert!(matches!(
+        s.session_resume("s-1", "gw-b", "gw-b/c2", "wrong").await.unwrap(),
+        AttachReply::Invalid
+    ));
+    match s.session_resume("s-1", "gw-b", "gw-b/c2", "sha-token").await.unwrap() {
+        AttachReply::Attached { backlog, settings, previous_gateway, .. } => {
+            assert_eq!(backlog, ["f2", "f3", "f4"]);
+            assert_eq!(settings, "{\"mode\":\"one_way\"}");
+            assert_eq!(previous_gateway.as_deref(), Some("gw-a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.route_sessions(&[("s-1", "f5", Some(false))], 3, 60_000).await.unwrap(), ["gw-b"]);
+    // The old socket's late end is fenced off; the new one's is not.
+    assert!(matches!(s.session_end("s-1", "gw-a/c1", false).await.unwrap(), SessionEnd::Stale));
+    s.session_room("s-1", Some("123456")).await.unwrap();
+    // The grace timer ends only a detached session.
+    assert!(matches!(s.session_end("s-1", "gw-b/c2", true).await.unwrap(), SessionEnd::Stale));
+    match s.session_end("s-1", "gw-b/c2", false).await.unwrap() {
+        SessionEnd::Ended { room } => assert_eq!(room, "123456"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.route_sessions(&[("s-1", "f6", Some(false))], 3, 60_000).await.unwrap(), ["gone"]);
+}
+
+#[tokio::test]
+async fn a_dead_gateway_is_reaped_by_exactly_one_gateway() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    assert!(s.gateway_presence("gw-a", 100).await.unwrap(), "first presence");
+    assert!(!s.gateway_presence("gw-a", 100).await.unwrap());
+    assert!(s.gateway_presence("gw-b", 60_000).await.unwrap());
+    s.session_open("s-1", "gw-a", "gw-a/c1", "t", "{}").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (first, second) = tokio::join!(s.gateway_reap(10, 60_000), s.gateway_reap(10, 60_000));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let mut reaped = [first.reaped.clone(), second.reaped.clone()].concat();
+    reaped.sort();
+    assert_eq!(reaped, ["gw-a"], "one reaper");
+    assert_eq!(second.dead, ["gw-a"], "both claim the inbox");
+    // The reaper finds the dead gateway's sessions and detaches them under the gateway fence.
+    assert_eq!(s.pop_sessions("gw-a", 10).await.unwrap(), ["s-1"]);
+    let conn = s.session_detach("s-1", Fence::Gateway("gw-a"), 60_000).await.unwrap();
+    assert_eq!(conn.as_deref(), Some("gw-a/c1"));
+    // Coming back removes it from the dead and says so.
+    assert!(s.gateway_presence("gw-a", 60_000).await.unwrap());
+    assert!(s.gateway_reap(10, 60_000).await.unwrap().dead.is_empty());
+    let mut live: Vec<String> = s.gateways().await.unwrap().into_iter().map(|(g, _)| g).collect();
+    live.sort();
+    assert_eq!(live, ["gw-a", "gw-b"]);
+}
+
+#[tokio::test]
+async fn inbox_entries_go_to_one_claimer_after_the_owner_dies() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    let mut inbox = s.open_inbox("gw-a").await.unwrap();
+    s.append_to_inboxes(&[("gw-a", "one"), ("gw-a", "two"), ("gw-a", "three")], 100).await.unwrap();
+    // The owner reads one batch and dies before acknowledging it.
+    let read = inbox.read(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["one", "two", "three"]);
+    s.append_to_inboxes(&[("gw-a", "four")], 100).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (b, c) = tokio::join!(s.claim_inbox("gw-a", "gw-b", 100), s.claim_inbox("gw-a", "gw-c", 100));
+    let mut claimed: Vec<String> = [b.unwrap(), c.unwrap()].concat().into_iter().map(|e| e.payload).collect();
+    claimed.sort();
+    assert_eq!(claimed, ["four", "one", "three", "two"], "read-but-unacked and never-read, once each");
+}

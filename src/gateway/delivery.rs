@@ -259,10 +259,7 @@ async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler
     let mut session_routes = if sessions.is_empty() {
         Vec::new()
     } else {
-        state
-            .scheduler
-            .route_sessions(&sessions, sessions_config.backlog, state.detached_ttl_ms())
-            .await?
+        state.scheduler.route_sessions(&sessions, sessions_config.backlog, state.detached_ttl_ms()).await?
     }
     .into_iter();
     let mut node_routes =

@@ -35,7 +35,12 @@ pub enum Dispatched {
 impl AppState {
     /// A new task: creates it in Redis and assigns it to a node, or leaves it waiting.
     /// `affinity`: the node that served the utterance's turn so far (streamed audio).
-    pub async fn submit(&self, spec: &TaskSpec, payload: &Payload, affinity: Option<&str>) -> Result<Dispatched> {
+    pub async fn submit(
+        &self,
+        spec: &TaskSpec,
+        payload: &Payload,
+        affinity: Option<&str>,
+    ) -> Result<Dispatched> {
         self.assign(spec, payload, 0, Vec::new(), true, affinity).await
     }
 
@@ -175,8 +180,11 @@ impl AppState {
             self.fail_task(&spec, &code, job_id.as_deref());
         }
         for cancel in released.cancel {
-            let message =
-                ToNode::JobCancel(JobCancel { job_id: cancel.job_id, trace_id: None, reason: "JOB_TIMEOUT".into() });
+            let message = ToNode::JobCancel(JobCancel {
+                job_id: cancel.job_id,
+                trace_id: None,
+                reason: "JOB_TIMEOUT".into(),
+            });
             self.to_node(&cancel.node_id, &message);
         }
     }

@@ -74,7 +74,9 @@ pub async fn run_presence(state: AppState) {
         }
         match state.scheduler.gateway_presence(&state.gateway_id, window).await {
             Ok(true) if !first => {
-                warn!("This gateway had been taken for dead (no presence for {window} ms); attaching its sessions again.");
+                warn!(
+                    "This gateway had been taken for dead (no presence for {window} ms); attaching its sessions again."
+                );
                 if let Err(err) = reattach_sessions(&state).await {
                     warn!(%err, "Attaching sessions again failed; their clients resume on reconnect.");
                 }
@@ -108,7 +110,8 @@ async fn reattach_sessions(state: &AppState) -> crate::scheduler::Result<()> {
 
 async fn take_over_dead(state: &AppState) -> crate::scheduler::Result<()> {
     let me = &*state.gateway_id;
-    let reap = state.scheduler.gateway_reap(TAKEOVER_BATCH as u32, state.config.gateways.dead_retention_ms).await?;
+    let reap =
+        state.scheduler.gateway_reap(TAKEOVER_BATCH as u32, state.config.gateways.dead_retention_ms).await?;
     for dead in reap.reaped.iter().filter(|g| *g != me) {
         info!(gateway.id = %dead, "Gateway is dead; taking over its sessions.");
         loop {
@@ -118,14 +121,19 @@ async fn take_over_dead(state: &AppState) -> crate::scheduler::Result<()> {
             }
             for session_id in sessions {
                 let ttl = state.detached_ttl_ms();
-                if let Some(conn) = state.scheduler.session_detach(&session_id, Fence::Gateway(dead), ttl).await? {
+                if let Some(conn) =
+                    state.scheduler.session_detach(&session_id, Fence::Gateway(dead), ttl).await?
+                {
                     state.end_after_grace(session_id, conn);
                 }
             }
         }
     }
     for dead in reap.dead.iter().filter(|g| *g != me) {
-        let entries = state.scheduler.claim_inbox(dead, me).await?;
+        // A dead gateway's unacknowledged entries are idle for at least two presence intervals
+        // when it is found dead; one interval keeps two claimers from taking the same entry.
+        let min_idle = state.config.gateways.heartbeat_interval_ms;
+        let entries = state.scheduler.claim_inbox(dead, me, min_idle).await?;
         if !entries.is_empty() {
             info!(gateway.id = %dead, frames = entries.len(), "Claimed frames from a dead gateway's inbox.");
             let ids = state.deliver_entries(entries, false);
@@ -197,7 +205,9 @@ impl AppState {
                     let _ = state.scheduler.unindex_session(&state.gateway_id, &session_id).await;
                 }
                 Ok(SessionEnd::Stale) => {}
-                Err(err) => warn!(%err, session.id = %session_id, "Ending a session failed; its record expires."),
+                Err(err) => {
+                    warn!(%err, session.id = %session_id, "Ending a session failed; its record expires.")
+                }
             }
         });
     }

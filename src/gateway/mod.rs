@@ -17,9 +17,9 @@ mod socket;
 mod sweeper;
 
 pub use capabilities::{CapabilityError, is_language_code, language_pairs, ready_types};
+pub use delivery::{Envelope, Item};
 pub use dispatch::Dispatched;
 pub use metrics::Metrics;
-pub use delivery::{Envelope, Item};
 pub use peers::{Outbox, Peers};
 
 use std::net::SocketAddr;
@@ -155,7 +155,9 @@ impl Gateway {
         state.spawn(tracing::info_span!("presence"), gateways::run_presence(state.clone()));
         // The forwarder ends when every producer (the state's clones) is gone; shutdown does not
         // wait for it.
-        tokio::spawn(delivery::run_forwarder(state.clone(), self.forward).instrument(tracing::info_span!("forwarder")));
+        tokio::spawn(
+            delivery::run_forwarder(state.clone(), self.forward).instrument(tracing::info_span!("forwarder")),
+        );
         let sync_interval = Duration::from_millis(state.config.policy.sync_interval_ms);
         let sync = policy::sync_stored(
             state.policies.clone(),

@@ -141,7 +141,8 @@ impl Peers {
     /// Closes every socket (shutdown): nodes and clients reconnect to another gateway.
     pub fn close_all(&self, code: u16, reason: &str) {
         let nodes: Vec<Outbox> = self.nodes.lock().unwrap().values().map(|p| p.outbox.clone()).collect();
-        let sessions: Vec<Outbox> = self.sessions.lock().unwrap().values().map(|p| p.outbox.clone()).collect();
+        let sessions: Vec<Outbox> =
+            self.sessions.lock().unwrap().values().map(|p| p.outbox.clone()).collect();
         for outbox in nodes.iter().chain(&sessions) {
             outbox.close(code, reason);
         }

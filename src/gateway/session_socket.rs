@@ -106,22 +106,34 @@ async fn serve(state: AppState, ws: WebSocket) {
                         }
                         Err(frame) => reply(&socket, frame),
                     },
-                    _ => reply(&socket, ErrorFrame::new(ErrorCode::InvalidSession, "send session_init first")),
+                    _ => {
+                        reply(&socket, ErrorFrame::new(ErrorCode::InvalidSession, "send session_init first"))
+                    }
                 }
                 continue;
             };
             match message {
-                FromClient::SessionInit(_) => invalid(&state, &socket, "the session is already initialized".into()),
-                FromClient::Utterance(utterance) => utter(&state, &socket, open, &mut membership, utterance).await,
+                FromClient::SessionInit(_) => {
+                    invalid(&state, &socket, "the session is already initialized".into())
+                }
+                FromClient::Utterance(utterance) => {
+                    utter(&state, &socket, open, &mut membership, utterance).await
+                }
                 FromClient::AudioChunk(chunk) => stream(&state, &socket, open, &mut membership, chunk).await,
-                FromClient::RoomCreate(msg) => state.room_create(&socket.outbox, &open.id, &mut membership, msg).await,
-                FromClient::RoomJoin(msg) => state.room_join(&socket.outbox, &open.id, &mut membership, msg).await,
+                FromClient::RoomCreate(msg) => {
+                    state.room_create(&socket.outbox, &open.id, &mut membership, msg).await
+                }
+                FromClient::RoomJoin(msg) => {
+                    state.room_join(&socket.outbox, &open.id, &mut membership, msg).await
+                }
                 FromClient::RoomLeave(msg) => {
                     let code = Some(msg.room_code.as_str());
                     state.room_leave(Some(&socket.outbox), &open.id, &mut membership, code).await
                 }
                 FromClient::RoomSetLang(msg) => {
-                    state.room_set_lang(&socket.outbox, &mut membership, &msg.room_code, msg.preferred_lang).await
+                    state
+                        .room_set_lang(&socket.outbox, &mut membership, &msg.room_code, msg.preferred_lang)
+                        .await
                 }
                 FromClient::ClientHeartbeat {} => {
                     socket.outbox.send(&ToClient::ServerHeartbeat(ServerHeartbeat {
@@ -137,7 +149,9 @@ async fn serve(state: AppState, ws: WebSocket) {
                             socket.outbox.send_frame(Frame::Text(frame));
                         }
                     }
-                    socket.outbox.send(&ToClient::SessionCloseAck(SessionCloseAck { session_id: open.id.clone() }));
+                    socket
+                        .outbox
+                        .send(&ToClient::SessionCloseAck(SessionCloseAck { session_id: open.id.clone() }));
                     socket.outbox.close(1000, "session closed");
                     closed_by_client = true;
                     break;
@@ -175,7 +189,11 @@ fn invalid(state: &AppState, socket: &Socket, reason: String) {
 
 /// Opens a new session or resumes one; registers this socket for it and sends the ack (and, on a
 /// resume, the frames kept while it was away).
-async fn attach(state: &AppState, socket: &Socket, init: SessionInit) -> Result<(Session, Membership), ErrorFrame> {
+async fn attach(
+    state: &AppState,
+    socket: &Socket,
+    init: SessionInit,
+) -> Result<(Session, Membership), ErrorFrame> {
     let conn = new_id(&format!("{}/", state.gateway_id), 12);
     let store_error = |err: SchedulerError| {
         warn!(%err, "Attaching a session failed.");
@@ -254,16 +272,23 @@ async fn attach(state: &AppState, socket: &Socket, init: SessionInit) -> Result<
         socket.outbox.send_frame(Frame::Text(frame));
     }
     let max_audio = state.config.max_payload_bytes / 4 * 3;
-    let audio = AudioStream::new(&state.config.audio, &settings.audio_format, settings.sample_rate, max_audio);
+    let audio =
+        AudioStream::new(&state.config.audio, &settings.audio_format, settings.sample_rate, max_audio);
     Ok((Session { id, conn, settings, audio }, membership))
 }
 
 /// The socket dropped without `session_close`: the session stays resumable for the grace period.
 async fn detach(state: &AppState, session: &Session) {
-    match state.scheduler.session_detach(&session.id, Fence::Conn(&session.conn), state.detached_ttl_ms()).await {
+    match state
+        .scheduler
+        .session_detach(&session.id, Fence::Conn(&session.conn), state.detached_ttl_ms())
+        .await
+    {
         Ok(Some(conn)) => state.end_after_grace(session.id.clone(), conn),
         Ok(None) => {} // resumed on another socket already
-        Err(err) => warn!(%err, session.id = %session.id, "Detaching the session failed; its gateway's takeover or ttl ends it."),
+        Err(err) => {
+            warn!(%err, session.id = %session.id, "Detaching the session failed; its gateway's takeover or ttl ends it.")
+        }
     }
 }
 
@@ -324,7 +349,13 @@ fn settings_of(init: SessionInit) -> Result<Settings, String> {
     })
 }
 
-async fn utter(state: &AppState, socket: &Socket, session: &Session, membership: &mut Membership, u: Utterance) {
+async fn utter(
+    state: &AppState,
+    socket: &Socket,
+    session: &Session,
+    membership: &mut Membership,
+    u: Utterance,
+) {
     if u.session_id != session.id {
         let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
         return reply(socket, frame);
@@ -341,7 +372,13 @@ async fn utter(state: &AppState, socket: &Socket, session: &Session, membership:
     speak(state, socket, membership, spec, payload, None).await;
 }
 
-async fn stream(state: &AppState, socket: &Socket, session: &mut Session, membership: &mut Membership, c: AudioChunk) {
+async fn stream(
+    state: &AppState,
+    socket: &Socket,
+    session: &mut Session,
+    membership: &mut Membership,
+    c: AudioChunk,
+) {
     if c.session_id != session.id {
         let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
         return reply(socket, frame);
@@ -352,7 +389,10 @@ async fn stream(state: &AppState, socket: &Socket, session: &mut Session, member
         Some(Err(_)) => return invalid(state, socket, "payload is not valid base64".into()),
     };
     if audio.len() > state.config.max_payload_bytes {
-        return reply(socket, ErrorFrame::new(ErrorCode::PayloadTooLarge, "audio chunk exceeds the payload limit"));
+        return reply(
+            socket,
+            ErrorFrame::new(ErrorCode::PayloadTooLarge, "audio chunk exceeds the payload limit"),
+        );
     }
     match session.audio.push(c.seq, &audio, c.is_final, Instant::now()) {
         (Pushed::Duplicate, _) => tracing::debug!(seq = c.seq, "Repeated audio chunk ignored."),
@@ -363,7 +403,13 @@ async fn stream(state: &AppState, socket: &Socket, session: &mut Session, member
 
 /// Dispatches one utterance cut from streamed audio. A cut that fails to dispatch is reported and
 /// dropped; the stream goes on with the next one.
-async fn speak_cut(state: &AppState, socket: &Socket, session: &mut Session, membership: &mut Membership, cut: Cut) {
+async fn speak_cut(
+    state: &AppState,
+    socket: &Socket,
+    session: &mut Session,
+    membership: &mut Membership,
+    cut: Cut,
+) {
     let s = &session.settings;
     let spec = TaskSpec {
         turn_id: Some(cut.turn_id.clone()),
@@ -450,7 +496,10 @@ fn task_of(state: &AppState, session: &Session, u: Utterance) -> Result<(TaskSpe
     let size = u.audio.as_ref().map_or(0, String::len) + u.text.as_ref().map_or(0, String::len);
     if size > state.config.max_payload_bytes {
         let limit = state.config.max_payload_bytes;
-        return Err(ErrorFrame::new(ErrorCode::PayloadTooLarge, format!("utterance payload exceeds {limit} bytes")));
+        return Err(ErrorFrame::new(
+            ErrorCode::PayloadTooLarge,
+            format!("utterance payload exceeds {limit} bytes"),
+        ));
     }
     match (&u.audio, &u.text) {
         (None, None) => return Err(bad("utterance needs `audio` (base64) or `text`".into())),

@@ -35,25 +35,33 @@ pub struct Inbox {
 impl Inbox {
     /// Waits up to `block` for entries (pending ones of an earlier run of this gateway first).
     pub async fn read(&mut self, block: Duration) -> Result<Vec<InboxEntry>> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(BATCH);
-        if !self.pending_first {
-            cmd.arg("BLOCK").arg(block.as_millis() as u64);
-        }
-        cmd.arg("STREAMS").arg(&self.key).arg(if self.pending_first { "0" } else { ">" });
-        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.conn).await?;
-        let entries = entries(reply);
-        if self.pending_first && entries.is_empty() {
+        if self.pending_first {
+            let pending = self.read_from("0", None).await?;
+            if !pending.is_empty() {
+                return Ok(pending);
+            }
             self.pending_first = false;
         }
-        Ok(entries)
+        self.read_from(">", Some(block)).await
+    }
+
+    async fn read_from(&mut self, id: &str, block: Option<Duration>) -> Result<Vec<InboxEntry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(BATCH);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.key).arg(id);
+        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.conn).await?;
+        Ok(entries(reply))
     }
 
     pub async fn ack(&mut self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let _: i64 = redis::cmd("XACK").arg(&self.key).arg(GROUP).arg(ids).query_async(&mut self.conn).await?;
+        let _: i64 =
+            redis::cmd("XACK").arg(&self.key).arg(GROUP).arg(ids).query_async(&mut self.conn).await?;
         Ok(())
     }
 }
@@ -103,8 +111,9 @@ impl MinimalSchedulerService {
     }
 
     /// Takes what a dead gateway's inbox holds for `consumer`: entries it read but did not
-    /// acknowledge, and entries it never read. Each entry goes to one claimer only.
-    pub async fn claim_inbox(&self, dead: &str, consumer: &str) -> Result<Vec<InboxEntry>> {
+    /// acknowledge (idle for `min_idle_ms` at least: an entry another claimer took just now is
+    /// not taken again), and entries it never read. Each entry goes to one claimer.
+    pub async fn claim_inbox(&self, dead: &str, consumer: &str, min_idle_ms: u64) -> Result<Vec<InboxEntry>> {
         let key = self.gateway_keys(dead).inbox;
         let mut conn = self.conn.clone();
         let mut out = Vec::new();
@@ -114,7 +123,7 @@ impl MinimalSchedulerService {
                 .arg(&key)
                 .arg(GROUP)
                 .arg(consumer)
-                .arg(0)
+                .arg(min_idle_ms)
                 .arg(&start)
                 .arg("COUNT")
                 .arg(BATCH)
@@ -174,8 +183,14 @@ impl MinimalSchedulerService {
 }
 
 async fn create_group(conn: &mut MultiplexedConnection, key: &str) -> Result<()> {
-    let created: redis::RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(key).arg(GROUP).arg("0").arg("MKSTREAM").query_async(conn).await;
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
     match created {
         Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
         other => Ok(other?),

@@ -11,12 +11,12 @@ mod scripts;
 mod sessions;
 mod types;
 
-pub use inbox::{InboxEntry, Inbox};
+pub use inbox::{Inbox, InboxEntry};
 pub use keys::{CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, slot};
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use rooms::{RoomMember, RoomReply};
-pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd};
 pub use scripts::Scripts;
+pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd};
 pub use types::*;
 
 use std::sync::Arc;
@@ -364,7 +364,10 @@ impl MinimalSchedulerService {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    pub(crate) async fn invoke_value<T: redis::FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T> {
+    pub(crate) async fn invoke_value<T: redis::FromRedisValue>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
     }

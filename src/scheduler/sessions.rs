@@ -108,7 +108,12 @@ impl MinimalSchedulerService {
 
     /// Attaches a session again to the socket that still holds it (its gateway had been taken for
     /// dead); returns the frames kept meanwhile, or `None` when another socket took it.
-    pub async fn session_reattach(&self, session_id: &str, gateway: &str, conn: &str) -> Result<Option<Vec<String>>> {
+    pub async fn session_reattach(
+        &self,
+        session_id: &str,
+        gateway: &str,
+        conn: &str,
+    ) -> Result<Option<Vec<String>>> {
         let k = self.session_keys(session_id);
         let mut inv = self.scripts.session_attach.prepare_invoke();
         inv.key(&k.session).key(&k.backlog);
@@ -147,7 +152,12 @@ impl MinimalSchedulerService {
     }
 
     /// Ends a session (`only_if_detached`: the resume grace is over); returns the room to leave.
-    pub async fn session_end(&self, session_id: &str, conn: &str, only_if_detached: bool) -> Result<SessionEnd> {
+    pub async fn session_end(
+        &self,
+        session_id: &str,
+        conn: &str,
+        only_if_detached: bool,
+    ) -> Result<SessionEnd> {
         let k = self.session_keys(session_id);
         let mut inv = self.scripts.session_end.prepare_invoke();
         inv.key(&k.session).key(&k.backlog);
