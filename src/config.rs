@@ -34,6 +34,12 @@ pub struct Config {
     pub first_message_timeout_ms: u64,
     /// Messages queued to one socket before it counts as stuck and is closed.
     pub outbox_capacity: usize,
+    /// Messages per second one connection may send (burst: one second's worth); more are dropped
+    /// with `RATE_LIMITED`. 0 = unlimited.
+    pub max_messages_per_second: u32,
+    /// Open sockets per client address; more get HTTP 429. Behind a load balancer that does not
+    /// keep client addresses, every connection has its address: raise it or set 0 (unlimited).
+    pub max_connections_per_address: u32,
     /// How long shutdown waits for sockets and in-flight work.
     pub shutdown_grace_ms: u64,
     /// A room without activity (joins, leaves, utterances) for this long is gone.
@@ -154,6 +160,8 @@ impl Default for Config {
             max_language_pairs: 256,
             first_message_timeout_ms: 10_000,
             outbox_capacity: 1024,
+            max_messages_per_second: 1_000,
+            max_connections_per_address: 1_024,
             shutdown_grace_ms: 5_000,
             room_idle_ttl_ms: 30 * 60_000,
             room_max_members: 16,
@@ -219,6 +227,12 @@ pub struct Overrides {
     /// Watched policy directory.
     #[arg(long, env = "SWITCHBOARD_POLICY_DIR")]
     pub policy_dir: Option<PathBuf>,
+    /// Open sockets per client address (0 = unlimited).
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<u32>,
+    /// Messages per second per connection (0 = unlimited).
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SECOND")]
+    pub max_messages_per_second: Option<u32>,
 }
 
 impl Config {
@@ -276,6 +290,12 @@ impl Config {
         }
         if let Some(v) = &o.policy_dir {
             self.policy.dir = Some(v.clone());
+        }
+        if let Some(v) = o.max_connections_per_address {
+            self.max_connections_per_address = v;
+        }
+        if let Some(v) = o.max_messages_per_second {
+            self.max_messages_per_second = v;
         }
     }
 

@@ -62,6 +62,8 @@ impl GatewayProc {
         let child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}"), "--redis-url", redis_url])
+            // Every simulated peer comes from 127.0.0.1 and may send as fast as it can.
+            .args(["--max-connections-per-address", "0", "--max-messages-per-second", "0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -44,6 +44,10 @@ counters!(
     partials_dropped,
     /// Messages answered with INVALID_MESSAGE.
     invalid_messages,
+    /// Messages dropped for exceeding a connection's rate.
+    messages_rate_limited,
+    /// Connections refused (HTTP 429) for exceeding the limit per address.
+    connections_refused,
     /// `node_error` messages.
     node_errors,
     /// Frames that reached no socket and no backlog (the peer is gone).

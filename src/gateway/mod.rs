@@ -6,6 +6,7 @@ mod capabilities;
 mod delivery;
 mod dispatch;
 mod gateways;
+mod limits;
 mod metrics;
 mod node_socket;
 mod ordering;
@@ -49,6 +50,7 @@ pub struct AppState {
     pub policies: Arc<Policies>,
     pub peers: Peers,
     pub forwarder: delivery::Forwarder,
+    pub address_limits: limits::AddressLimits,
     pub metrics: Arc<Metrics>,
     pub gateway_id: Arc<str>,
     pub shutdown: CancellationToken,
@@ -62,6 +64,19 @@ impl AppState {
         F: Future<Output = ()> + Send + 'static,
     {
         self.tasks.spawn(future.instrument(span));
+    }
+}
+
+impl AppState {
+    /// A place for one more socket from `addr`; `None` when it has too many (the caller answers
+    /// with [`limits::refused`]).
+    fn admit(&self, addr: SocketAddr) -> Option<limits::ConnectionSlot> {
+        let slot = self.address_limits.acquire(addr.ip(), self.config.max_connections_per_address);
+        if slot.is_none() {
+            Metrics::inc(&self.metrics.connections_refused);
+            tracing::warn!(%addr, "Connection refused: too many from this address.");
+        }
+        slot
     }
 }
 
@@ -126,6 +141,7 @@ impl Gateway {
             policies,
             peers: Peers::default(),
             forwarder,
+            address_limits: limits::AddressLimits::default(),
             metrics: Arc::default(),
             gateway_id: gateway_id.into(),
             shutdown,
@@ -177,7 +193,8 @@ impl Gateway {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let public = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
+        let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let public = axum::serve(listener, service).with_graceful_shutdown(async move {
             stop.cancelled().await;
             // axum's graceful shutdown does not wait for WebSocket tasks: close them.
             peers.close_all(socket::CLOSE_GOING_AWAY, "gateway shutting down");

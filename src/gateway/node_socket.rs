@@ -2,8 +2,10 @@
 //! job acknowledgements, partial transcripts, results, errors and drain. When the socket ends, the
 //! node goes offline and its in-flight jobs are re-dispatched at once.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -20,7 +22,13 @@ use crate::scheduler::{
     RegisterReply, Usage, new_id,
 };
 
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(slot) = state.admit(addr) else { return super::limits::refused() };
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -30,7 +38,11 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
     super::socket::configure(ws, limit).on_upgrade(move |ws| {
         let tasks = state.tasks.clone();
         tasks.track_future(
-            serve(state, ws, bearer).instrument(info_span!("node", node.id = tracing::field::Empty)),
+            async move {
+                serve(state, ws, bearer).await;
+                drop(slot);
+            }
+            .instrument(info_span!("node", node.id = tracing::field::Empty)),
         )
     })
 }
@@ -44,7 +56,7 @@ struct Registered {
 }
 
 async fn serve(state: AppState, ws: WebSocket, bearer: Option<String>) {
-    let (mut socket, writer) = Socket::new(ws, state.config.outbox_capacity, state.shutdown.clone());
+    let (mut socket, writer) = Socket::new(ws, &state);
     let outbox = socket.outbox.clone();
     let session = async {
         let mut node: Option<Registered> = None;

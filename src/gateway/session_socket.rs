@@ -5,8 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -26,12 +28,23 @@ use crate::protocol::{
 };
 use crate::scheduler::{AttachReply, Fence, Payload, SchedulerError, SessionEnd, TaskSpec, new_id};
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(slot) = state.admit(addr) else { return super::limits::refused() };
     let limit = state.config.max_frame_bytes;
     super::socket::configure(ws, limit).on_upgrade(move |ws| {
         let tasks = state.tasks.clone();
         let span = info_span!("session", session.id = tracing::field::Empty);
-        tasks.track_future(serve(state, ws).instrument(span))
+        tasks.track_future(
+            async move {
+                serve(state, ws).await;
+                drop(slot);
+            }
+            .instrument(span),
+        )
     })
 }
 
@@ -62,7 +75,7 @@ struct Session {
 }
 
 async fn serve(state: AppState, ws: WebSocket) {
-    let (mut socket, writer) = Socket::new(ws, state.config.outbox_capacity, state.shutdown.clone());
+    let (mut socket, writer) = Socket::new(ws, &state);
     let session_loop = async {
         let mut session: Option<Session> = None;
         let mut membership = Membership::default();

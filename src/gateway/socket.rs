@@ -7,10 +7,18 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::limits::RateLimit;
 use super::peers::{Frame, Outbox};
+use super::{AppState, Metrics};
+use crate::protocol::{ErrorCode, ErrorFrame, ToClient};
 
 /// Close codes (RFC 6455).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_PROTOCOL: u16 = 1002;
+pub const CLOSE_BAD_DATA: u16 = 1007;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -38,20 +46,41 @@ pub struct Socket {
     stream: SplitStream<WebSocket>,
     pub outbox: Outbox,
     shutdown: CancellationToken,
+    rate: Option<RateLimit>,
+    metrics: Arc<Metrics>,
 }
 
 impl Socket {
     /// Splits `ws`; the writer runs on the returned future, which the caller must drive
     /// (it is joined when the socket ends).
-    pub fn new(
-        ws: WebSocket,
-        capacity: usize,
-        shutdown: CancellationToken,
-    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+    pub fn new(ws: WebSocket, state: &AppState) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (sink, stream) = ws.split();
-        let (outbox, rx) = Outbox::new(capacity);
+        let (outbox, rx) = Outbox::new(state.config.outbox_capacity);
         let writer = write_loop(sink, rx, outbox.closed().clone());
-        (Self { stream, outbox, shutdown }, writer)
+        let socket = Self {
+            stream,
+            outbox,
+            shutdown: state.shutdown.clone(),
+            rate: RateLimit::new(state.config.max_messages_per_second),
+            metrics: state.metrics.clone(),
+        };
+        (socket, writer)
+    }
+
+    /// Whether a message fits the connection's rate; one over it is dropped and the peer told
+    /// (at most once a second).
+    fn within_rate(&mut self) -> bool {
+        let Some(rate) = self.rate.as_mut() else { return true };
+        let now = Instant::now();
+        if rate.allow(now) {
+            return true;
+        }
+        Metrics::inc(&self.metrics.messages_rate_limited);
+        if rate.notice(now) {
+            let frame = ErrorFrame::new(ErrorCode::RateLimited, "too many messages; some were dropped");
+            self.outbox.send(&ToClient::Error(frame));
+        }
+        false
     }
 
     /// The next text or binary message; `None` when the peer closed, the socket failed, it was
@@ -64,13 +93,14 @@ impl Socket {
                 _ = self.shutdown.cancelled() => return None,
             };
             match message? {
+                Ok(Message::Text(_) | Message::Binary(_)) if !self.within_rate() => continue,
                 Ok(Message::Text(text)) => return Some(Incoming::Text(text.to_string())),
                 Ok(Message::Binary(_)) => return Some(Incoming::Binary),
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Ok(Message::Close(_)) => return None,
                 Err(err) => {
-                    if is_capacity_error(err) {
-                        self.outbox.close(CLOSE_TOO_BIG, "frame too large");
+                    if let Some((code, reason)) = close_for(err) {
+                        self.outbox.close(code, reason);
                     }
                     return None;
                 }
@@ -79,10 +109,15 @@ impl Socket {
     }
 }
 
-fn is_capacity_error(err: axum::Error) -> bool {
-    err.into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+/// The close frame a broken frame deserves (RFC 6455 §7.4.1); `None` when the connection itself
+/// failed and there is nobody to tell.
+fn close_for(err: axum::Error) -> Option<(u16, &'static str)> {
+    match err.into_inner().downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some((CLOSE_TOO_BIG, "frame too large")),
+        tungstenite::Error::Utf8(_) => Some((CLOSE_BAD_DATA, "text frame is not UTF-8")),
+        tungstenite::Error::Protocol(_) => Some((CLOSE_PROTOCOL, "websocket protocol error")),
+        _ => None,
+    }
 }
 
 /// Sends queued frames until the outbox is closed, then flushes what is queued and closes.

@@ -185,6 +185,11 @@ impl Peer {
         self.ws.send(message).await.expect("send");
     }
 
+    /// Sends without insisting: the gateway may close the socket while a big frame is on its way.
+    pub async fn try_send_raw(&mut self, message: Message) -> bool {
+        self.ws.send(message).await.is_ok()
+    }
+
     /// The next JSON message; panics after `WAIT`.
     pub async fn recv(&mut self) -> Value {
         self.try_recv(WAIT).await.expect("a message within the wait")
