@@ -5,13 +5,15 @@
 -- ARGV[1] fence field: 'conn' (the socket's own gateway) or 'gateway' (taking over a dead gateway)
 -- ARGV[2] fence value: the session is detached only while that field still holds it
 -- ARGV[3] resume ttl ms: the session (and its backlog) is gone after this long detached
+-- ARGV[4] with the 'gateway' fence, when the gateway was found dead (ms): a session attached at or
+--         after that moment (the gateway came back and attached it again) is left alone; '' = none
 --
 -- Returns JSON {status="detached", conn} or {status="already", conn} (detached before, still under
 -- the fence: the caller may still schedule its end), or {status="stale"} (resumed elsewhere
 -- meanwhile, or gone).
 
-local s = redis.call('HMGET', KEYS[1], ARGV[1], 'state', 'conn')
-if s[1] ~= ARGV[2] then
+local s = redis.call('HMGET', KEYS[1], ARGV[1], 'state', 'conn', 'attached_ms')
+if s[1] ~= ARGV[2] or (ARGV[4] ~= '' and tonumber(s[4] or '0') >= tonumber(ARGV[4])) then
   return cjson.encode({ status = 'stale' })
 end
 if s[2] == 'detached' then

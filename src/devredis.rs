@@ -34,18 +34,7 @@ impl RedisServer {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port()?;
-            let log = dir.path().join("redis.log");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--protected-mode", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
+            let child = spawn(port, dir.path())?;
             let mut server = Self { child, port, dir };
             match server.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return Ok(server),
@@ -96,6 +85,59 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+impl RedisServer {
+    /// Kills redis-server (`kill -9`) and starts an empty one on the same port, as after a crash
+    /// of a Redis without persistence.
+    pub fn restart_empty(&mut self) -> Result<(), DevRedisError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The port is free again once the old process is gone; retry while the kernel lets go.
+        let mut last = None;
+        for _ in 0..50 {
+            self.child = spawn(self.port, self.dir.path())?;
+            match self.wait_ready(Duration::from_secs(5)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    last = Some(e);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DevRedisError::Start("restart failed".into())))
+    }
+
+    /// Freezes redis-server (`SIGSTOP`): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// Thaws it (`SIGCONT`).
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no", "--protected-mode", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 impl Drop for RedisServer {

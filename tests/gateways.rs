@@ -341,7 +341,10 @@ async fn a_gateway_taken_for_dead_attaches_its_sessions_again() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let detached = scheduler.session_detach(&session, Fence::Gateway(&g1_id), 60_000).await.unwrap();
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let detached =
+        scheduler.session_detach(&session, Fence::Gateway(&g1_id, now_ms + 1), 60_000).await.unwrap();
     assert!(detached.is_some());
     let state_of = |s: &str| switchboard::scheduler::SessionKeys::new("sb", s).session;
     eventually("g1 to attach its session again", || async {

@@ -498,7 +498,7 @@ async fn a_flood_is_rate_limited_and_the_socket_recovers() {
         }
     }
     assert!((50..200).contains(&answered), "{answered} of {flood} answered");
-    assert!(limited >= 1 && limited <= 5, "{limited} RATE_LIMITED notices");
+    assert!((1..=5).contains(&limited), "{limited} RATE_LIMITED notices");
     assert!(gw.metric("messages_rate_limited") >= (flood - 200) as u64);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     client.send(json!({"type":"client_heartbeat","session_id":session})).await;
@@ -526,7 +526,9 @@ async fn connections_per_address_are_limited() {
     gw.stop().await;
 }
 
-/// Admin API requests: (method, path, token, body, expected status).
+/// An admin API request: method, path, token, body, expected status.
+type AdminCase<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], u16);
+
 #[tokio::test]
 async fn hostile_admin_requests_get_their_status() {
     let redis = redis();
@@ -534,7 +536,7 @@ async fn hostile_admin_requests_get_their_status() {
     let policy = component("least-loaded");
     let big = vec![0u8; 33 << 20];
     let trap = component("hostile-trap");
-    let cases: Vec<(&str, &str, Option<&str>, &[u8], u16)> = vec![
+    let cases: Vec<AdminCase> = vec![
         ("GET", "/admin/policies", None, b"", 401),
         ("GET", "/admin/policies", Some("secret-token"), b"", 200),
         ("GET", "/metrics", None, b"", 200),

@@ -427,8 +427,12 @@ async fn a_dead_gateway_is_reaped_by_exactly_one_gateway() {
     assert_eq!(second.dead, ["gw-a"], "both claim the inbox");
     // The reaper finds the dead gateway's sessions and detaches them under the gateway fence.
     assert_eq!(s.pop_sessions("gw-a", 10).await.unwrap(), ["s-1"]);
-    let conn = s.session_detach("s-1", Fence::Gateway("gw-a"), 60_000).await.unwrap();
+    let at = second.at.max(first.at);
+    let conn = s.session_detach("s-1", Fence::Gateway("gw-a", at), 60_000).await.unwrap();
     assert_eq!(conn.as_deref(), Some("gw-a/c1"));
+    // A session the dead gateway attached again after it was found dead is left alone.
+    s.session_open("s-2", "gw-a", "gw-a/c2", "t", "{}").await.unwrap();
+    assert_eq!(s.session_detach("s-2", Fence::Gateway("gw-a", at), 60_000).await.unwrap(), None);
     // Coming back removes it from the dead and says so.
     assert!(s.gateway_presence("gw-a", 60_000).await.unwrap());
     assert!(s.gateway_reap(10, 60_000).await.unwrap().dead.is_empty());

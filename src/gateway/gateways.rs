@@ -97,10 +97,15 @@ pub async fn run_presence(state: AppState) {
 }
 
 /// After this gateway was taken for dead (a Redis or network outage longer than its presence
-/// window), another gateway detached its sessions although their sockets are still here.
+/// window), another gateway detached its sessions although their sockets are still here; after
+/// Redis restarted empty, their records are gone. Either way they are attached here again.
 async fn reattach_sessions(state: &AppState) -> crate::scheduler::Result<()> {
     for (session_id, peer) in state.peers.sessions() {
-        let kept = state.scheduler.session_reattach(&session_id, &state.gateway_id, &peer.conn).await?;
+        let (token_sha, settings) = &*peer.record;
+        let kept = state
+            .scheduler
+            .session_reattach(&session_id, &state.gateway_id, &peer.conn, token_sha, settings)
+            .await?;
         for frame in kept.unwrap_or_default() {
             peer.outbox.send_frame(super::peers::Frame::Text(frame));
         }
@@ -122,7 +127,7 @@ async fn take_over_dead(state: &AppState) -> crate::scheduler::Result<()> {
             for session_id in sessions {
                 let ttl = state.detached_ttl_ms();
                 if let Some(conn) =
-                    state.scheduler.session_detach(&session_id, Fence::Gateway(dead), ttl).await?
+                    state.scheduler.session_detach(&session_id, Fence::Gateway(dead, reap.at), ttl).await?
                 {
                     state.end_after_grace(session_id, conn);
                 }

@@ -72,6 +72,8 @@ pub struct Peers {
 #[derive(Debug, Clone)]
 pub struct SessionPeer {
     pub conn: String,
+    /// What its Redis record holds (token sha, settings), to write it again if Redis lost it.
+    pub record: Arc<(String, String)>,
     pub outbox: Outbox,
     pub sequencer: Arc<Mutex<Sequencer>>,
     pub room: Arc<Mutex<Option<String>>>,

@@ -262,8 +262,10 @@ async fn attach(
     let shared_room = Arc::new(Mutex::new(None));
     let membership = Membership::new(shared_room.clone(), room);
     let gap = Duration::from_millis(state.config.sessions.result_gap_timeout_ms);
+    let stored = serde_json::to_string(&settings).expect("settings serialize");
     let peer = SessionPeer {
         conn: conn.clone(),
+        record: Arc::new((token_sha(&token), stored)),
         outbox: socket.outbox.clone(),
         sequencer: Arc::new(Mutex::new(Sequencer::new(gap))),
         room: shared_room,

@@ -29,15 +29,17 @@ pub enum SessionEnd {
     Stale,
 }
 
-/// Who may detach a session: the socket that attached it, or whoever takes over its dead gateway.
+/// Who may detach a session: the socket that attached it, or whoever takes over its dead gateway
+/// (found dead at the given Redis time, ms: a session that gateway attached again since is kept).
 #[derive(Debug, Clone, Copy)]
 pub enum Fence<'a> {
     Conn(&'a str),
-    Gateway(&'a str),
+    Gateway(&'a str, u64),
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ReapReply {
+    pub at: u64,
     #[serde(deserialize_with = "super::types::lua_list")]
     pub reaped: Vec<String>,
     #[serde(deserialize_with = "super::types::lua_list")]
@@ -107,17 +109,20 @@ impl MinimalSchedulerService {
     }
 
     /// Attaches a session again to the socket that still holds it (its gateway had been taken for
-    /// dead); returns the frames kept meanwhile, or `None` when another socket took it.
+    /// dead, or Redis lost its record); returns the frames kept meanwhile, or `None` when another
+    /// socket took it.
     pub async fn session_reattach(
         &self,
         session_id: &str,
         gateway: &str,
         conn: &str,
+        token_sha: &str,
+        settings: &str,
     ) -> Result<Option<Vec<String>>> {
         let k = self.session_keys(session_id);
         let mut inv = self.scripts.session_attach.prepare_invoke();
         inv.key(&k.session).key(&k.backlog);
-        inv.arg("reattach").arg(gateway).arg(conn).arg("").arg("");
+        inv.arg("reattach").arg(gateway).arg(conn).arg(token_sha).arg(settings);
         match self.call("session_attach", &inv).await? {
             AttachReply::Attached { backlog, .. } => {
                 self.index_session(gateway, session_id, true).await?;
@@ -136,13 +141,13 @@ impl MinimalSchedulerService {
         ttl_ms: u64,
     ) -> Result<Option<String>> {
         let k = self.session_keys(session_id);
-        let (field, value) = match fence {
-            Fence::Conn(conn) => ("conn", conn),
-            Fence::Gateway(gateway) => ("gateway", gateway),
+        let (field, value, before) = match fence {
+            Fence::Conn(conn) => ("conn", conn, String::new()),
+            Fence::Gateway(gateway, at) => ("gateway", gateway, at.to_string()),
         };
         let mut inv = self.scripts.session_detach.prepare_invoke();
         inv.key(&k.session).key(&k.backlog);
-        inv.arg(field).arg(value).arg(ttl_ms);
+        inv.arg(field).arg(value).arg(ttl_ms).arg(before);
         #[derive(Deserialize)]
         struct Reply {
             conn: Option<String>,
