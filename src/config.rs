@@ -130,11 +130,21 @@ pub struct PolicyConfig {
     pub sync_interval_ms: u64,
     /// Operator parameters policies read with `config()`.
     pub config: BTreeMap<String, String>,
+    /// When set, only versions with one of these sha256s load (pushed, watched or synced); the
+    /// embedded defaults always do.
+    pub pinned_sha256: Vec<String>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { dir: None, deadline_ms: 5, memory_mib: 16, sync_interval_ms: 500, config: BTreeMap::new() }
+        Self {
+            dir: None,
+            deadline_ms: 5,
+            memory_mib: 16,
+            sync_interval_ms: 500,
+            config: BTreeMap::new(),
+            pinned_sha256: Vec::new(),
+        }
     }
 }
 

@@ -313,6 +313,10 @@ async fn a_gateway_killed_with_jobs_in_flight_loses_none() {
     assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert!(got.iter().all(|(_, text)| text.starts_with("n2:")), "{got:?}");
     client.expect_silence(Duration::from_millis(500)).await;
+    eventually("Redis to be consistent", || async {
+        common::invariants::redis_problems(&g2.state.scheduler).await.is_empty()
+    })
+    .await;
     drop(n1);
     n2.abort();
     g2.stop().await;

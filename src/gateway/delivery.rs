@@ -43,12 +43,10 @@ pub enum Item {
 }
 
 impl Item {
-    /// The frame a detached session keeps in its backlog; expectations are not kept.
-    fn kept_frame(&self) -> Option<&str> {
-        match self {
-            Item::Frame { frame } | Item::Outcome { frame, .. } => Some(frame),
-            Item::Expect { .. } => None,
-        }
+    /// Whether a detached session keeps it in its backlog: frames and outcomes are kept (as items,
+    /// so outcomes find their place in the order when the session is back); expectations are not.
+    fn worth_keeping(&self) -> bool {
+        !matches!(self, Item::Expect { .. })
     }
 }
 
@@ -191,6 +189,16 @@ impl AppState {
         }
     }
 
+    /// Delivers what a session's backlog kept (items, oldest first) to its socket here.
+    pub fn deliver_kept(&self, session_id: &str, peer: &SessionPeer, kept: Vec<String>) {
+        for raw in kept {
+            match serde_json::from_str::<Item>(&raw) {
+                Ok(item) => self.deliver_local(session_id, peer, item),
+                Err(err) => warn!(%err, session.id = %session_id, "Unreadable backlog entry dropped."),
+            }
+        }
+    }
+
     /// Parses and delivers inbox entries; returns their ids for `XACK`.
     pub fn deliver_entries(&self, entries: Vec<InboxEntry>, from_own_inbox: bool) -> Vec<String> {
         entries
@@ -238,16 +246,18 @@ pub async fn run_forwarder(state: AppState, mut rx: mpsc::Receiver<Queued>) {
 
 async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler::Result<()> {
     let me = &*state.gateway_id;
-    let sessions: Vec<(&str, &str, Option<bool>)> = batch
+    let kept: Vec<(&str, String, Option<bool>)> = batch
         .iter()
         .filter_map(|q| match &q.envelope {
-            Envelope::Session { id, item } => {
-                let keep = item.kept_frame().map(|_| q.keep);
-                Some((id.as_str(), item.kept_frame().unwrap_or(""), keep))
+            Envelope::Session { id, item } if item.worth_keeping() => {
+                Some((id.as_str(), json(item), Some(q.keep)))
             }
+            Envelope::Session { id, .. } => Some((id.as_str(), String::new(), None)),
             Envelope::Node { .. } => None,
         })
         .collect();
+    let sessions: Vec<(&str, &str, Option<bool>)> =
+        kept.iter().map(|(id, item, keep)| (*id, item.as_str(), *keep)).collect();
     let nodes: Vec<&str> = batch
         .iter()
         .filter_map(|q| match &q.envelope {

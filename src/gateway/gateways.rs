@@ -106,9 +106,7 @@ async fn reattach_sessions(state: &AppState) -> crate::scheduler::Result<()> {
             .scheduler
             .session_reattach(&session_id, &state.gateway_id, &peer.conn, token_sha, settings)
             .await?;
-        for frame in kept.unwrap_or_default() {
-            peer.outbox.send_frame(super::peers::Frame::Text(frame));
-        }
+        state.deliver_kept(&session_id, &peer, kept.unwrap_or_default());
     }
     Ok(())
 }

@@ -135,7 +135,8 @@ impl Gateway {
             memory_bytes: config.policy.memory_mib << 20,
         };
         let parameters = config.policy.config.clone().into_iter().collect();
-        let policies = Arc::new(Policies::new(PolicyHost::new(limits, parameters)));
+        let pinned = config.policy.pinned_sha256.clone();
+        let policies = Arc::new(Policies::new(PolicyHost::new(limits, parameters)).pinned(pinned));
         let (forwarder, forward) = delivery::Forwarder::new();
         let state = AppState {
             config: Arc::new(config),

@@ -270,7 +270,7 @@ async fn attach(
         sequencer: Arc::new(Mutex::new(Sequencer::new(gap))),
         room: shared_room,
     };
-    if let Some(previous) = state.peers.add_session(&id, peer) {
+    if let Some(previous) = state.peers.add_session(&id, peer.clone()) {
         previous.outbox.close(1000, "session resumed on another connection");
     }
     info!(session.id = %id, mode = settings.mode.as_str(), kept = backlog.len(), "{message}.");
@@ -283,9 +283,7 @@ async fn attach(
         use_binary_frame: false,
         resume_token: token,
     }));
-    for frame in backlog {
-        socket.outbox.send_frame(Frame::Text(frame));
-    }
+    state.deliver_kept(&id, &peer, backlog);
     let max_audio = state.config.max_payload_bytes / 4 * 3;
     let audio =
         AudioStream::new(&state.config.audio, &settings.audio_format, settings.sample_rate, max_audio);
@@ -450,7 +448,8 @@ async fn speak(
     let received = Instant::now();
     let fail = |err: SchedulerError| {
         warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
-        let details = serde_json::json!({ "utterance_index": spec.utterance_index });
+        let details =
+            serde_json::json!({ "session_id": spec.session_id, "utterance_index": spec.utterance_index });
         reply(socket, error_frame(&err).with_details(details));
     };
     // In a room, one task per route of the room-routing policy; alone (or with nobody to route

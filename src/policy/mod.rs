@@ -56,6 +56,8 @@ pub enum Rejected {
     Load(#[from] LoadError),
     #[error("failed its smoke test: {0}")]
     Smoke(CallError),
+    #[error("sha256 {0} is not in policy.pinned_sha256")]
+    NotPinned(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +92,8 @@ pub struct Policies {
     host: PolicyHost,
     node_selection: Slot,
     room_routing: Slot,
+    /// sha256s allowed to load (`policy.pinned_sha256`); empty = any version that passes checks.
+    pinned: std::collections::BTreeSet<String>,
 }
 
 /// A role's state, for the admin API.
@@ -143,7 +147,15 @@ impl Policies {
             node_selection: Slot::new(embedded(Role::NodeSelection, artifacts::LEAST_LOADED)),
             room_routing: Slot::new(embedded(Role::RoomRouting, artifacts::BY_LANGUAGE)),
             host,
+            pinned: Default::default(),
         }
+    }
+
+    /// Accepts only versions whose sha256 is in `pinned` (when it is not empty); the embedded
+    /// defaults are part of the binary and always allowed.
+    pub fn pinned(mut self, pinned: impl IntoIterator<Item = String>) -> Self {
+        self.pinned = pinned.into_iter().map(|sha| sha.to_ascii_lowercase()).collect();
+        self
     }
 
     pub fn host(&self) -> &PolicyHost {
@@ -233,6 +245,12 @@ impl Policies {
     /// Compiles, type-checks and smoke-tests a version. CPU-heavy (compilation): call it off the
     /// async runtime.
     pub fn prepare(&self, role: Role, bytes: &[u8], source: &str) -> Result<Arc<Loaded>, Rejected> {
+        if !self.pinned.is_empty() {
+            let sha = sha256_hex(bytes);
+            if !self.pinned.contains(&sha) {
+                return Err(Rejected::NotPinned(sha));
+            }
+        }
         let compiled = self.host.compile(role, bytes)?;
         self.smoke(&compiled).map_err(Rejected::Smoke)?;
         Ok(Arc::new(Loaded::new(compiled, source)))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Loaded, Policies, Rejected, Role};
+use super::{Loaded, Policies, Role};
 use crate::scheduler::{MinimalSchedulerService, PolicyState};
 
 pub async fn run(
@@ -90,7 +90,7 @@ async fn load(
     .await;
     match prepared {
         Ok(Ok(loaded)) => Ok(Some(loaded)),
-        Ok(Err(Rejected::Load(_) | Rejected::Smoke(_))) => Err(()),
+        Ok(Err(_)) => Err(()),
         Err(err) => {
             warn!(%err, "Policy load task failed.");
             Err(())

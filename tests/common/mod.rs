@@ -2,6 +2,8 @@
 //! peers (fake nodes and clients) that speak PROTOCOL.md.
 #![allow(dead_code)]
 
+pub mod invariants;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -99,6 +101,7 @@ impl TestGateway {
 /// A gateway in its own process (`switchboard serve`), so a test can `kill -9` it.
 pub struct ChildGateway {
     pub url: String,
+    pub admin_url: String,
     pub id: String,
     child: std::process::Child,
     _dir: tempfile::TempDir,
@@ -108,23 +111,37 @@ impl ChildGateway {
     /// Starts `switchboard serve` on free ports with the test timings plus `extra` TOML lines
     /// (top-level keys only), and waits until it is ready.
     pub async fn start(redis: &RedisServer, id: &str, scheduler_toml: &str) -> Self {
+        Self::launch(redis, id, "", scheduler_toml, false).await
+    }
+
+    /// Like `start`, with `top_toml` lines at the top level of the config and, with `debug_log`,
+    /// every log line at debug level written to [`ChildGateway::log`].
+    pub async fn launch(
+        redis: &RedisServer,
+        id: &str,
+        top_toml: &str,
+        scheduler_toml: &str,
+        debug_log: bool,
+    ) -> Self {
         let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (listen, admin) = (port(), port());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         let config = format!(
             "listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nredis_url = \"{}\"\n\
-             gateway_id = \"{id}\"\nshutdown_grace_ms = 1000\n[gateways]\nheartbeat_interval_ms = 200\n\
+             gateway_id = \"{id}\"\nshutdown_grace_ms = 1000\n{top_toml}\n[gateways]\nheartbeat_interval_ms = 200\n\
              [scheduler]\nsweep_interval_ms = 50\nretry_ms = 100\ndispatch_wait_ms = 2000\n{scheduler_toml}\n",
             redis.url()
         );
         std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("serve")
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .env("RUST_LOG", if debug_log { "info,switchboard=trace" } else { "warn" })
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("switchboard serve starts");
         let url = format!("ws://127.0.0.1:{listen}");
@@ -133,7 +150,13 @@ impl ChildGateway {
             matches!(switchboard::admin_client::request("GET", &ready, None, b"").await, Ok((200, _)))
         })
         .await;
-        Self { url, id: id.to_owned(), child, _dir: dir }
+        let admin_url = format!("http://127.0.0.1:{admin}");
+        Self { url, admin_url, id: id.to_owned(), child, _dir: dir }
+    }
+
+    /// Everything the gateway logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("gateway.log")).unwrap_or_default()
     }
 
     /// `kill -9`: no socket is closed cleanly, no state is cleaned up.

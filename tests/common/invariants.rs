@@ -1,0 +1,129 @@
+//! The invariant checker the fault tests run after each scenario: what listeners received and
+//! what Redis holds.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+use switchboard::gateway::AppState;
+use switchboard::scheduler::MinimalSchedulerService;
+
+/// The outcomes one listener received, by (speaker, utterance index).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    outcomes: BTreeMap<(String, u64), Vec<Value>>,
+}
+
+impl Ledger {
+    /// Records `message` if it is an outcome (`translation_result`, `missing_result`, or an
+    /// `error` about an utterance); returns whether it was one.
+    pub fn record(&mut self, message: &Value) -> bool {
+        let (speaker, index) = match message["type"].as_str() {
+            Some("translation_result" | "missing_result") => {
+                (message["session_id"].as_str(), message["utterance_index"].as_u64())
+            }
+            Some("error") => {
+                let d = &message["details"];
+                (d["session_id"].as_str(), d["utterance_index"].as_u64())
+            }
+            _ => return false,
+        };
+        let (Some(speaker), Some(index)) = (speaker, index) else { return false };
+        self.outcomes.entry((speaker.to_owned(), index)).or_default().push(message.clone());
+        true
+    }
+
+    pub fn outcomes(&self, speaker: &str, index: u64) -> &[Value] {
+        self.outcomes.get(&(speaker.to_owned(), index)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every (speaker, index) in `expected` ended in exactly one outcome, nothing else arrived,
+    /// and outcomes came in index order per speaker.
+    pub fn check(&self, expected: &[(String, u64)], order: &[(String, u64)]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for key in expected {
+            let n = self.outcomes.get(key).map_or(0, Vec::len);
+            if n != 1 {
+                problems.push(format!("{key:?}: {n} outcomes"));
+            }
+        }
+        for key in self.outcomes.keys() {
+            if !expected.contains(key) {
+                problems.push(format!("{key:?}: an outcome for an utterance this listener should not hear"));
+            }
+        }
+        let mut last: HashMap<&str, u64> = HashMap::new();
+        for (speaker, index) in order {
+            if let Some(previous) = last.insert(speaker, *index)
+                && previous > *index
+            {
+                problems.push(format!("{speaker}: {index} after {previous}"));
+            }
+        }
+        problems
+    }
+}
+
+/// Redis holds a consistent state: every node's running count equals its in-flight jobs, every
+/// job in flight is on its node's list, and every key that is meant to expire has a TTL.
+pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
+    let mut conn = s.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let mut problems = Vec::new();
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        let kind = key.rsplit_once("}:").map_or("", |(_, name)| name);
+        let persistent_by_design = matches!(
+            kind,
+            "nodes" | "alive" | "deadlines" | "waiting" | "inbox" | "sessions" | "gateways" | "dead"
+        ) || kind.starts_with("load:")
+            || key.contains("{policy}")
+            || (kind.starts_with("node:") && node_is_online(&mut conn, key).await)
+            || (kind == "session" && hget(&mut conn, key, "state").await.as_deref() == Some("attached"));
+        if ttl == -1 && !persistent_by_design {
+            problems.push(format!("{key} has no TTL"));
+        }
+        if kind.starts_with("node:") && !kind.ends_with(":jobs") {
+            let running: i64 =
+                hget(&mut conn, key, "running").await.and_then(|r| r.parse().ok()).unwrap_or(0);
+            let jobs: Vec<String> =
+                redis::cmd("SMEMBERS").arg(format!("{key}:jobs")).query_async(&mut conn).await.unwrap();
+            if running != jobs.len() as i64 {
+                problems.push(format!("{key}: running {running}, {} jobs in flight", jobs.len()));
+            }
+            let base = key.split_once("node:").unwrap().0;
+            for job in jobs {
+                let node = hget(&mut conn, &format!("{base}job:{job}"), "node").await;
+                if node.as_deref() != key.rsplit_once("node:").map(|(_, id)| id) {
+                    problems.push(format!("{key}: job {job} is not this node's ({node:?})"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+async fn hget(conn: &mut redis::aio::ConnectionManager, key: &str, field: &str) -> Option<String> {
+    let kind: String = redis::cmd("TYPE").arg(key).query_async(conn).await.unwrap();
+    if kind != "hash" {
+        return None;
+    }
+    redis::cmd("HGET").arg(key).arg(field).query_async(conn).await.unwrap()
+}
+
+async fn node_is_online(conn: &mut redis::aio::ConnectionManager, key: &str) -> bool {
+    if key.ends_with(":jobs") {
+        return hget(conn, key.trim_end_matches(":jobs"), "state").await.as_deref() == Some("online");
+    }
+    hget(conn, key, "state").await.as_deref() == Some("online")
+}
+
+/// A gateway holds nothing for peers that are gone: no sockets, no queued frames.
+pub fn footprint_problems(state: &AppState) -> Vec<String> {
+    let (nodes, sessions) = state.peers.counts();
+    let mut problems = Vec::new();
+    if nodes + sessions > 0 {
+        problems
+            .push(format!("gateway {} still holds {nodes} nodes and {sessions} sessions", state.gateway_id));
+    }
+    problems
+}
