@@ -138,6 +138,7 @@ async fn node_killed_mid_job_gives_exactly_one_result() {
     let result = client.expect("translation_result").await;
     assert_eq!(result["text_translated"], "from the second node");
     client.expect_silence(Duration::from_millis(300)).await;
+    gw.assert_consistent().await;
     gw.stop().await;
 }
 
@@ -170,6 +171,7 @@ async fn late_result_from_a_superseded_attempt_is_dropped() {
     fast.answer(&job2, "again").await;
     eventually("the duplicate counted", || async { gw.metric("results_stale") == 2 }).await;
     client.expect_silence(Duration::from_millis(200)).await;
+    gw.assert_consistent().await;
     gw.stop().await;
 }
 
@@ -191,6 +193,7 @@ async fn job_timeout_on_every_attempt_reaches_the_client_as_job_timeout() {
     let error = client.expect("error").await;
     assert_eq!(error["code"], "JOB_TIMEOUT");
     assert_eq!(error["details"]["utterance_index"], 0);
+    gw.assert_consistent().await;
     gw.stop().await;
 }
 
@@ -203,6 +206,7 @@ async fn no_node_waits_then_fails_with_no_available_node() {
     client.utter(&session, 0).await;
     let error = client.expect("error").await;
     assert_eq!(error["code"], "NO_AVAILABLE_NODE");
+    gw.assert_consistent().await;
     gw.stop().await;
 }
 
@@ -261,6 +265,7 @@ async fn silent_node_goes_offline_and_its_job_moves() {
     // The silent node's next heartbeat is refused: it must register again.
     silent.send(json!({"type":"node_heartbeat","node_id":"x","resource_usage":{}})).await;
     assert_eq!(silent.expect("error").await["code"], "NODE_NOT_REGISTERED");
+    gw.assert_consistent().await;
     gw.stop().await;
 }
 
@@ -276,6 +281,7 @@ async fn failed_result_reaches_the_client_as_error() {
         .await;
     let error = client.expect("error").await;
     assert_eq!(error["code"], "MODEL_NOT_AVAILABLE");
+    gw.assert_consistent().await;
     gw.stop().await;
 }
 

@@ -76,6 +76,20 @@ impl TestGateway {
         let _ = self.serving.await;
     }
 
+    /// The invariant checker's Redis part (running counts, in-flight jobs, TTLs) holds, once the
+    /// last transitions have run.
+    pub async fn assert_consistent(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let problems = invariants::redis_problems(&self.state.scheduler).await;
+            if problems.is_empty() {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "Redis is inconsistent:\n{}", problems.join("\n"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn metric(&self, name: &str) -> u64 {
         self.state.metrics.get(name)
     }
