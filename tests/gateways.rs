@@ -322,6 +322,61 @@ async fn a_gateway_killed_with_jobs_in_flight_loses_none() {
     g2.stop().await;
 }
 
+/// The nodes of a killed gateway reconnect to another one with their node secret; the jobs they
+/// held go back to their tasks and are served by another node (a retry never returns to the node
+/// that had it), once each, while policies are swapped; the reconnected node takes new work.
+#[tokio::test]
+async fn a_node_of_a_killed_gateway_reconnects_to_another_and_serves_again() {
+    use switchboard::policy::Role;
+    let redis = redis();
+    let g2 = TestGateway::start(&redis, |_| {}).await;
+    let mut doomed = ChildGateway::start(&redis, "gw-doomed", "").await;
+    let mut client = g2.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    let mut n1 = doomed.node().await;
+    let ack = n1.register(&["zh"], &["en"], 2).await;
+    let (node_id, secret) = (ack["node_id"].clone(), ack["node_secret"].clone());
+    client.utter(&session, 0).await;
+    client.utter(&session, 1).await;
+    jobs(&mut n1, 2).await;
+    let mut n2 = g2.node().await;
+    n2.register(&["zh"], &["en"], 2).await;
+
+    let swapping = tokio::spawn({
+        let state = g2.state.clone();
+        async move {
+            let versions = [component("weighted-random"), component("least-loaded")];
+            for i in 0..40 {
+                state.policies.load(Role::NodeSelection, &versions[i % 2], "test").unwrap();
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    });
+    doomed.kill();
+    assert!(n1.try_recv(Duration::from_secs(2)).await.is_none(), "the killed gateway's socket ends");
+    // The node reconnects to g2 under its id, proving it with its secret: the jobs its old
+    // connection held go back to their tasks, which n2 serves.
+    let mut again = g2.node().await;
+    let mut register = node_register(node_id.as_str(), &["zh"], &["en"], 2);
+    register["node_secret"] = secret;
+    again.send(register).await;
+    assert_eq!(again.expect("node_register_ack").await["node_id"], node_id);
+    for job in jobs(&mut n2, 2).await {
+        n2.answer(&job, &format!("n2: {}", job["utterance_index"])).await;
+    }
+    assert_eq!(results(&mut client, 2).await, [(0, "n2: 0".to_owned()), (1, "n2: 1".to_owned())]);
+    // With n2 gone, new work goes to the reconnected node.
+    n2.close().await;
+    client.utter(&session, 2).await;
+    let job = jobs(&mut again, 1).await.remove(0);
+    again.answer(&job, "again").await;
+    assert_eq!(results(&mut client, 1).await, [(2, "again".to_owned())]);
+    client.expect_silence(Duration::from_millis(300)).await;
+    swapping.await.unwrap();
+    g2.assert_consistent().await;
+    g2.stop().await;
+}
+
 /// A gateway the others took for dead (an outage longer than its presence window) attaches its
 /// still-open sessions again when it is back, so frames from other gateways reach them.
 #[tokio::test]

@@ -85,7 +85,11 @@ impl TestGateway {
             if problems.is_empty() {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "Redis is inconsistent:\n{}", problems.join("\n"));
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Redis is inconsistent:\n{}",
+                problems.join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
