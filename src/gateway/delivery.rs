@@ -201,9 +201,16 @@ impl AppState {
 
     /// Parses and delivers inbox entries; returns their ids for `XACK`.
     pub fn deliver_entries(&self, entries: Vec<InboxEntry>, from_own_inbox: bool) -> Vec<String> {
+        let now = crate::protocol::now_ms();
         entries
             .into_iter()
             .map(|entry| {
+                // An entry id starts with the Redis time it was appended at, in ms.
+                if from_own_inbox
+                    && let Some(appended) = entry.id.split('-').next().and_then(|t| t.parse::<u64>().ok())
+                {
+                    self.metrics.inbox_lag.record(now.saturating_sub(appended) * 1000);
+                }
                 match serde_json::from_str::<Envelope>(&entry.payload) {
                     Ok(envelope) => self.deliver_envelope(envelope, from_own_inbox),
                     Err(err) => warn!(%err, entry = %entry.id, "Unreadable inbox entry dropped."),

@@ -205,6 +205,7 @@ impl AppState {
     pub fn fail_task(&self, spec: &TaskSpec, code: &str, job_id: Option<&str>) {
         Metrics::inc(&self.metrics.tasks_failed);
         let error_code = error_code(code);
+        self.metrics.failed(error_code.as_str());
         let message = match error_code {
             ErrorCode::JobTimeout => "the translation timed out on every attempt",
             ErrorCode::NoAvailableNode => "no node is available for this language pair",

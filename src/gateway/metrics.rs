@@ -15,6 +15,10 @@ macro_rules! counters {
             /// Utterance received → `translation_result` sent (millisecond resolution: the task's
             /// creation time is stored in Redis in ms).
             pub result_latency: Histogram,
+            /// Inbox entry appended → read by this gateway (ms resolution: the entry id's time).
+            pub inbox_lag: Histogram,
+            /// Failed tasks by protocol error code (a bounded set).
+            pub failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
         }
 
         impl Metrics {
@@ -68,6 +72,10 @@ counters!(
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, code: &'static str) {
+        *self.failures.lock().unwrap().entry(code).or_insert(0) += 1;
     }
 
     pub fn get(&self, name: &str) -> u64 {

@@ -1,5 +1,6 @@
 //! `/metrics` on the admin listener, in the Prometheus text format. Labels are bounded: roles,
-//! policy versions in memory (active and shadow), counter names; never node or session ids.
+//! policy versions in memory (active and shadow), script names, error codes, the cell; never node
+//! or session ids.
 
 use std::fmt::Write;
 
@@ -14,6 +15,23 @@ pub async fn render(state: &AppState) -> String {
     }
     histogram(&mut out, "switchboard_dispatch_seconds", "", &state.metrics.dispatch_latency);
     histogram(&mut out, "switchboard_result_seconds", "", &state.metrics.result_latency);
+    histogram(&mut out, "switchboard_inbox_lag_seconds", "", &state.metrics.inbox_lag);
+    let _ = writeln!(out, "# TYPE switchboard_tasks_failed_by_reason_total counter");
+    for (reason, count) in state.metrics.failures.lock().unwrap().iter() {
+        let _ = writeln!(out, "switchboard_tasks_failed_by_reason_total{{reason=\"{reason}\"}} {count}");
+    }
+    let _ = writeln!(out, "# TYPE switchboard_script_seconds histogram");
+    for (script, h) in state.scheduler.script_latency().iter() {
+        histogram(&mut out, "switchboard_script_seconds", &format!("script=\"{script}\""), h);
+    }
+    let cell = state.scheduler.keys().tag().to_owned();
+    if let Ok((online, live)) = state.scheduler.node_counts().await {
+        let _ = writeln!(out, "# TYPE switchboard_nodes gauge");
+        let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"online\"}} {online}");
+        let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"live\"}} {live}");
+    }
+    let rooms = state.peers.rooms().len();
+    let _ = writeln!(out, "# TYPE switchboard_rooms gauge\nswitchboard_rooms {rooms}");
     let (nodes, sessions) = state.peers.counts();
     let _ = writeln!(out, "# TYPE switchboard_connected_nodes gauge\nswitchboard_connected_nodes {nodes}");
     let _ = writeln!(
@@ -22,6 +40,7 @@ pub async fn render(state: &AppState) -> String {
     );
     let _ = writeln!(out, "# TYPE switchboard_policy_calls_total counter");
     let _ = writeln!(out, "# TYPE switchboard_policy_fallbacks_total counter");
+    let _ = writeln!(out, "# TYPE switchboard_policy_seconds histogram");
     for role in crate::policy::Role::ALL {
         let versions = [
             Some(("active", state.policies.active(role))),
@@ -45,7 +64,9 @@ pub async fn render(state: &AppState) -> String {
 
 fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let sep = if labels.is_empty() { "" } else { "," };
-    let _ = writeln!(out, "# TYPE {name} histogram");
+    if labels.is_empty() {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+    }
     for (edge_us, count) in h.cumulative() {
         let le = edge_us as f64 / 1e6;
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");

@@ -23,6 +23,31 @@ pub enum ErrorCode {
     SchedulerDependencyDown,
 }
 
+impl ErrorCode {
+    /// The code as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidMessage => "INVALID_MESSAGE",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::InvalidSession => "INVALID_SESSION",
+            ErrorCode::SessionClosed => "SESSION_CLOSED",
+            ErrorCode::NodeUnavailable => "NODE_UNAVAILABLE",
+            ErrorCode::NodeOverloaded => "NODE_OVERLOADED",
+            ErrorCode::ModelNotAvailable => "MODEL_NOT_AVAILABLE",
+            ErrorCode::UnsupportedFeature => "UNSUPPORTED_FEATURE",
+            ErrorCode::InvalidPairingCode => "INVALID_PAIRING_CODE",
+            ErrorCode::NoAvailableNode => "NO_AVAILABLE_NODE",
+            ErrorCode::JobTimeout => "JOB_TIMEOUT",
+            ErrorCode::NodeIdConflict => "NODE_ID_CONFLICT",
+            ErrorCode::NodeNotRegistered => "NODE_NOT_REGISTERED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::SchedulerDependencyDown => "SCHEDULER_DEPENDENCY_DOWN",
+        }
+    }
+}
+
 /// `{"type":"error","code":…,"message":…,"details":…}`, sent to nodes and clients alike.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorFrame {
@@ -40,5 +65,19 @@ impl ErrorFrame {
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
         self
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn as_str_is_the_wire_name() {
+        for code in
+            [ErrorCode::InvalidMessage, ErrorCode::NoAvailableNode, ErrorCode::SchedulerDependencyDown]
+        {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }

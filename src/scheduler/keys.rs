@@ -16,6 +16,13 @@ impl CellKeys {
         Self { base: format!("{prefix}:{{{}}}:", cell_tag(cell, cells)) }
     }
 
+    /// The cell's hash tag (`c0-…`).
+    pub fn tag(&self) -> &str {
+        let start = self.base.find('{').map_or(0, |i| i + 1);
+        let end = self.base.find('}').unwrap_or(self.base.len());
+        &self.base[start..end]
+    }
+
     pub fn node(&self, id: &str) -> String {
         format!("{}node:{id}", self.base)
     }

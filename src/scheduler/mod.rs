@@ -4,6 +4,7 @@
 //! `Clone` handle (a multiplexed connection and the compiled scripts) with no lock and no cache.
 
 mod inbox;
+mod inspect;
 mod keys;
 mod policy_store;
 mod rooms;
@@ -12,6 +13,7 @@ mod sessions;
 mod types;
 
 pub use inbox::{Inbox, InboxEntry};
+pub use inspect::Record;
 pub use keys::{CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, slot};
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use rooms::{RoomMember, RoomReply};
@@ -115,9 +117,32 @@ pub enum Outcome {
     Failed,
 }
 
+/// Round-trip latency per script name.
+#[derive(Debug, Default)]
+pub struct ScriptLatency {
+    by_script: std::collections::BTreeMap<&'static str, crate::histogram::Histogram>,
+}
+
+impl ScriptLatency {
+    fn new(scripts: &Scripts) -> Self {
+        Self { by_script: scripts.all().into_iter().map(|(name, _)| (name, Default::default())).collect() }
+    }
+
+    fn record(&self, name: &'static str, elapsed: Duration) {
+        if let Some(h) = self.by_script.get(name) {
+            h.record(elapsed.as_micros() as u64);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &crate::histogram::Histogram)> {
+        self.by_script.iter().map(|(name, h)| (*name, h))
+    }
+}
+
 #[derive(Clone)]
 pub struct MinimalSchedulerService {
     client: redis::Client,
+    script_latency: Arc<ScriptLatency>,
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
     keys: CellKeys,
@@ -134,10 +159,12 @@ impl MinimalSchedulerService {
             .set_connection_timeout(Some(timeout))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client.clone(), manager).await?;
+        let scripts = Scripts::new();
         let service = Self {
             client,
+            script_latency: Arc::new(ScriptLatency::new(&scripts)),
             conn,
-            scripts: Arc::new(Scripts::new()),
+            scripts: Arc::new(scripts),
             keys: CellKeys::new(&config.prefix, 0, config.cells),
             policy_keys: PolicyKeys::new(&config.prefix),
             config: Arc::new(config),
@@ -233,7 +260,7 @@ impl MinimalSchedulerService {
             .arg(excluded.join(","))
             .arg(affinity.unwrap_or(""))
             .arg(self.config.liveness_ms());
-        let raw: String = self.invoke(&inv).await?;
+        let raw: String = self.invoke("candidates", &inv).await?;
         if raw == "{}" {
             return Ok(Vec::new());
         }
@@ -250,7 +277,7 @@ impl MinimalSchedulerService {
             inv.key(self.keys.load(pool));
         }
         inv.arg(self.config.liveness_ms());
-        let raw: String = self.invoke(&inv).await?;
+        let raw: String = self.invoke("availability", &inv).await?;
         if raw == "{}" {
             return Ok(Vec::new());
         }
@@ -359,17 +386,26 @@ impl MinimalSchedulerService {
         self.call("load_task", &inv).await
     }
 
-    pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<String> {
-        let mut conn = self.conn.clone();
-        Ok(inv.invoke_async(&mut conn).await?)
+    pub(crate) async fn invoke(&self, name: &'static str, inv: &ScriptInvocation<'_>) -> Result<String> {
+        self.invoke_value(name, inv).await
     }
 
+    /// One EVALSHA, timed per script (`switchboard_script_seconds`).
     pub(crate) async fn invoke_value<T: redis::FromRedisValue>(
         &self,
+        name: &'static str,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T> {
         let mut conn = self.conn.clone();
-        Ok(inv.invoke_async(&mut conn).await?)
+        let start = std::time::Instant::now();
+        let reply = inv.invoke_async(&mut conn).await;
+        self.script_latency.record(name, start.elapsed());
+        Ok(reply?)
+    }
+
+    /// Round-trip latency of each script, as this gateway saw it.
+    pub fn script_latency(&self) -> &ScriptLatency {
+        &self.script_latency
     }
 
     pub(crate) async fn call<T: DeserializeOwned>(
@@ -377,7 +413,7 @@ impl MinimalSchedulerService {
         name: &'static str,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        let raw = self.invoke(inv).await?;
+        let raw = self.invoke(name, inv).await?;
         parse(name, &raw)
     }
 

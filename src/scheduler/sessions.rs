@@ -174,7 +174,7 @@ impl MinimalSchedulerService {
         let k = self.session_keys(session_id);
         let mut inv = self.scripts.session_room.prepare_invoke();
         inv.key(&k.session).arg(room.unwrap_or(""));
-        let _: i64 = self.invoke_value(&inv).await?;
+        let _: i64 = self.invoke_value("session_room", &inv).await?;
         Ok(())
     }
 
@@ -251,7 +251,7 @@ impl MinimalSchedulerService {
         let k = self.registry_keys();
         let mut inv = self.scripts.gateway_presence.prepare_invoke();
         inv.key(&k.gateways).key(&k.dead).arg(gateway).arg(window_ms);
-        let added: i64 = self.invoke_value(&inv).await?;
+        let added: i64 = self.invoke_value("gateway_presence", &inv).await?;
         Ok(added == 1)
     }
 

@@ -1,0 +1,136 @@
+//! The fleet as stored in Redis: nodes (and draining one), tasks and jobs by id, rooms, gateways;
+//! and the log level of this gateway.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::AdminError;
+use crate::gateway::AppState;
+use crate::scheduler::Record;
+
+/// Fields of stored records that hold names, not numbers, even when they look like numbers.
+const NAME_FIELDS: &[&str] =
+    &["id", "node", "task", "job", "gateway", "tried", "pairs", "ready", "cell", "state", "code", "room_id"];
+
+/// A stored record as JSON: numeric fields as numbers, JSON fields (spec, labels, info) parsed.
+pub(super) fn record_json(record: &Record) -> Value {
+    let fields = record.iter().map(|(k, v)| {
+        let value = if matches!(k.as_str(), "spec" | "labels" | "info") {
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()))
+        } else if NAME_FIELDS.contains(&k.as_str()) {
+            Value::String(v.clone())
+        } else if let Ok(n) = v.parse::<i64>() {
+            json!(n)
+        } else if let Ok(x) = v.parse::<f64>() {
+            json!(x)
+        } else {
+            Value::String(v.clone())
+        };
+        (k.clone(), value)
+    });
+    Value::Object(fields.collect())
+}
+
+/// Online nodes: load, capacity, pairs, readiness, labels, cell, gateway, usage, jobs in flight.
+#[utoipa::path(get, path = "/admin/nodes", tag = "fleet",
+    responses((status = 200, description = "Online nodes, by id", body = serde_json::Value)))]
+pub async fn nodes(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    let nodes = state.scheduler.list_nodes().await?;
+    Ok(Json(json!({ "nodes": nodes.iter().map(record_json).collect::<Vec<_>>() })))
+}
+
+/// Drains a node: it leaves every load index and gets no new jobs; its jobs in flight finish.
+#[utoipa::path(post, path = "/admin/nodes/{id}/drain", tag = "fleet",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, description = "Draining", body = serde_json::Value),
+        (status = 404, description = "No such online node")))]
+pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    if !state.scheduler.drain_node_by_operator(&id).await? {
+        return Err(AdminError::NotFound(format!("node {}", clip(&id))));
+    }
+    tracing::info!(node.id = %id, "Node drained by an operator.");
+    Ok(Json(json!({ "node_id": id, "draining": true })))
+}
+
+/// A task: state, attempts, tried nodes, current job, spec (recipients, languages), timings.
+#[utoipa::path(get, path = "/admin/tasks/{id}", tag = "fleet",
+    params(("id" = String, Path, description = "Task id: <session>:<utterance_index>:<tgt_lang>")),
+    responses((status = 200, description = "The task", body = serde_json::Value), (status = 404, description = "Unknown or expired")))]
+pub async fn task(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    let record = state
+        .scheduler
+        .task_record(&id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("task {}", clip(&id))))?;
+    Ok(Json(record_json(&record)))
+}
+
+/// A job attempt: its task, node, attempt, state and timings (assigned, acked, started, done).
+#[utoipa::path(get, path = "/admin/jobs/{id}", tag = "fleet",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The job", body = serde_json::Value), (status = 404, description = "Unknown or expired")))]
+pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    let record = state
+        .scheduler
+        .job_record(&id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("job {}", clip(&id))))?;
+    Ok(Json(record_json(&record)))
+}
+
+/// Live rooms (a page of at most 500 codes).
+#[utoipa::path(get, path = "/admin/rooms", tag = "rooms",
+    responses((status = 200, description = "Room codes", body = serde_json::Value)))]
+pub async fn rooms(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    Ok(Json(json!({ "rooms": state.scheduler.room_codes().await? })))
+}
+
+/// A room and its members.
+#[utoipa::path(get, path = "/admin/rooms/{code}", tag = "rooms",
+    params(("code" = String, Path, description = "6-digit room code")),
+    responses((status = 200, description = "The room", body = serde_json::Value), (status = 404, description = "No such room")))]
+pub async fn room(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let (room, members) = state
+        .scheduler
+        .room_record(&code)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("room {}", clip(&code))))?;
+    let members: Vec<Value> = members.values().filter_map(|m| serde_json::from_str(m).ok()).collect();
+    Ok(Json(json!({ "room_code": code, "room": record_json(&room), "members": members })))
+}
+
+/// Live gateways (with their presence deadline) and gateways found dead recently.
+#[utoipa::path(get, path = "/admin/gateways", tag = "gateways",
+    responses((status = 200, description = "The gateway registry", body = serde_json::Value)))]
+pub async fn gateways(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    let live = state.scheduler.gateways().await?;
+    let dead = state.scheduler.dead_gateways().await?;
+    let view = |list: Vec<(String, u64)>, field: &str| -> Vec<Value> {
+        list.into_iter().map(|(id, ms)| json!({ "gateway_id": id, field: ms })).collect()
+    };
+    Ok(Json(json!({
+        "this": &*state.gateway_id,
+        "live": view(live, "presence_deadline_ms"),
+        "dead": view(dead, "found_dead_ms"),
+    })))
+}
+
+/// Sets this gateway's log filter (`RUST_LOG` syntax, e.g. `info,switchboard=debug`).
+#[utoipa::path(put, path = "/admin/log-level", tag = "gateways",
+    request_body(content = String, content_type = "text/plain", description = "A log filter"),
+    responses((status = 200, description = "Applied", body = serde_json::Value), (status = 400, description = "Invalid filter")))]
+pub async fn log_level(body: Bytes) -> Result<Json<Value>, AdminError> {
+    let filter = std::str::from_utf8(&body).map_err(|_| AdminError::BadFilter("not UTF-8".into()))?.trim();
+    crate::set_log_filter(filter).map_err(AdminError::BadFilter)?;
+    tracing::info!(filter, "Log filter changed.");
+    Ok(Json(json!({ "filter": filter })))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}

@@ -1,0 +1,120 @@
+//! Policy versions: list, push (active or shadow), roll back, clear the shadow.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AdminError;
+use crate::gateway::AppState;
+use crate::policy::{Rejected, Role, sha256_hex};
+use crate::scheduler::{PolicySlot, RollbackReply, SetPolicyReply};
+
+pub(super) fn role(name: &str) -> Result<Role, AdminError> {
+    Role::parse(name).ok_or_else(|| AdminError::UnknownRole(name.chars().take(64).collect()))
+}
+
+/// Each role's versions in memory (active, shadow, stats, last rejection), the stored state and
+/// the rollback history.
+#[utoipa::path(get, path = "/admin/policies", tag = "policies",
+    responses((status = 200, description = "Policy state of this gateway and of the store", body = serde_json::Value)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AdminError> {
+    let mut stored = serde_json::Map::new();
+    for role in Role::ALL {
+        let s = state.scheduler.policy_state(role.as_str()).await?;
+        let history = state.scheduler.policy_history(role.as_str()).await?;
+        stored.insert(
+            role.as_str().into(),
+            json!({ "active": s.active, "shadow": s.shadow, "version": s.version, "history": history }),
+        );
+    }
+    Ok(Json(json!({
+        "gateway_id": &*state.gateway_id,
+        "policies": state.policies.status(),
+        "stored": stored,
+    })))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct PushQuery {
+    /// `active` (default) or `shadow`.
+    mode: Option<String>,
+}
+
+/// Validates a component like the loader does, then stores it; every gateway loads it from Redis.
+#[utoipa::path(put, path = "/admin/policies/{role}", tag = "policies",
+    params(("role" = String, Path, description = "node-selection or room-routing"), PushQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The policy component"),
+    responses(
+        (status = 200, description = "Stored; every gateway loads it", body = serde_json::Value),
+        (status = 400, description = "Unknown mode"), (status = 401, description = "Missing or wrong token"),
+        (status = 404, description = "Unknown role"), (status = 413, description = "Over 32 MiB"),
+        (status = 422, description = "Rejected: does not load, fails its smoke test or is not pinned")))]
+pub async fn push(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<PushQuery>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let role = role(&name)?;
+    let slot = match query.mode.as_deref().unwrap_or("active") {
+        "active" => PolicySlot::Active,
+        "shadow" => PolicySlot::Shadow,
+        other => return Err(AdminError::UnknownMode(other.chars().take(32).collect())),
+    };
+    let policies = state.policies.clone();
+    let bytes = body.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let result = policies.prepare(role, &bytes, "admin").map(|_| ());
+        if let Err(why) = &result {
+            policies.reject(role, &bytes, "admin", why);
+        }
+        result
+    })
+    .await
+    .map_err(|e| AdminError::Rejected(format!("validation did not finish: {e}")))?;
+    checked.map_err(|why: Rejected| AdminError::Rejected(why.to_string()))?;
+    let sha = sha256_hex(&body);
+    let version = match state.scheduler.set_policy(role.as_str(), slot, &sha, &body).await? {
+        SetPolicyReply::Ok { version } => version,
+        SetPolicyReply::MissingBlob => unreachable!("the blob is stored by the same call"),
+    };
+    let mode = if slot == PolicySlot::Active { "active" } else { "shadow" };
+    tracing::info!(role = role.as_str(), sha256 = %sha, mode, "Policy pushed.");
+    Ok(Json(json!({ "role": role, "sha256": sha, "mode": mode, "version": version })))
+}
+
+/// Makes the previous active version active again.
+#[utoipa::path(post, path = "/admin/policies/{role}/rollback", tag = "policies",
+    params(("role" = String, Path, description = "node-selection or room-routing")),
+    responses((status = 200, description = "Rolled back", body = serde_json::Value),
+        (status = 409, description = "No earlier version")))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let role = role(&name)?;
+    match state.scheduler.rollback_policy(role.as_str()).await? {
+        RollbackReply::Ok { active, version } => {
+            let active = if active.is_empty() { "embedded".to_owned() } else { active };
+            tracing::info!(role = role.as_str(), %active, "Policy rolled back.");
+            Ok(Json(json!({ "role": role, "active": active, "version": version })))
+        }
+        RollbackReply::Empty => Err(AdminError::NothingToRollBack),
+    }
+}
+
+/// Stops running a shadow version.
+#[utoipa::path(delete, path = "/admin/policies/{role}/shadow", tag = "policies",
+    params(("role" = String, Path, description = "node-selection or room-routing")),
+    responses((status = 200, description = "Shadow cleared", body = serde_json::Value)))]
+pub async fn clear_shadow(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let role = role(&name)?;
+    let reply = state.scheduler.set_policy(role.as_str(), PolicySlot::Shadow, "", b"").await?;
+    let SetPolicyReply::Ok { version } = reply else { unreachable!("clearing stores no blob") };
+    Ok(Json(json!({ "role": role, "shadow": null, "version": version })))
+}
