@@ -1,0 +1,340 @@
+//! The operator surface: the admin API and its OpenAPI document, `/metrics`, the log level, and the
+//! dashboard in a real headless Chromium (loaded, live data seen changing, a node drained by a
+//! click, a screenshot saved as `target/dashboard.png`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Every route of the admin API, as the router declares it.
+const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("get", "/admin/policies"),
+    ("put", "/admin/policies/{role}"),
+    ("post", "/admin/policies/{role}/rollback"),
+    ("delete", "/admin/policies/{role}/shadow"),
+    ("get", "/admin/nodes"),
+    ("post", "/admin/nodes/{id}/drain"),
+    ("get", "/admin/tasks/{id}"),
+    ("get", "/admin/jobs/{id}"),
+    ("get", "/admin/rooms"),
+    ("get", "/admin/rooms/{code}"),
+    ("get", "/admin/gateways"),
+    ("put", "/admin/log-level"),
+    ("get", "/admin/overview"),
+    ("get", "/admin/stream"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_admin_route() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let (status, doc) = admin(&gw, "GET", "/admin/openapi.json", None, b"").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in ADMIN_ROUTES {
+        assert!(
+            paths.get(*path).is_some_and(|p| p.get(*method).is_some()),
+            "{method} {path} is not documented"
+        );
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, ADMIN_ROUTES.len(), "the document names routes the router does not have");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_nodes_tasks_jobs_rooms_and_gateways_and_drains_a_node() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.admin_token = Some("t".into())).await;
+    let mut node = gw.node().await;
+    let node_id = node.register(&["zh"], &["en"], 4).await["node_id"].as_str().unwrap().to_owned();
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.send(json!({"type":"room_create","client_ts":1,"preferred_lang":"en"})).await;
+    let code = client.expect("room_create_ack").await["room_code"].as_str().unwrap().to_owned();
+    client.expect("room_members").await;
+    client.utter(&session, 0).await;
+    let job = node.expect("job_assign").await;
+    node.answer(&job, "hello").await;
+    client.expect("translation_result").await;
+
+    let get = |path: String| {
+        let gw = &gw;
+        async move { admin(gw, "GET", &path, Some("t"), b"").await }
+    };
+    let (status, nodes) = get("/admin/nodes".into()).await;
+    assert_eq!(status, 200);
+    let n = &nodes["nodes"][0];
+    assert_eq!(
+        (n["id"].as_str(), n["capacity"].as_i64(), n["running"].as_i64()),
+        (Some(node_id.as_str()), Some(4), Some(0))
+    );
+    assert_eq!(n["gateway"], &*gw.state.gateway_id);
+    assert!(n["cell"].as_str().unwrap().starts_with("c0-") && n["pairs"].as_str().unwrap().contains("zh>en"));
+    assert!(n.get("secret").is_none() && n.get("conn").is_none(), "no secrets in the listing");
+
+    let (status, task) = get(format!("/admin/tasks/{session}:0:en")).await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!((task["state"].as_str(), task["attempt"].as_i64()), (Some("completed"), Some(1)));
+    assert_eq!(task["spec"]["recipients"][0], session.as_str());
+    let (status, job_record) = get(format!("/admin/jobs/{}", job["job_id"].as_str().unwrap())).await;
+    assert_eq!((status, job_record["node"].as_str()), (200, Some(node_id.as_str())));
+    assert!(job_record["done_ms"].as_i64().unwrap() >= job_record["assigned_ms"].as_i64().unwrap());
+    assert_eq!(get("/admin/tasks/s-none:0:en".into()).await.0, 404);
+
+    let (_, rooms) = get("/admin/rooms".into()).await;
+    assert_eq!(rooms["rooms"], json!([code]));
+    let (_, room) = get(format!("/admin/rooms/{code}")).await;
+    assert_eq!(room["members"][0]["session_id"], session.as_str());
+    let (_, gateways) = get("/admin/gateways".into()).await;
+    assert_eq!(gateways["live"][0]["gateway_id"], &*gw.state.gateway_id);
+    let (_, overview) = get("/admin/overview".into()).await;
+    assert_eq!(overview["counters"]["tasks_completed"], 1);
+    assert_eq!(overview["rooms"][0]["room_code"], code.as_str());
+
+    // Draining needs the token; then the node takes no new work.
+    assert_eq!(admin(&gw, "POST", &format!("/admin/nodes/{node_id}/drain"), None, b"").await.0, 401);
+    let (status, _) = admin(&gw, "POST", &format!("/admin/nodes/{node_id}/drain"), Some("t"), b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(admin(&gw, "POST", "/admin/nodes/node-nope/drain", Some("t"), b"").await.0, 404);
+    let (_, nodes) = get("/admin/nodes".into()).await;
+    assert_eq!(nodes["nodes"][0]["draining"], 1);
+    assert!(gw.state.scheduler.candidates("zh>en", &[], None).await.unwrap().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_name_every_family_with_bounded_labels() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.scheduler.dispatch_wait_ms = 100).await;
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    client.utter(&session, 0).await;
+    assert_eq!(client.expect("error").await["code"], "NO_AVAILABLE_NODE");
+    let (status, text) = admin(&gw, "GET", "/metrics", None, b"").await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap();
+    for family in [
+        "switchboard_tasks_failed_by_reason_total{reason=\"NO_AVAILABLE_NODE\"} 1",
+        "switchboard_script_seconds_count{script=\"dispatch_task\"}",
+        "switchboard_nodes{cell=\"c0-",
+        "switchboard_rooms 0",
+        "switchboard_inbox_lag_seconds_count",
+        "switchboard_dispatch_seconds_bucket",
+        "switchboard_result_seconds_count",
+        "switchboard_policy_calls_total{role=\"node-selection\"",
+        "switchboard_connected_sessions 1",
+        "switchboard_frames_forwarded_total",
+        "switchboard_messages_rate_limited_total",
+    ] {
+        assert!(text.contains(family), "/metrics lacks {family}");
+    }
+    assert!(!text.contains(&session), "no session ids as labels");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_log_level_changes_at_run_time() {
+    let redis = redis();
+    let gw = ChildGateway::launch(&redis, "gw-log", "admin_token = \"t\"", "", false).await;
+    let url = format!("{}/admin/log-level", gw.admin_url);
+    let put = |body: &'static str| {
+        let url = url.clone();
+        async move { switchboard::admin_client::request("PUT", &url, Some("t"), body.as_bytes()).await.unwrap() }
+    };
+    assert_eq!(put("info,switchboard=[").await.0, 400);
+    assert_eq!(put("debug").await.0, 200);
+    // At debug level the gateway logs what it did not log before.
+    let mut client = gw.client().await;
+    client.send(json!({"type":"session_init","tgt_lang":"en"})).await;
+    let session = client.expect("session_init_ack").await["session_id"].clone();
+    // A repeated chunk is logged at debug level only.
+    for _ in 0..2 {
+        client.send(json!({"type":"audio_chunk","session_id":session,"seq":1,"payload":"AAAA"})).await;
+    }
+    eventually("debug lines in the log", || async { gw.log().contains("Repeated audio chunk ignored") })
+        .await;
+}
+
+/// A minimal Chrome DevTools Protocol client over one page target.
+struct Page {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl Page {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        use futures_util::{SinkExt, StreamExt};
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws.send(tokio_tungstenite::tungstenite::Message::Text(message.into())).await.unwrap();
+        loop {
+            let frame =
+                tokio::time::timeout(WAIT, self.ws.next()).await.expect("devtools answers").unwrap().unwrap();
+            let Ok(text) = frame.to_text() else { continue };
+            let reply: Value = serde_json::from_str(text).unwrap();
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let value = self.eval(expression).await;
+            if value.as_bool() != Some(false) && !value.is_null() {
+                return value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A headless-capable Chromium; installed from Debian's packages when missing and allowed (root),
+/// like redis-server.
+fn chromium() -> Option<&'static str> {
+    let find = || {
+        ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| {
+            std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success())
+        })
+    };
+    find().or_else(|| {
+        let root =
+            std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if root {
+            let _ = std::process::Command::new("apt-get")
+                .args(["install", "-y", "-q", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+        }
+        find()
+    })
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_live_data_and_drains_a_node_in_a_real_browser() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have Chromium (.ci/run installs it)");
+        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.admin_token = Some("dash-token".into())).await;
+    let mut a = gw.node().await;
+    a.send(node_register(Some("node-eu-1"), &["zh", "en"], &["en", "ja"], 4)).await;
+    a.expect("node_register_ack").await;
+    let mut b = gw.node().await;
+    b.send(node_register(Some("node-us-1"), &["zh"], &["en"], 4)).await;
+    b.expect("node_register_ack").await;
+    let (_a, _b) = (auto_answer(a, "eu"), auto_answer(b, "us"));
+    // A client that keeps talking, so the page has live numbers to show.
+    let mut client = gw.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    let talking = tokio::spawn(async move {
+        for i in 0.. {
+            client.utter(&session, i).await;
+            while client.try_recv(Duration::from_millis(150)).await.is_some() {}
+        }
+    });
+
+    let profile = tempfile::tempdir().unwrap();
+    let mut chrome = std::process::Command::new(browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ])
+        .args(["--remote-debugging-port=0", "--window-size=1400,1000"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let port_file = profile.path().join("DevToolsActivePort");
+    eventually("chromium's devtools port", || async {
+        std::fs::read_to_string(&port_file).is_ok_and(|s| s.lines().count() >= 2)
+    })
+    .await;
+    let active = std::fs::read_to_string(&port_file).unwrap();
+    let (port, browser_path) = (active.lines().next().unwrap(), active.lines().nth(1).unwrap());
+    // A new page through the browser endpoint, then the page's own endpoint.
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{browser_path}")).await.unwrap();
+    let mut browser_session = Page { ws, next_id: 0 };
+    let target = browser_session.call("Target.createTarget", json!({"url": "about:blank"})).await;
+    let page_ws = format!("ws://127.0.0.1:{port}/devtools/page/{}", target["targetId"].as_str().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(page_ws.as_str()).await.unwrap();
+    let mut page = Page { ws, next_id: 0 };
+    page.call("Page.enable", json!({})).await;
+    // The token is what an operator types once; the page keeps it in local storage.
+    page.call("Page.navigate", json!({"url": format!("{}/dashboard", gw.admin_url)})).await;
+    page.wait_for("the page", "document.readyState === 'complete'").await;
+    page.eval("localStorage.setItem('switchboard.token', 'dash-token'); location.reload(); true").await;
+    page.wait_for(
+        "the reloaded page",
+        "document.readyState === 'complete' && !!document.getElementById('nodes')",
+    )
+    .await;
+
+    // Live data: both nodes listed, updates arriving, completed work counted.
+    page.wait_for("two nodes", "document.querySelectorAll('#nodes tbody tr[data-node]').length === 2").await;
+    let first = page.wait_for("updates", "Number(document.getElementById('updates').textContent) >= 2 && document.getElementById('updates').textContent").await;
+    page.wait_for(
+        "a changing update count",
+        &format!("Number(document.getElementById('updates').textContent) > {}", first.as_str().unwrap()),
+    )
+    .await;
+    page.wait_for("throughput", "Number(document.getElementById('k-rate').textContent) > 0").await;
+    page.wait_for("the chart", "document.querySelectorAll('#chart polyline').length === 2").await;
+    let gateway = page.eval("document.getElementById('gateway').textContent").await;
+    assert_eq!(gateway, &*gw.state.gateway_id);
+
+    // An operator drains node-us-1 from the page.
+    page.eval("document.querySelector('button.drain[data-node=\"node-us-1\"]').click(); true").await;
+    eventually("node-us-1 to be draining", || async {
+        let (_, nodes) = admin(&gw, "GET", "/admin/nodes", Some("dash-token"), b"").await;
+        nodes["nodes"].as_array().unwrap().iter().any(|n| n["id"] == "node-us-1" && n["draining"] == 1)
+    })
+    .await;
+    page.wait_for(
+        "the draining state on the page",
+        "document.querySelector('tr[data-node=\"node-us-1\"] .pill').textContent === 'draining'",
+    )
+    .await;
+    page.wait_for("message clear", "document.getElementById('message').textContent === ''").await;
+
+    let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "a real screenshot");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("dashboard.png"), &png).unwrap();
+
+    let _ = chrome.kill();
+    let _ = chrome.wait();
+    talking.abort();
+    gw.stop().await;
+}
