@@ -309,6 +309,25 @@ impl Config {
         }
     }
 
+    /// The effective settings as TOML, secrets replaced by `"<set>"`.
+    pub fn describe(&self) -> String {
+        let mut shown = self.clone();
+        let hide = |s: &mut Option<String>| {
+            if s.is_some() {
+                *s = Some("<set>".into());
+            }
+        };
+        hide(&mut shown.node_token);
+        hide(&mut shown.admin_token);
+        if let Some(url) = &mut shown.redis_url
+            && let Some((scheme, rest)) = url.split_once("://")
+            && let Some((_, host)) = rest.rsplit_once('@')
+        {
+            *url = format!("{scheme}://<credentials>@{host}");
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("(cannot show the config: {e})"))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.scheduler;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));

@@ -27,6 +27,10 @@ enum Command {
         /// TOML config file.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
+        /// Also run six simulated nodes in two regions and a three-language room that keeps
+        /// talking; prints the dashboard's address.
+        #[arg(long)]
+        demo: bool,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -43,13 +47,37 @@ enum Command {
     /// Check, test, push and measure policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Simulated worker nodes against a running gateway.
+    NodeSim(cli::sim::NodeSimArgs),
+    /// Simulated clients (one-way sessions and rooms that keep talking) against a running gateway.
+    ClientSim(cli::sim::ClientSimArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Loads the config (file, then `SWITCHBOARD_*`, then flags), validates it and prints the
+    /// result without secrets; exits with 1 and the reason when it is invalid.
+    Check {
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Dev { config, overrides } => {
+        Command::Dev { config, demo, overrides } => {
             let mut config = Config::load(config.as_deref(), &overrides)?;
+            if demo && config.admin_token.is_none() {
+                // The demo's dashboard can drain nodes and swap policies: it needs a token.
+                config.admin_token = Some(switchboard::scheduler::new_id("", 24).to_ascii_lowercase());
+            }
+            let token = config.admin_token.clone();
             switchboard::init_tracing(config.log_format);
             let _redis = match &config.redis_url {
                 Some(_) => None,
@@ -63,10 +91,24 @@ async fn main() -> anyhow::Result<()> {
             let listen = config.listen;
             run(config, |addr, admin| {
                 println!("switchboard dev gateway on http://{addr}");
-                println!("  nodes:   ws://{addr}/ws/node");
-                println!("  clients: ws://{addr}/ws/session");
-                println!("  ready:   http://{addr}/readyz");
-                println!("  admin:   http://{admin}/admin/policies");
+                println!("  nodes:     ws://{addr}/ws/node");
+                println!("  clients:   ws://{addr}/ws/session");
+                println!("  ready:     http://{addr}/readyz");
+                println!("  admin:     http://{admin}/admin/policies (OpenAPI: /admin/openapi.json)");
+                match &token {
+                    Some(token) if demo => println!("  dashboard: http://{admin}/dashboard#token={token}"),
+                    _ => println!("  dashboard: http://{admin}/dashboard"),
+                }
+                println!("  metrics:   http://{admin}/metrics");
+                if demo {
+                    println!("demo: 6 simulated nodes (regions eu, us), a room speaking en/zh/ja, 3 one-way sessions");
+                    let url = format!("ws://{addr}");
+                    tokio::spawn(async move {
+                        if let Err(err) = cli::sim::demo(url, CancellationToken::new()).await {
+                            eprintln!("demo: {err:#}");
+                        }
+                    });
+                }
                 println!("Ctrl-C stops it (and its redis-server).");
             })
             .await
@@ -89,6 +131,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Policy(command) => {
             switchboard::init_tracing(switchboard::config::LogFormat::Text);
             cli::policy::run(command).await
+        }
+        Command::NodeSim(args) => cli::sim::node_sim(args).await,
+        Command::ClientSim(args) => cli::sim::client_sim(args).await,
+        Command::Config(ConfigCommand::Check { config, overrides }) => {
+            let config = Config::load(config.as_deref(), &overrides)?;
+            println!("{}", config.describe());
+            println!("config is valid");
+            Ok(())
         }
     }
 }

@@ -338,3 +338,76 @@ async fn the_dashboard_shows_live_data_and_drains_a_node_in_a_real_browser() {
     talking.abort();
     gw.stop().await;
 }
+
+/// `switchboard dev --demo` from a clean state: its own Redis, six nodes in two regions, a room of
+/// three languages that keeps talking, a dashboard address with its token.
+#[tokio::test]
+async fn the_demo_command_runs_a_talking_fleet() {
+    use std::io::BufRead;
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (listen, admin) = (port(), port());
+    /// Stops the demo with SIGTERM whatever happens, so its private redis-server stops too.
+    struct Demo(std::process::Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+            let stopped = (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                self.0.try_wait().is_ok_and(|s| s.is_some())
+            });
+            if !stopped {
+                let _ = self.0.kill();
+            }
+        }
+    }
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "dev",
+            "--demo",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .env_remove("SWITCHBOARD_REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("switchboard dev --demo starts");
+    let stdout = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let mut demo = Demo(demo);
+    let dashboard = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.trim().strip_prefix("dashboard: ").map(str::to_owned))
+        .expect("the demo prints the dashboard address");
+    assert!(dashboard.starts_with(&format!("http://127.0.0.1:{admin}/dashboard#token=")), "{dashboard}");
+    let token = dashboard.split("#token=").nth(1).unwrap().to_owned();
+    let overview = format!("http://127.0.0.1:{admin}/admin/overview");
+    let read = || async {
+        match switchboard::admin_client::request("GET", &overview, Some(&token), b"").await {
+            Ok((_, body)) => serde_json::from_str::<Value>(&body).unwrap_or_default(),
+            Err(_) => Value::Null, // not serving yet
+        }
+    };
+    eventually("the demo fleet at work", || async {
+        let o = read().await;
+        let regions: std::collections::BTreeSet<_> =
+            o["nodes"].as_array().into_iter().flatten().map(|n| n["labels"]["region"].to_string()).collect();
+        o["nodes"].as_array().is_some_and(|n| n.len() == 6)
+            && regions.len() == 2
+            && o["rooms"][0]["members"] == 3
+            && o["counters"]["tasks_completed"].as_u64().is_some_and(|n| n >= 5)
+    })
+    .await;
+    let (status, page) = switchboard::admin_client::request("GET", &dashboard, None, b"").await.unwrap();
+    assert!(status == 200 && page.contains("<title>Switchboard</title>"));
+    // SIGTERM: the dev gateway shuts down and stops its private redis-server.
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(demo.0.id().to_string()).status();
+    let stopped = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        demo.0.try_wait().is_ok_and(|s| s.is_some())
+    });
+    assert!(stopped, "the demo stops on SIGTERM");
+}

@@ -230,11 +230,10 @@ struct Bench {
 impl Bench {
     fn node_spec(&self, capacity: u32, heartbeat: Duration) -> NodeSpec {
         NodeSpec {
-            asr_languages: vec!["zh".into()],
-            semantic_languages: vec!["en".into()],
-            capacity,
             heartbeat,
             answer_delay: Duration::from_millis(self.args.answer_delay_ms),
+            answer_delay_max: Duration::from_millis(self.args.answer_delay_ms),
+            ..NodeSpec::new(&["zh"], &["en"], capacity)
         }
     }
 
