@@ -222,7 +222,10 @@ struct ScenarioResult {
 struct Bench {
     args: BenchArgs,
     redis: redis::aio::ConnectionManager,
+    /// The gateway the sessions use (dispatch latency is scraped there).
     gateway: GatewayProc,
+    /// Another gateway whose CPU counts too (the two-gateway scenario).
+    other_pid: Option<u32>,
     audio: Arc<str>,
     progress: ProgressBar,
 }
@@ -332,7 +335,8 @@ impl Bench {
         let idle = (per_second(|c| c.0), per_second(|c| c.1), per_second(|c| c.2));
         let (redis_before, scrape_before) =
             (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
-        let cpu_before = self.gateway.pid().map(cpu_micros);
+        let cpu_now = |pid: Option<u32>, other: Option<u32>| pid.map(|p| cpu_micros(p) + other.map_or(0, cpu_micros));
+        let cpu_before = cpu_now(self.gateway.pid(), self.other_pid);
         let start = Instant::now();
         let runs: Vec<_> = sessions
             .into_iter()
@@ -351,7 +355,7 @@ impl Bench {
         let seconds = start.elapsed().as_secs_f64();
         let (redis_after, scrape_after) =
             (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
-        let cpu = self.gateway.pid().map(cpu_micros).zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
+        let cpu = cpu_now(self.gateway.pid(), self.other_pid).zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
         let done = tally.results.max(1) as f64;
         self.progress.inc(1);
         ScenarioResult {
@@ -525,12 +529,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (max_nodes, session_steps): (usize, &[usize]) =
         if args.quick { (1_000, &[10, 100, 500]) } else { (10_000, &[10, 100, 1_000, 5_000]) };
     let node_steps: Vec<usize> = [10, 1_000, 10_000].into_iter().filter(|n| *n <= max_nodes).collect();
-    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2 + 2;
+    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2 + 1 + 2;
     let progress = ProgressBar::new(steps as u64);
     progress
         .set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("template"));
     let audio: Arc<str> = "A".repeat(args.audio_bytes).into();
-    let mut bench = Bench { args, redis, gateway, audio, progress };
+    let mut bench = Bench { args, redis, gateway, other_pid: None, audio, progress };
     let mut scenarios = Vec::new();
     let seconds = bench.args.seconds;
 
@@ -605,6 +609,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let speakers_first: Vec<Session> = sessions;
         scenarios.push(bench.measure_rooms(&name, 10, speakers_first, size, interval).await);
         stop.cancel();
+    }
+
+    // Two gateways: the nodes on the first, the sessions on a second, so every job_assign and
+    // every result crosses gateways (through the other one's inbox). Compare with the closed-loop
+    // row of 100 sessions × 4 on one gateway.
+    if bench.args.url.is_none() {
+        let stop = CancellationToken::new();
+        bench.nodes(10, bench.node_spec(1_000, Duration::from_secs(5)), &stop).await?;
+        let second = GatewayProc::start(&redis_url).await?;
+        let first = std::mem::replace(&mut bench.gateway, second);
+        bench.other_pid = first.pid();
+        let s = bench.sessions(100).await?;
+        let name = "2 gateways: 100 sessions on one, 10 nodes on the other";
+        scenarios.push(bench.measure(name, 10, s, Load::Closed { in_flight: 4 }).await);
+        stop.cancel();
+        bench.other_pid = None;
+        drop(std::mem::replace(&mut bench.gateway, first));
+    } else {
+        bench.progress.inc(1);
     }
 
     // Memory and heartbeat cost, in a fresh gateway process (a used one reuses freed memory):

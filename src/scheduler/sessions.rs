@@ -68,9 +68,10 @@ impl MinimalSchedulerService {
         RegistryKeys::new(&self.config.prefix)
     }
 
-    /// Records a new session attached to `gateway` through socket `conn`.
-    pub async fn session_open(
+    /// One `session_attach` call; an attached session joins `gateway`'s index.
+    async fn attach(
         &self,
+        mode: &str,
         session_id: &str,
         gateway: &str,
         conn: &str,
@@ -80,10 +81,27 @@ impl MinimalSchedulerService {
         let k = self.session_keys(session_id);
         let mut inv = self.scripts.session_attach.prepare_invoke();
         inv.key(&k.session).key(&k.backlog);
-        inv.arg("new").arg(gateway).arg(conn).arg(token_sha).arg(settings);
+        inv.arg(mode).arg(gateway).arg(conn).arg(token_sha).arg(settings);
         let reply = self.call("session_attach", &inv).await?;
-        self.index_session(gateway, session_id, true).await?;
+        if let AttachReply::Attached { previous_gateway, .. } = &reply {
+            self.index_session(gateway, session_id, true).await?;
+            if let Some(previous) = previous_gateway.as_deref().filter(|p| *p != gateway) {
+                self.index_session(previous, session_id, false).await?;
+            }
+        }
         Ok(reply)
+    }
+
+    /// Records a new session attached to `gateway` through socket `conn`.
+    pub async fn session_open(
+        &self,
+        session_id: &str,
+        gateway: &str,
+        conn: &str,
+        token_sha: &str,
+        settings: &str,
+    ) -> Result<AttachReply> {
+        self.attach("new", session_id, gateway, conn, token_sha, settings).await
     }
 
     /// Re-attaches a detached (or still attached elsewhere) session presenting its token.
@@ -94,18 +112,7 @@ impl MinimalSchedulerService {
         conn: &str,
         token_sha: &str,
     ) -> Result<AttachReply> {
-        let k = self.session_keys(session_id);
-        let mut inv = self.scripts.session_attach.prepare_invoke();
-        inv.key(&k.session).key(&k.backlog);
-        inv.arg("resume").arg(gateway).arg(conn).arg(token_sha).arg("");
-        let reply = self.call("session_attach", &inv).await?;
-        if let AttachReply::Attached { previous_gateway, .. } = &reply {
-            self.index_session(gateway, session_id, true).await?;
-            if let Some(previous) = previous_gateway.as_deref().filter(|p| *p != gateway) {
-                self.index_session(previous, session_id, false).await?;
-            }
-        }
-        Ok(reply)
+        self.attach("resume", session_id, gateway, conn, token_sha, "").await
     }
 
     /// Attaches a session again to the socket that still holds it (its gateway had been taken for
@@ -119,15 +126,8 @@ impl MinimalSchedulerService {
         token_sha: &str,
         settings: &str,
     ) -> Result<Option<Vec<String>>> {
-        let k = self.session_keys(session_id);
-        let mut inv = self.scripts.session_attach.prepare_invoke();
-        inv.key(&k.session).key(&k.backlog);
-        inv.arg("reattach").arg(gateway).arg(conn).arg(token_sha).arg(settings);
-        match self.call("session_attach", &inv).await? {
-            AttachReply::Attached { backlog, .. } => {
-                self.index_session(gateway, session_id, true).await?;
-                Ok(Some(backlog))
-            }
+        match self.attach("reattach", session_id, gateway, conn, token_sha, settings).await? {
+            AttachReply::Attached { backlog, .. } => Ok(Some(backlog)),
             _ => Ok(None),
         }
     }
