@@ -501,8 +501,14 @@ async fn a_flood_is_rate_limited_and_the_socket_recovers() {
     // A burst of 50, then 50 a second while the flood lasted (however slow this machine is).
     let seconds = started.elapsed().as_secs_f64();
     let allowed = 50.0 + 50.0 * seconds;
-    assert!((50.0..=allowed + 5.0).contains(&(answered as f64)), "{answered} of {flood} answered in {seconds:.1} s");
-    assert!(limited >= 1 && limited as f64 <= seconds + 2.0, "{limited} RATE_LIMITED notices in {seconds:.1} s");
+    assert!(
+        (50.0..=allowed + 5.0).contains(&(answered as f64)),
+        "{answered} of {flood} answered in {seconds:.1} s"
+    );
+    assert!(
+        limited >= 1 && limited as f64 <= seconds + 2.0,
+        "{limited} RATE_LIMITED notices in {seconds:.1} s"
+    );
     assert_eq!(gw.metric("messages_rate_limited"), flood - answered);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     client.send(json!({"type":"client_heartbeat","session_id":session})).await;

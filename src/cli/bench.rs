@@ -335,7 +335,8 @@ impl Bench {
         let idle = (per_second(|c| c.0), per_second(|c| c.1), per_second(|c| c.2));
         let (redis_before, scrape_before) =
             (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
-        let cpu_now = |pid: Option<u32>, other: Option<u32>| pid.map(|p| cpu_micros(p) + other.map_or(0, cpu_micros));
+        let cpu_now =
+            |pid: Option<u32>, other: Option<u32>| pid.map(|p| cpu_micros(p) + other.map_or(0, cpu_micros));
         let cpu_before = cpu_now(self.gateway.pid(), self.other_pid);
         let start = Instant::now();
         let runs: Vec<_> = sessions
@@ -355,7 +356,8 @@ impl Bench {
         let seconds = start.elapsed().as_secs_f64();
         let (redis_after, scrape_after) =
             (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
-        let cpu = cpu_now(self.gateway.pid(), self.other_pid).zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
+        let cpu =
+            cpu_now(self.gateway.pid(), self.other_pid).zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
         let done = tally.results.max(1) as f64;
         self.progress.inc(1);
         ScenarioResult {
