@@ -787,8 +787,12 @@ inside the gateway (histogram bucket upper bounds); `redis µs` and `cmds` Redis
 task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; room rows: tasks/s counts results \
 delivered to listeners (one task per listener language), e2e is not measured there (listeners do not send); `gw cpu µs` gateway process CPU \
 per task (/proc, 10 ms resolution); `policy µs` mean node-selection decision on the live dispatch path.\n\n\
-Not measured yet: 1 vs 2 gateways (a session's tasks can only reach nodes on its own gateway until cross-gateway \
-delivery lands) and the Redis Cluster mode.\n",
+The `2 gateways` row runs the `closed loop, 100 sessions × 4` load with the sessions on one gateway and the nodes on \
+another, so every job_assign and every result crosses gateways through a Redis stream inbox (docs/rooms.md): per task \
+that adds a node lookup and an `XADD` for the job, a `session_route` and an `XADD` for the result and for the \
+speaker's UI event, and the readers' `XREADGROUP`/`XACK` (about 8 more commands and 2 more script calls); its \
+`gw cpu µs` is the two gateway processes together, which also share the 2 cores with Redis and the bench. \
+Not measured yet: the Redis Cluster mode.\n",
         r.machine,
         r.command,
         table,
