@@ -376,13 +376,18 @@ async fn the_demo_command_runs_a_talking_fleet() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("switchboard dev --demo starts");
+    // Read all of its output for as long as it runs: a closed pipe would fail its next print.
     let stdout = std::io::BufReader::new(demo.stdout.take().unwrap());
     let mut demo = Demo(demo);
-    let dashboard = stdout
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.trim().strip_prefix("dashboard: ").map(str::to_owned))
-        .expect("the demo prints the dashboard address");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(address) = line.trim().strip_prefix("dashboard: ") {
+                let _ = tx.send(address.to_owned());
+            }
+        }
+    });
+    let dashboard = rx.recv_timeout(Duration::from_secs(60)).expect("the demo prints the dashboard address");
     assert!(dashboard.starts_with(&format!("http://127.0.0.1:{admin}/dashboard#token=")), "{dashboard}");
     let token = dashboard.split("#token=").nth(1).unwrap().to_owned();
     let overview = format!("http://127.0.0.1:{admin}/admin/overview");
