@@ -202,3 +202,96 @@ fn ensure_installed() -> Result<(), DevRedisError> {
     });
     if on_path("redis-server") { Ok(()) } else { Err(DevRedisError::NotInstalled) }
 }
+
+/// A local Redis Cluster of `primaries` primaries (no replicas) on free ports, for the cluster
+/// tests and benchmarks: `redis-server --cluster-enabled yes` per primary, then
+/// `redis-cli --cluster create`, then wait for `cluster_state:ok` on every node. Killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<(u16, Child)>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start(primaries: usize) -> Result<Self, DevRedisError> {
+        ensure_installed()?;
+        let dir = tempfile::Builder::new().prefix("switchboard-cluster-").tempdir()?;
+        let mut nodes = Vec::new();
+        for i in 0..primaries {
+            let port = free_port()?;
+            let node_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--protected-mode", "no", "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .arg("--logfile")
+                .arg(node_dir.join("redis.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            nodes.push((port, child));
+        }
+        let cluster = Self { nodes, _dir: dir };
+        for (port, _) in &cluster.nodes {
+            wait(Duration::from_secs(10), || ping(*port).is_ok())
+                .map_err(|_| DevRedisError::Start(format!("cluster node {port} did not answer")))?;
+        }
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.nodes.iter().map(|(port, _)| format!("127.0.0.1:{port}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        if !created.status.success() {
+            let why = String::from_utf8_lossy(&created.stderr).into_owned();
+            return Err(DevRedisError::Start(format!("redis-cli --cluster create: {why}")));
+        }
+        for (port, _) in &cluster.nodes {
+            wait(Duration::from_secs(20), || cluster_ok(*port)).map_err(|_| {
+                DevRedisError::Start(format!("cluster node {port} never reached cluster_state:ok"))
+            })?;
+        }
+        Ok(cluster)
+    }
+
+    /// `redis://127.0.0.1:<port>/` of each primary.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|(port, _)| format!("redis://127.0.0.1:{port}/")).collect()
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|(port, _)| *port).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), ()> {
+    let start = std::time::Instant::now();
+    while !ready() {
+        if start.elapsed() > limit {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn cluster_ok(port: u16) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+}
