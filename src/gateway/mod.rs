@@ -18,7 +18,6 @@ mod socket;
 mod sweeper;
 
 pub use capabilities::{CapabilityError, is_language_code, language_pairs, ready_types};
-pub use delivery::{Envelope, Item};
 pub use dispatch::Dispatched;
 pub use metrics::Metrics;
 pub use peers::{Outbox, Peers};

@@ -13,12 +13,15 @@ pub type Record = BTreeMap<String, String>;
 const ROOM_PAGE: usize = 500;
 
 impl MinimalSchedulerService {
-    /// Every online node's record (secret and connection id left out), with its in-flight jobs.
-    pub async fn list_nodes(&self) -> Result<Vec<Record>> {
+    /// The records of the first `limit` online nodes by id (secret and connection id left out),
+    /// with their in-flight jobs, and how many nodes are online.
+    pub async fn list_nodes(&self, limit: usize) -> Result<(Vec<Record>, usize)> {
         let mut conn = self.conn.clone();
         let mut ids: Vec<String> =
             redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut conn).await?;
+        let online = ids.len();
         ids.sort();
+        ids.truncate(limit);
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HGETALL").arg(self.keys.node(id));
@@ -39,7 +42,7 @@ impl MinimalSchedulerService {
             record.insert("cell".into(), self.keys.tag().to_owned());
             nodes.push(record);
         }
-        Ok(nodes)
+        Ok((nodes, online))
     }
 
     /// Drains a node on behalf of an operator: it takes no new jobs; its jobs in flight finish.

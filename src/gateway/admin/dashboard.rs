@@ -17,8 +17,9 @@ use super::fleet::record_json;
 use crate::gateway::AppState;
 use crate::protocol::now_ms;
 
-/// Rooms the overview shows at most.
+/// Rooms and nodes the overview shows at most.
 const OVERVIEW_ROOMS: usize = 50;
+const OVERVIEW_NODES: usize = 200;
 
 pub async fn page() -> Html<&'static str> {
     Html(include_str!("../../../assets/dashboard.html"))
@@ -56,18 +57,13 @@ async fn snapshot(state: &AppState) -> Result<Value, AdminError> {
     let counters: serde_json::Map<String, Value> =
         m.snapshot().into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
     let ms = |us: u64| us as f64 / 1000.0;
-    let nodes = state.scheduler.list_nodes().await?;
-    let mut stored = serde_json::Map::new();
-    for role in crate::policy::Role::ALL {
-        let s = state.scheduler.policy_state(role.as_str()).await?;
-        let history = state.scheduler.policy_history(role.as_str()).await?;
-        stored.insert(
-            role.as_str().into(),
-            json!({ "active": s.active, "shadow": s.shadow, "version": s.version, "history": history }),
-        );
-    }
+    // Bounded work per overview (one a second per open dashboard): a page of nodes, and the rooms
+    // of this gateway's sessions rather than a scan of the keyspace.
+    let (nodes, nodes_online) = state.scheduler.list_nodes(OVERVIEW_NODES).await?;
     let mut rooms = Vec::new();
-    for code in state.scheduler.room_codes().await?.into_iter().take(OVERVIEW_ROOMS) {
+    let mut codes: Vec<String> = state.peers.rooms().into_keys().collect();
+    codes.sort();
+    for code in codes.into_iter().take(OVERVIEW_ROOMS) {
         if let Some((_, members)) = state.scheduler.room_record(&code).await? {
             let langs: Vec<Value> = members
                 .values()
@@ -77,8 +73,6 @@ async fn snapshot(state: &AppState) -> Result<Value, AdminError> {
             rooms.push(json!({ "room_code": code, "members": members.len(), "languages": langs }));
         }
     }
-    let live = state.scheduler.gateways().await?;
-    let dead = state.scheduler.dead_gateways().await?;
     let (connected_nodes, connected_sessions) = state.peers.counts();
     Ok(json!({
         "gateway_id": &*state.gateway_id,
@@ -93,11 +87,9 @@ async fn snapshot(state: &AppState) -> Result<Value, AdminError> {
         },
         "connected": { "nodes": connected_nodes, "sessions": connected_sessions },
         "nodes": nodes.iter().map(record_json).collect::<Vec<_>>(),
-        "policies": { "loaded": state.policies.status(), "stored": stored },
+        "nodes_online": nodes_online,
+        "policies": { "loaded": state.policies.status(), "stored": super::policies::stored(state).await? },
         "rooms": rooms,
-        "gateways": {
-            "live": live.into_iter().map(|(id, deadline)| json!({ "gateway_id": id, "presence_deadline_ms": deadline })).collect::<Vec<_>>(),
-            "dead": dead.into_iter().map(|(id, at)| json!({ "gateway_id": id, "found_dead_ms": at })).collect::<Vec<_>>(),
-        },
+        "gateways": super::fleet::registry(state).await?,
     }))
 }

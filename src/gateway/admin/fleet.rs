@@ -37,7 +37,7 @@ pub(super) fn record_json(record: &Record) -> Value {
 #[utoipa::path(get, path = "/admin/nodes", tag = "fleet",
     responses((status = 200, description = "Online nodes, by id", body = serde_json::Value)))]
 pub async fn nodes(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
-    let nodes = state.scheduler.list_nodes().await?;
+    let (nodes, _) = state.scheduler.list_nodes(usize::MAX).await?;
     Ok(Json(json!({ "nodes": nodes.iter().map(record_json).collect::<Vec<_>>() })))
 }
 
@@ -108,16 +108,21 @@ pub async fn room(
 #[utoipa::path(get, path = "/admin/gateways", tag = "gateways",
     responses((status = 200, description = "The gateway registry", body = serde_json::Value)))]
 pub async fn gateways(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    Ok(Json(registry(&state).await?))
+}
+
+/// This gateway, the live ones with their presence deadline, those found dead recently.
+pub(super) async fn registry(state: &AppState) -> Result<Value, AdminError> {
     let live = state.scheduler.gateways().await?;
     let dead = state.scheduler.dead_gateways().await?;
     let view = |list: Vec<(String, u64)>, field: &str| -> Vec<Value> {
         list.into_iter().map(|(id, ms)| json!({ "gateway_id": id, field: ms })).collect()
     };
-    Ok(Json(json!({
+    Ok(json!({
         "this": &*state.gateway_id,
         "live": view(live, "presence_deadline_ms"),
         "dead": view(dead, "found_dead_ms"),
-    })))
+    }))
 }
 
 /// Sets this gateway's log filter (`RUST_LOG` syntax, e.g. `info,switchboard=debug`).

@@ -20,6 +20,15 @@ pub(super) fn role(name: &str) -> Result<Role, AdminError> {
 #[utoipa::path(get, path = "/admin/policies", tag = "policies",
     responses((status = 200, description = "Policy state of this gateway and of the store", body = serde_json::Value)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AdminError> {
+    Ok(Json(json!({
+        "gateway_id": &*state.gateway_id,
+        "policies": state.policies.status(),
+        "stored": stored(&state).await?,
+    })))
+}
+
+/// Per role, the stored state every gateway follows: active, shadow, version, rollback history.
+pub(super) async fn stored(state: &AppState) -> Result<serde_json::Value, AdminError> {
     let mut stored = serde_json::Map::new();
     for role in Role::ALL {
         let s = state.scheduler.policy_state(role.as_str()).await?;
@@ -29,11 +38,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Valu
             json!({ "active": s.active, "shadow": s.shadow, "version": s.version, "history": history }),
         );
     }
-    Ok(Json(json!({
-        "gateway_id": &*state.gateway_id,
-        "policies": state.policies.status(),
-        "stored": stored,
-    })))
+    Ok(serde_json::Value::Object(stored))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
