@@ -170,7 +170,7 @@ impl AppState {
 
     /// Delivers what another gateway sent here; what is no longer connected here is routed again
     /// (a session that just moved, or that is detached and keeps it in its backlog).
-    pub fn deliver_envelope(&self, envelope: Envelope, from_own_inbox: bool) {
+    fn deliver_envelope(&self, envelope: Envelope, from_own_inbox: bool) {
         Metrics::inc(&self.metrics.frames_received);
         match envelope {
             Envelope::Session { id, item } => match self.peers.session(&id) {

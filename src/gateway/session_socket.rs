@@ -309,8 +309,8 @@ async fn detach(state: &AppState, session: &Session) {
 async fn end(state: &AppState, session: &Session, membership: &mut Membership) {
     state.room_leave(None, &session.id, membership, None).await;
     match state.scheduler.session_end(&session.id, &session.conn, false).await {
-        Ok(SessionEnd::Ended { room }) if !room.is_empty() && membership.room_code().is_none() => {
-            // A room the record knew of but this socket did not (joined before a resume race).
+        Ok(SessionEnd::Ended { room }) if !room.is_empty() => {
+            // A room the record still named though this socket had left its own (a resume race).
             state.depart_room(&session.id, &room).await;
         }
         Ok(_) => {}

@@ -77,6 +77,7 @@ impl Socket {
         }
         Metrics::inc(&self.metrics.messages_rate_limited);
         if rate.notice(now) {
+            // `error` has the same shape on both sockets; the client type serves the node's too.
             let frame = ErrorFrame::new(ErrorCode::RateLimited, "too many messages; some were dropped");
             self.outbox.send(&ToClient::Error(frame));
         }
