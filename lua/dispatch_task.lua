@@ -14,6 +14,8 @@
 -- ARGV[7] payload (first call)   ARGV[8] ttl ms of task, job and payload keys
 -- ARGV[9] max attempts (first call)   ARGV[10] dispatch wait ms (first call)
 -- ARGV[11] retry ms: when the task waits, how soon a sweep tries it again
+-- ARGV[12] '' for a new task; for a task moving in from another cell (task_move.lua), the end of
+--          its dispatch wait (ms): it keeps its attempts (ARGV[2]) and its wait
 --
 -- Returns JSON {status=…}:
 --   assigned  {attempt, job_id}          the node's slot is taken; send job_assign
@@ -21,7 +23,8 @@
 --                                        already tried); the task waits, try another node
 --   waiting                              no node given; the task waits for a slot
 --   failed    {code, spec}               no node given and the dispatch wait is over
---   duplicate                            a task with this id exists (first call only)
+--   duplicate                            a task with this id exists (first call only; a record
+--                                        left by an earlier move out of this cell does not count)
 --   stale                                the task is not waiting at this attempt (someone else
 --                                        dispatched it, or it ended)
 
@@ -30,15 +33,18 @@ local expected = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[8])
 local now = now_ms()
 local creating = ARGV[6] ~= ''
+local moved_in = ARGV[12] ~= ''
 
 -- t: state, attempt, tried, wait_until, spec. A new task is written once, below, in the state this
 -- call leaves it in (the common path creates and assigns it with one HSET).
 local t
 if creating then
-  if redis.call('EXISTS', KEYS[1]) == 1 then
+  local existing = redis.call('HGET', KEYS[1], 'state')
+  if existing and not (moved_in and existing == 'moved') then
     return cjson.encode({ status = 'duplicate' })
   end
-  t = { 'waiting', '0', '', tostring(now + tonumber(ARGV[10])), ARGV[6] }
+  local wait_until = moved_in and ARGV[12] or tostring(now + tonumber(ARGV[10]))
+  t = { 'waiting', ARGV[2], '', wait_until, ARGV[6] }
 else
   t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'wait_until', 'spec')
   if t[1] ~= 'waiting' or tonumber(t[2]) ~= expected then
@@ -48,7 +54,8 @@ end
 
 -- Writes a new task's fields in `state`; the payload only while the task can still run.
 local function create(state, extra)
-  redis.call('HSET', KEYS[1], 'state', state, 'attempt', 0, 'tried', '', 'spec', ARGV[6],
+  redis.call('HDEL', KEYS[1], 'moved_to', 'job', 'node', 'code')
+  redis.call('HSET', KEYS[1], 'state', state, 'attempt', t[2], 'tried', '', 'spec', ARGV[6],
     'max_attempts', ARGV[9], 'wait_until', t[4], 'created_ms', now, 'ttl_ms', ttl, unpack(extra))
   redis.call('PEXPIRE', KEYS[1], ttl)
   if state ~= 'failed' then redis.call('SET', KEYS[2], ARGV[7], 'PX', ttl) end

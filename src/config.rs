@@ -334,8 +334,8 @@ impl Config {
         if s.prefix.is_empty() || s.prefix.contains(['{', '}', ':']) {
             return bad("scheduler.prefix must be non-empty without `{`, `}` or `:`");
         }
-        if s.cells != 1 {
-            return bad("scheduler.cells: only one cell is supported so far");
+        if !(1..=1024).contains(&s.cells) {
+            return bad("scheduler.cells must be between 1 and 1024");
         }
         if s.max_attempts == 0 || s.candidates == 0 || s.sweep_limit == 0 {
             return bad("scheduler.max_attempts, candidates and sweep_limit must be at least 1");

@@ -34,7 +34,7 @@ async fn cell_tags_spread_over_a_real_cluster_and_scripts_run_on_its_primaries()
         redis::Client::open(urls[0].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let mut primaries = std::collections::BTreeSet::new();
     for cell in 0..3 {
-        let tag = cell_tag(cell, 3);
+        let tag = cell_tag(cell);
         let theirs: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(format!("{{{tag}}}"))
@@ -48,7 +48,7 @@ async fn cell_tags_spread_over_a_real_cluster_and_scripts_run_on_its_primaries()
 
     // The dispatch path's scripts run on the primary that owns the cell: every key they touch —
     // declared or derived from KEYS[1]'s tag — is in that slot.
-    let tag = cell_tag(0, 1);
+    let tag = cell_tag(0);
     let port = owner(&owners, slot(&tag));
     let url = format!("redis://127.0.0.1:{port}/");
     let s = MinimalSchedulerService::connect(
@@ -64,7 +64,7 @@ async fn cell_tags_spread_over_a_real_cluster_and_scripts_run_on_its_primaries()
         CompleteReply::Completed(ended) => assert_eq!(ended.spec.session_id, "s-1"),
         other => panic!("{other:?}"),
     }
-    let offline = s.node_offline("n1", "conn-n1").await.unwrap();
+    let offline = s.node_offline(s.cell(0), "n1", "conn-n1").await.unwrap();
     assert!(matches!(offline, OfflineReply::Offline { .. }), "{offline:?}");
     // Another primary refuses the cell's keys (MOVED): a cluster client must route by slot.
     let elsewhere = owners.iter().map(|o| o.2).find(|p| *p != port).unwrap();
@@ -74,6 +74,6 @@ async fn cell_tags_spread_over_a_real_cluster_and_scripts_run_on_its_primaries()
     )
     .await
     .unwrap();
-    let err = wrong.register_node(&node("n2", &["zh>en"], 1)).await.unwrap_err();
+    let err = wrong.register_node(wrong.cell(0), &node("n2", &["zh>en"], 1)).await.unwrap_err();
     assert!(err.to_string().to_ascii_uppercase().contains("MOVED"), "{err}");
 }

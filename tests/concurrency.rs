@@ -39,12 +39,12 @@ async fn concurrent_dispatch_never_overfills_a_node() {
     assert_eq!(assigned, slots, "every slot is taken, none twice");
     let mut conn = s.connection();
     for (i, cap) in [3u32, 1, 2, 5, 4].into_iter().enumerate() {
-        let key = s.keys().node(&format!("n{i}"));
+        let key = s.cell(0).node(&format!("n{i}"));
         let running: u32 = redis::cmd("HGET").arg(&key).arg("running").query_async(&mut conn).await.unwrap();
         let jobs: u32 = redis::cmd("SCARD").arg(format!("{key}:jobs")).query_async(&mut conn).await.unwrap();
         assert_eq!((running, jobs), (cap, cap), "n{i}");
     }
-    let waiting: u32 = redis::cmd("ZCARD").arg(s.keys().waiting()).query_async(&mut conn).await.unwrap();
+    let waiting: u32 = redis::cmd("ZCARD").arg(s.cell(0).waiting()).query_async(&mut conn).await.unwrap();
     assert_eq!(waiting, 200 - slots);
     a.stop().await;
     b.stop().await;

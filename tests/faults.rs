@@ -85,7 +85,7 @@ fn index_of(m: &Value) -> u64 {
 
 async fn node_known(gw: &TestGateway) {
     eventually("the node to be registered", || async {
-        gw.state.scheduler.candidates("zh>en", &[], None).await.is_ok_and(|c| !c.is_empty())
+        gw.state.scheduler.candidates(gw.state.scheduler.cell(0), "zh>en", &[], None).await.is_ok_and(|c| !c.is_empty())
     })
     .await;
 }
@@ -161,7 +161,7 @@ async fn redis_restarted_empty_nodes_register_again_and_sessions_go_on() {
 
     // The checker is not blind: a task key without a TTL and a node whose running count is off
     // are reported.
-    let keys = g1.state.scheduler.keys().clone();
+    let keys = g1.state.scheduler.cell(0).clone();
     let mut conn = g1.state.scheduler.connection();
     let _: () = redis::cmd("HSET")
         .arg(keys.task("bogus"))

@@ -135,7 +135,7 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
             let current = m.nodes.entry(id.clone()).or_default();
             let live = current.online;
             reg.presented_secret = Some(if secret_ok { current.secret.clone() } else { "wrong".into() });
-            let reply = s.register_node(&reg).await.unwrap();
+            let reply = s.register_node(s.cell(0), &reg).await.unwrap();
             if live && !secret_ok {
                 assert!(matches!(reply, RegisterReply::NodeIdConflict), "{reply:?}");
                 return;
@@ -157,7 +157,7 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
             let (online, conn) =
                 m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
             let reply =
-                s.heartbeat(&id, &conn, &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+                s.heartbeat(s.cell(0), &id, &conn, &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
             assert_eq!(matches!(reply, NodeReply::Ok), online, "{reply:?}");
         }
         Op::Submit { task, node } => {
@@ -217,7 +217,7 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
             let id = node_id(node);
             let (online, conn) =
                 m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
-            let reply = s.node_offline(&id, &conn).await.unwrap();
+            let reply = s.node_offline(s.cell(0), &id, &conn).await.unwrap();
             if !online {
                 assert!(matches!(reply, OfflineReply::Stale), "{reply:?}");
                 return;
@@ -233,13 +233,13 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
             let id = node_id(node);
             let (online, conn) =
                 m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
-            let reply = s.drain_node(&id, &conn).await.unwrap();
+            let reply = s.drain_node(s.cell(0), &id, &conn).await.unwrap();
             assert_eq!(matches!(reply, NodeReply::Draining), online);
             if online {
                 m.nodes.get_mut(&id).unwrap().draining = true;
             }
         }
-        Op::Sweep => match s.sweep("gw").await.unwrap() {
+        Op::Sweep => match s.sweep(s.cell(0), "gw").await.unwrap() {
             SweepReply::Busy => {}
             SweepReply::Swept { offline, released, due } => {
                 assert!(offline.is_empty() && released.requeued.is_empty() && released.failed.is_empty());
@@ -284,7 +284,7 @@ fn check_released(released: &Released, requeued: &BTreeSet<String>, failed: &BTr
 async fn check_nodes(s: &MinimalSchedulerService, m: &Model) {
     let mut conn = s.connection();
     for (id, n) in &m.nodes {
-        let key = s.keys().node(id);
+        let key = s.cell(0).node(id);
         let running: Option<u32> =
             redis::cmd("HGET").arg(&key).arg("running").query_async(&mut conn).await.unwrap();
         let jobs: u32 = redis::cmd("SCARD").arg(format!("{key}:jobs")).query_async(&mut conn).await.unwrap();
@@ -292,7 +292,7 @@ async fn check_nodes(s: &MinimalSchedulerService, m: &Model) {
         assert_eq!(jobs, n.jobs.len() as u32, "jobs of {id}");
         assert!(n.jobs.len() as u32 <= n.capacity.max(1) || !n.online);
         let score: Option<f64> =
-            redis::cmd("ZSCORE").arg(s.keys().load("zh>en")).arg(id).query_async(&mut conn).await.unwrap();
+            redis::cmd("ZSCORE").arg(s.cell(0).load("zh>en")).arg(id).query_async(&mut conn).await.unwrap();
         if n.online && !n.draining {
             assert_eq!(score, Some(n.jobs.len() as f64 / n.capacity as f64), "index of {id}");
         } else {

@@ -18,7 +18,7 @@ async fn register_indexes_the_node_under_each_pair() {
     let s = scheduler(&redis, config()).await;
     register(&s, &node("n1", &["zh>en", "zh>ja"], 2)).await;
     for pool in ["zh>en", "zh>ja"] {
-        let c = s.candidates(pool, &[], None).await.unwrap();
+        let c = s.candidates(s.cell(0), pool, &[], None).await.unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].id, "n1");
         assert_eq!((c[0].running, c[0].capacity), (0, 2));
@@ -26,7 +26,7 @@ async fn register_indexes_the_node_under_each_pair() {
         assert_eq!(c[0].labels["region"], "eu");
         assert!(!c[0].affinity);
     }
-    assert!(s.candidates("en>zh", &[], None).await.unwrap().is_empty());
+    assert!(s.candidates(s.cell(0), "en>zh", &[], None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -37,18 +37,18 @@ async fn register_of_a_live_id_needs_its_secret() {
     register(&s, &n).await;
     let mut other = node("n1", &["zh>en"], 1);
     other.conn = "conn-2".into();
-    assert!(matches!(s.register_node(&other).await.unwrap(), RegisterReply::NodeIdConflict));
+    assert!(matches!(s.register_node(s.cell(0), &other).await.unwrap(), RegisterReply::NodeIdConflict));
     other.presented_secret = Some(n.secret.clone());
     other.secret = "secret-2".into();
     register(&s, &other).await;
     // The first connection is fenced off.
     let usage = Usage::default();
     let none = CapabilityUpdate::default();
-    assert!(matches!(s.heartbeat("n1", "conn-n1", &usage, &none).await.unwrap(), NodeReply::NotRegistered));
-    assert!(matches!(s.heartbeat("n1", "conn-2", &usage, &none).await.unwrap(), NodeReply::Ok));
-    assert!(matches!(s.node_offline("n1", "conn-n1").await.unwrap(), OfflineReply::Stale));
+    assert!(matches!(s.heartbeat(s.cell(0), "n1", "conn-n1", &usage, &none).await.unwrap(), NodeReply::NotRegistered));
+    assert!(matches!(s.heartbeat(s.cell(0), "n1", "conn-2", &usage, &none).await.unwrap(), NodeReply::Ok));
+    assert!(matches!(s.node_offline(s.cell(0), "n1", "conn-n1").await.unwrap(), OfflineReply::Stale));
     // Once the node is offline, its id is free again without the secret.
-    assert!(matches!(s.node_offline("n1", "conn-2").await.unwrap(), OfflineReply::Offline { .. }));
+    assert!(matches!(s.node_offline(s.cell(0), "n1", "conn-2").await.unwrap(), OfflineReply::Offline { .. }));
     let mut third = node("n1", &["zh>en"], 1);
     third.conn = "conn-3".into();
     register(&s, &third).await;
@@ -64,7 +64,7 @@ async fn dispatch_takes_a_slot_and_complete_frees_it() {
     let job = job_id(&reply);
     assert!(matches!(reply, DispatchReply::Assigned { attempt: 1, .. }));
     // Full: no candidate, and dispatch_task refuses the node.
-    assert!(s.candidates("zh>en", &[], None).await.unwrap().is_empty());
+    assert!(s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap().is_empty());
     let other = spec_with_index(&spec, 1);
     assert_eq!(create(&s, &other, Some("n1")).await, DispatchReply::Refused { reason: "full".into() });
 
@@ -78,9 +78,9 @@ async fn dispatch_takes_a_slot_and_complete_frees_it() {
         }
         other => panic!("{other:?}"),
     }
-    let c = s.candidates("zh>en", &[], None).await.unwrap();
+    let c = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
     assert_eq!(c[0].running, 0);
-    assert_eq!(hget(&s, &s.keys().task(&spec.task_id()), "state").await.as_deref(), Some("completed"));
+    assert_eq!(hget(&s, &s.cell(0).task(&spec.task_id()), "state").await.as_deref(), Some("completed"));
 }
 
 fn spec_with_index(spec: &TaskSpec, index: u64) -> TaskSpec {
@@ -138,7 +138,7 @@ async fn dispatch_refuses_dead_draining_wrong_pair_and_tried_nodes() {
         DispatchReply::Refused { reason: "offline".into() }
     );
     register(&s, &node("d", &["zh>en"], 4)).await;
-    assert!(matches!(s.drain_node("d", "conn-d").await.unwrap(), NodeReply::Draining));
+    assert!(matches!(s.drain_node(s.cell(0), "d", "conn-d").await.unwrap(), NodeReply::Draining));
     assert_eq!(
         retry(&s, &spec("s-1", 0), 0, Some("d")).await,
         DispatchReply::Refused { reason: "draining".into() }
@@ -149,14 +149,14 @@ async fn dispatch_refuses_dead_draining_wrong_pair_and_tried_nodes() {
         retry(&s, &spec("s-1", 0), 0, Some("x")).await,
         DispatchReply::Refused { reason: "expired".into() }
     );
-    assert!(s.candidates("zh>en", &[], None).await.unwrap().is_empty(), "expired nodes are no candidates");
+    assert!(s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap().is_empty(), "expired nodes are no candidates");
 
     // A node this task already tried is refused for its next attempt.
     let usage = Usage::default();
     let none = CapabilityUpdate::default();
-    s.heartbeat("x", "conn-x", &usage, &none).await.unwrap();
+    s.heartbeat(s.cell(0), "x", "conn-x", &usage, &none).await.unwrap();
     let job = job_id(&retry(&s, &spec("s-1", 0), 0, Some("x")).await);
-    match s.node_offline("x", "conn-x").await.unwrap() {
+    match s.node_offline(s.cell(0), "x", "conn-x").await.unwrap() {
         OfflineReply::Offline { released } => assert_eq!(released.requeued, [spec("s-1", 0).task_id()]),
         other => panic!("{other:?}"),
     }
@@ -167,7 +167,7 @@ async fn dispatch_refuses_dead_draining_wrong_pair_and_tried_nodes() {
         retry(&s, &spec("s-1", 0), 1, Some("x")).await,
         DispatchReply::Refused { reason: "already_tried".into() }
     );
-    assert_eq!(s.candidates("zh>en", &["x".into()], None).await.unwrap(), []);
+    assert_eq!(s.candidates(s.cell(0), "zh>en", &["x".into()], None).await.unwrap(), []);
     let _ = job;
 }
 
@@ -180,15 +180,15 @@ async fn candidates_are_least_loaded_first_with_affinity() {
     }
     job_id(&create(&s, &spec("s", 0), Some("b")).await); // b: 1/2
     job_id(&create(&s, &spec("s", 1), Some("a")).await); // a: 1/4
-    let c = s.candidates("zh>en", &[], None).await.unwrap();
+    let c = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
     let ids: Vec<&str> = c.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["c", "a"], "K = 2, least loaded first");
-    let c = s.candidates("zh>en", &[], Some("b")).await.unwrap();
+    let c = s.candidates(s.cell(0), "zh>en", &[], Some("b")).await.unwrap();
     assert_eq!(c[0].id, "b");
     assert!(c[0].affinity);
     assert_eq!(c.len(), 3, "the affinity node comes on top of K");
     job_id(&create(&s, &spec("s", 2), Some("c")).await); // c: full
-    let c = s.candidates("zh>en", &[], Some("c")).await.unwrap();
+    let c = s.candidates(s.cell(0), "zh>en", &[], Some("c")).await.unwrap();
     assert!(c.iter().all(|c| c.id != "c"), "a full affinity node is no candidate");
 }
 
@@ -199,20 +199,20 @@ async fn heartbeat_refreshes_liveness_and_replaces_pairs() {
     register(&s, &node("n1", &["zh>en"], 2)).await;
     let usage = Usage { cpu: 55.5, gpu: 10.0, gpu_mem: 20.0, mem: 30.0, gpu_queue: 3 };
     let update = CapabilityUpdate { pairs: Some(vec!["ja>en".into()]), ready: Some(vec!["asr".into()]) };
-    assert!(matches!(s.heartbeat("n1", "conn-n1", &usage, &update).await.unwrap(), NodeReply::Ok));
-    assert!(s.candidates("zh>en", &[], None).await.unwrap().is_empty());
-    let c = s.candidates("ja>en", &[], None).await.unwrap();
+    assert!(matches!(s.heartbeat(s.cell(0), "n1", "conn-n1", &usage, &update).await.unwrap(), NodeReply::Ok));
+    assert!(s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap().is_empty());
+    let c = s.candidates(s.cell(0), "ja>en", &[], None).await.unwrap();
     assert_eq!(c[0].cpu, 55.5);
     assert_eq!(c[0].gpu_queue, 3);
     assert_eq!(c[0].ready, ["asr"]);
     // Heartbeats keep it alive past 3 intervals.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.heartbeat("n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+        s.heartbeat(s.cell(0), "n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
     }
-    assert_eq!(s.candidates("ja>en", &[], None).await.unwrap().len(), 1);
+    assert_eq!(s.candidates(s.cell(0), "ja>en", &[], None).await.unwrap().len(), 1);
     assert!(matches!(
-        s.heartbeat("nobody", "c", &Usage::default(), &CapabilityUpdate::default()).await.unwrap(),
+        s.heartbeat(s.cell(0), "nobody", "c", &Usage::default(), &CapabilityUpdate::default()).await.unwrap(),
         NodeReply::NotRegistered
     ));
 }
@@ -228,11 +228,11 @@ async fn node_offline_releases_jobs_and_fails_tasks_out_of_attempts() {
     let b = spec("s", 1);
     job_id(&create(&s, &b, Some("n2")).await);
     job_id(&{
-        let _ = s.node_offline("n2", "conn-n2").await.unwrap();
+        let _ = s.node_offline(s.cell(0), "n2", "conn-n2").await.unwrap();
         retry(&s, &b, 1, Some("n1")).await
     });
     // n1 holds a (attempt 1) and b (attempt 2 of 2).
-    let OfflineReply::Offline { released } = s.node_offline("n1", "conn-n1").await.unwrap() else {
+    let OfflineReply::Offline { released } = s.node_offline(s.cell(0), "n1", "conn-n1").await.unwrap() else {
         panic!("n1 was online");
     };
     assert_eq!(released.requeued, [a.task_id()]);
@@ -241,7 +241,7 @@ async fn node_offline_releases_jobs_and_fails_tasks_out_of_attempts() {
     assert_eq!(released.failed[0].code, "NODE_UNAVAILABLE");
     assert_eq!(released.failed[0].spec, b);
     assert!(released.cancel.is_empty());
-    match s.load_task(&a.task_id()).await.unwrap() {
+    match s.load_task(s.cell(0), &a.task_id()).await.unwrap() {
         LoadTaskReply::Waiting { attempt, tried, spec, payload } => {
             assert_eq!((attempt, tried), (1, vec!["n1".to_string()]));
             assert_eq!(spec, a);
@@ -249,8 +249,8 @@ async fn node_offline_releases_jobs_and_fails_tasks_out_of_attempts() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(s.load_task(&b.task_id()).await.unwrap(), LoadTaskReply::Failed));
-    assert!(matches!(s.load_task("s:9:en").await.unwrap(), LoadTaskReply::Missing));
+    assert!(matches!(s.load_task(s.cell(0), &b.task_id()).await.unwrap(), LoadTaskReply::Failed));
+    assert!(matches!(s.load_task(s.cell(0), "s:9:en").await.unwrap(), LoadTaskReply::Missing));
 }
 
 #[tokio::test]
@@ -285,9 +285,9 @@ async fn sweep_expires_nodes_and_jobs_under_a_lock() {
     // Keep n1 alive, let n2 expire, let the job pass its deadline.
     for _ in 0..7 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.heartbeat("n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+        s.heartbeat(s.cell(0), "n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
     }
-    match s.sweep("gw-a").await.unwrap() {
+    match s.sweep(s.cell(0), "gw-a").await.unwrap() {
         SweepReply::Swept { offline, released, due } => {
             assert_eq!(offline, ["n2"]);
             assert_eq!(released.requeued, [a.task_id()]);
@@ -298,12 +298,12 @@ async fn sweep_expires_nodes_and_jobs_under_a_lock() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(s.sweep("gw-b").await.unwrap(), SweepReply::Busy), "one sweep per interval");
+    assert!(matches!(s.sweep(s.cell(0), "gw-b").await.unwrap(), SweepReply::Busy), "one sweep per interval");
     assert!(matches!(
         s.complete_task(&job, "n1", Some(1), Outcome::Completed).await.unwrap(),
         CompleteReply::Stale { .. }
     ));
-    let c = s.candidates("zh>en", &[], None).await.unwrap();
+    let c = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
     assert_eq!((c.len(), c[0].running), (1, 0), "n1 got its slot back, n2 is gone");
 }
 
@@ -330,7 +330,7 @@ async fn keys_share_the_cell_tag_and_expire() {
     s.complete_task(&job, "n1", None, Outcome::Completed).await.unwrap();
     let mut conn = s.connection();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    let tag = format!("{{{}}}", cell_tag(0, 1));
+    let tag = format!("{{{}}}", cell_tag(0));
     for key in &keys {
         assert!(key.starts_with(&format!("sb:{tag}:")), "{key}");
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
@@ -350,13 +350,13 @@ async fn availability_counts_live_nodes_with_a_free_slot_per_pool() {
     register(&s, &node("a", &["en>zh", "en>ja"], 1)).await;
     register(&s, &node("b", &["en>zh"], 2)).await;
     let pools = ["en>zh".to_string(), "en>ja".to_string(), "en>fr".to_string()];
-    assert_eq!(s.availability(&pools).await.unwrap(), [2, 1, 0]);
+    assert_eq!(s.availability(s.cell(0), &pools).await.unwrap(), [2, 1, 0]);
     let mut spec = spec("s", 0);
     spec.src_lang = "en".into();
     spec.tgt_lang = "ja".into();
     job_id(&create(&s, &spec, Some("a")).await); // a is full now
-    assert_eq!(s.availability(&pools).await.unwrap(), [1, 0, 0]);
-    assert!(s.availability(&[]).await.unwrap().is_empty());
+    assert_eq!(s.availability(s.cell(0), &pools).await.unwrap(), [1, 0, 0]);
+    assert!(s.availability(s.cell(0), &[]).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -445,7 +445,7 @@ async fn a_dead_gateway_is_reaped_by_exactly_one_gateway() {
 async fn inbox_entries_go_to_one_claimer_after_the_owner_dies() {
     let redis = redis();
     let s = scheduler(&redis, config()).await;
-    let mut inbox = s.open_inbox("gw-a").await.unwrap();
+    let mut inbox = s.open_inbox("gw-a", std::time::Duration::from_secs(1)).await.unwrap();
     s.append_to_inboxes(&[("gw-a", "one"), ("gw-a", "two"), ("gw-a", "three")], 100).await.unwrap();
     // The owner reads one batch and dies before acknowledging it.
     let read = inbox.read(Duration::from_millis(100)).await.unwrap();

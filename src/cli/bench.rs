@@ -410,7 +410,7 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
             info: serde_json::json!({}),
             accept_public: true,
         };
-        service.register_node(&node).await?;
+        service.register_node(service.cell(0), &node).await?;
     }
     let client = redis::Client::open(redis_url)?;
     let done = Arc::new(AtomicU64::new(0));
@@ -420,7 +420,7 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
         let conn = client.get_multiplexed_async_connection().await?;
         let (service, done, stop) = (service.clone(), done.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
-            let (k, scripts, cfg) = (service.keys().clone(), service.scripts(), service.config().clone());
+            let (k, scripts, cfg) = (service.cell(0).clone(), service.scripts(), service.config().clone());
             let payload =
                 serde_json::to_string(&Payload { audio: Some("A".repeat(1024)), text: None }).unwrap();
             let mut conn = conn;
@@ -462,7 +462,8 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
                         .arg(cfg.task_ttl_ms)
                         .arg(cfg.max_attempts)
                         .arg(cfg.dispatch_wait_ms)
-                        .arg(cfg.retry_ms);
+                        .arg(cfg.retry_ms)
+                        .arg("");
                     jobs.push((job, node));
                 }
                 for (job, node) in &jobs {

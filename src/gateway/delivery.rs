@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::peers::{Frame, SessionPeer};
 use super::{AppState, Metrics};
 use crate::protocol::{ToClient, ToNode};
-use crate::scheduler::InboxEntry;
+use crate::scheduler::{CellKeys, InboxEntry, is_cell_tag};
 
 /// Frames queued for the forwarder before producers start dropping them.
 const FORWARD_QUEUE: usize = 65_536;
@@ -27,7 +27,8 @@ const FORWARD_BATCH: usize = 512;
 #[serde(tag = "to", rename_all = "snake_case")]
 pub enum Envelope {
     Session { id: String, item: Item },
-    Node { id: String, frame: String },
+    /// A frame for node `id` of the cell tagged `cell` (where its record, with its gateway, is).
+    Node { id: String, cell: String, frame: String },
 }
 
 /// What a session receives.
@@ -91,13 +92,16 @@ impl AppState {
         self.deliver(session_id, Item::Outcome { speaker: speaker.to_owned(), index, frame: json(message) });
     }
 
-    /// A frame to a node, on this gateway or another.
-    pub fn to_node(&self, node_id: &str, message: &ToNode) {
+    /// A frame to a node of `cell`, on this gateway or another.
+    pub fn to_node(&self, cell: &CellKeys, node_id: &str, message: &ToNode) {
         match self.peers.node(node_id) {
             Some(outbox) => {
                 outbox.send(message);
             }
-            None => self.forward(Envelope::Node { id: node_id.to_owned(), frame: json(message) }, false),
+            None => self.forward(
+                Envelope::Node { id: node_id.to_owned(), cell: cell.tag().to_owned(), frame: json(message) },
+                false,
+            ),
         }
     }
 
@@ -177,14 +181,14 @@ impl AppState {
                 Some(peer) => self.deliver_local(&id, &peer, item),
                 None => self.forward(Envelope::Session { id, item }, from_own_inbox),
             },
-            Envelope::Node { id, frame } => match self.peers.node(&id) {
+            Envelope::Node { id, cell, frame } => match self.peers.node(&id) {
                 Some(outbox) => {
                     outbox.send_frame(Frame::Text(frame));
                 }
                 // Our own inbox named a node that left: it is offline or elsewhere; a job's
                 // deadline covers an assignment that reaches no node.
                 None if from_own_inbox => Metrics::inc(&self.metrics.undeliverable),
-                None => self.forward(Envelope::Node { id, frame }, false),
+                None => self.forward(Envelope::Node { id, cell, frame }, false),
             },
         }
     }
@@ -265,10 +269,12 @@ async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler
         .collect();
     let sessions: Vec<(&str, &str, Option<bool>)> =
         kept.iter().map(|(id, item, keep)| (*id, item.as_str(), *keep)).collect();
-    let nodes: Vec<&str> = batch
+    let nodes: Vec<(&str, &str)> = batch
         .iter()
         .filter_map(|q| match &q.envelope {
-            Envelope::Node { id, .. } => Some(id.as_str()),
+            // A tag from another gateway's inbox goes into a key name: only a cell tag does.
+            Envelope::Node { id, cell, .. } if is_cell_tag(cell) => Some((cell.as_str(), id.as_str())),
+            Envelope::Node { .. } => None,
             Envelope::Session { .. } => None,
         })
         .collect();
@@ -300,6 +306,7 @@ async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler
                 },
                 Some(gateway) => appends.push((gateway.to_owned(), json(&queued.envelope))),
             },
+            Envelope::Node { cell, .. } if !is_cell_tag(cell) => Metrics::inc(&state.metrics.undeliverable),
             Envelope::Node { id, .. } => match node_routes.next().flatten() {
                 Some(route) if route.online && route.gateway != me => {
                     appends.push((route.gateway, json(&queued.envelope)))

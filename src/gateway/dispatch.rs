@@ -1,5 +1,9 @@
 //! The dispatch path of one task: candidates → node selection → `dispatch_task` → `job_assign`,
 //! and what happens to a task's outcome: results and errors to its recipients.
+//!
+//! A task is dispatched within one cell (docs/scaling.md): it starts in the home cell of its room
+//! or session; when that cell has no node for it, it moves to the cell with the most free nodes for
+//! its language pair (`task_move` marks it moved in the old cell first).
 
 use tracing::{debug, info_span, warn};
 
@@ -9,7 +13,8 @@ use crate::protocol::{
     UiEventKind, now_ms,
 };
 use crate::scheduler::{
-    DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, Payload, Released, Result, TaskSpec,
+    CellKeys, DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, MoveReply, Payload, Released, Result,
+    TaskSpec,
 };
 
 /// Nodes tried per candidates read before reading candidates again.
@@ -32,6 +37,15 @@ pub enum Dispatched {
     Stale,
 }
 
+/// Whether a dispatch call creates the task in its cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Creating {
+    No,
+    New,
+    /// Moving in from another cell, with the end of its dispatch wait (ms since the epoch).
+    MovedIn(u64),
+}
+
 impl AppState {
     /// A new task: creates it in Redis and assigns it to a node, or leaves it waiting.
     /// `affinity`: the node that served the utterance's turn so far (streamed audio).
@@ -41,57 +55,108 @@ impl AppState {
         payload: &Payload,
         affinity: Option<&str>,
     ) -> Result<Dispatched> {
-        self.assign(spec, payload, 0, Vec::new(), true, affinity).await
+        let home = self.scheduler.home_cell(spec.room_code.as_deref().unwrap_or(&spec.session_id)).clone();
+        self.assign(&home, spec, payload, 0, Vec::new(), Creating::New, affinity).await
     }
 
-    /// Dispatches a waiting task again: after its node failed or timed out, when the sweep finds
-    /// it due, or when a slot frees. Concurrent calls are safe: `dispatch_task` lets one win.
-    pub async fn redispatch(&self, task_id: &str) -> Result<Dispatched> {
-        match self.scheduler.load_task(task_id).await? {
+    /// Dispatches a waiting task of `cell` again: after its node failed or timed out, when the
+    /// sweep finds it due, or when a slot frees. Concurrent calls are safe: `dispatch_task` lets
+    /// one win.
+    pub async fn redispatch(&self, cell: &CellKeys, task_id: &str) -> Result<Dispatched> {
+        match self.scheduler.load_task(cell, task_id).await? {
             LoadTaskReply::Waiting { attempt, tried, spec, payload } => {
-                self.assign(&spec, &payload, attempt, tried, false, None).await
+                self.assign(cell, &spec, &payload, attempt, tried, Creating::No, None).await
             }
             _ => Ok(Dispatched::Stale),
         }
     }
 
+    /// Dispatches in `cell`; when no node there can take the task, moves it to another cell that
+    /// has one (once per call: a task that still waits there is that cell's sweep's to retry).
+    #[allow(clippy::too_many_arguments)]
     async fn assign(
         &self,
+        cell: &CellKeys,
         spec: &TaskSpec,
         payload: &Payload,
         attempt: u32,
         tried: Vec<String>,
-        create: bool,
+        creating: Creating,
+        affinity: Option<&str>,
+    ) -> Result<Dispatched> {
+        let dispatched = self.assign_in(cell, spec, payload, attempt, tried, creating, affinity).await?;
+        if dispatched != Dispatched::Waiting || self.scheduler.cells().len() == 1 {
+            return Ok(dispatched);
+        }
+        let Some(other) = self.cell_with_free_node(cell, &spec.pool()).await? else { return Ok(dispatched) };
+        match self.scheduler.task_move(cell, &spec.task_id(), attempt, &other).await? {
+            MoveReply::Moved { wait_until } => {
+                debug!(task.id = %spec.task_id(), from = cell.tag(), to = other.tag(), "Task moved to another cell.");
+                self.assign_in(&other, spec, payload, attempt, Vec::new(), Creating::MovedIn(wait_until), affinity)
+                    .await
+            }
+            MoveReply::Stale => Ok(Dispatched::Stale),
+        }
+    }
+
+    /// The cell other than `except` with the most live nodes that have a free slot for `pool`.
+    async fn cell_with_free_node(&self, except: &CellKeys, pool: &str) -> Result<Option<CellKeys>> {
+        let pools = [pool.to_owned()];
+        let others: Vec<&CellKeys> = self.scheduler.cells().iter().filter(|c| c.tag() != except.tag()).collect();
+        let counts = futures_util::future::try_join_all(
+            others.iter().map(|cell| self.scheduler.availability(cell, &pools)),
+        )
+        .await?;
+        let best = others.into_iter().zip(counts).map(|(cell, n)| (n.first().copied().unwrap_or(0), cell)).max_by_key(|(n, _)| *n);
+        Ok(best.filter(|(n, _)| *n > 0).map(|(_, cell)| cell.clone()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn assign_in(
+        &self,
+        cell: &CellKeys,
+        spec: &TaskSpec,
+        payload: &Payload,
+        attempt: u32,
+        tried: Vec<String>,
+        creating: Creating,
         affinity: Option<&str>,
     ) -> Result<Dispatched> {
         let task_id = spec.task_id();
         let pool = spec.pool();
-        let mut create = create.then_some((spec, payload));
+        let moved_in = match creating {
+            Creating::MovedIn(wait_until) => Some(wait_until),
+            _ => None,
+        };
+        // Spec and payload go with the first dispatch_task call only: it creates the task.
+        let mut create = (creating != Creating::No).then_some((spec, payload));
         let mut excluded = tried;
         for _ in 0..READS {
             Metrics::inc(&self.metrics.dispatch_script_calls);
-            let candidates = self.scheduler.candidates(&pool, &excluded, affinity).await?;
+            let candidates = self.scheduler.candidates(cell, &pool, &excluded, affinity).await?;
             let ranked = self.policies.select(spec, attempt + 1, &excluded, affinity, &candidates);
             if ranked.is_empty() {
                 break;
             }
             for node_id in ranked.into_iter().take(TRIES_PER_READ) {
-                let creating = create.is_some();
+                let first = create.is_some();
                 let request = DispatchRequest {
+                    cell,
                     task_id: &task_id,
                     pool: &pool,
                     attempt,
                     node_id: Some(&node_id),
                     create: create.take(),
+                    moved_in,
                 };
                 Metrics::inc(&self.metrics.dispatch_script_calls);
                 let reply = self.scheduler.dispatch_task(&request).await?;
-                if creating {
+                if first && creating == Creating::New {
                     self.announce(spec, &reply);
                 }
                 match reply {
                     DispatchReply::Assigned { attempt, job_id } => {
-                        self.send_job(spec, payload, &node_id, &job_id, attempt);
+                        self.send_job(cell, spec, payload, &node_id, &job_id, attempt);
                         return Ok(Dispatched::Assigned { node_id, job_id });
                     }
                     DispatchReply::Refused { reason } => {
@@ -102,10 +167,11 @@ impl AppState {
                 }
             }
         }
-        let creating = create.is_some();
-        let request = DispatchRequest { task_id: &task_id, pool: &pool, attempt, node_id: None, create };
+        let first = create.is_some();
+        let request =
+            DispatchRequest { cell, task_id: &task_id, pool: &pool, attempt, node_id: None, create, moved_in };
         let reply = self.scheduler.dispatch_task(&request).await?;
-        if creating {
+        if first && creating == Creating::New {
             self.announce(spec, &reply);
         }
         Ok(self.settle(reply))
@@ -139,7 +205,15 @@ impl AppState {
         }
     }
 
-    fn send_job(&self, spec: &TaskSpec, payload: &Payload, node_id: &str, job_id: &str, attempt: u32) {
+    fn send_job(
+        &self,
+        cell: &CellKeys,
+        spec: &TaskSpec,
+        payload: &Payload,
+        node_id: &str,
+        job_id: &str,
+        attempt: u32,
+    ) {
         Metrics::inc(&self.metrics.jobs_assigned);
         if attempt > 1 {
             Metrics::inc(&self.metrics.jobs_reassigned);
@@ -166,14 +240,14 @@ impl AppState {
         };
         // A node whose socket just closed is taken offline by its handler, which releases this job
         // for another attempt; the job deadline covers every other loss.
-        self.to_node(node_id, &ToNode::JobAssign(assign));
+        self.to_node(cell, node_id, &ToNode::JobAssign(assign));
         self.ui_event(spec, job_id, UiEventKind::Dispatched, None);
     }
 
-    /// Acts on jobs a transition ended early: new attempts, failures, cancels.
-    pub fn handle_released(&self, released: Released) {
+    /// Acts on jobs a transition in `cell` ended early: new attempts, failures, cancels.
+    pub fn handle_released(&self, cell: &CellKeys, released: Released) {
         for task_id in released.requeued {
-            self.spawn_redispatch(task_id);
+            self.spawn_redispatch(cell, task_id);
         }
         for failed in released.failed {
             let FailedTask { spec, code, job_id, .. } = failed;
@@ -185,15 +259,16 @@ impl AppState {
                 trace_id: None,
                 reason: "JOB_TIMEOUT".into(),
             });
-            self.to_node(&cancel.node_id, &message);
+            self.to_node(cell, &cancel.node_id, &message);
         }
     }
 
-    pub fn spawn_redispatch(&self, task_id: String) {
+    pub fn spawn_redispatch(&self, cell: &CellKeys, task_id: String) {
         let state = self.clone();
+        let cell = cell.clone();
         let span = info_span!("redispatch", task.id = %task_id);
         self.spawn(span, async move {
-            if let Err(err) = state.redispatch(&task_id).await {
+            if let Err(err) = state.redispatch(&cell, &task_id).await {
                 // The task stays waiting in Redis; the next sweep tries it again.
                 warn!(%err, "Re-dispatch failed.");
             }

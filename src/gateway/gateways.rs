@@ -20,8 +20,9 @@ const TAKEOVER_BATCH: usize = 256;
 /// after an error (which also recreates it after Redis lost it).
 pub async fn run_inbox(state: AppState) {
     let retry = Duration::from_millis(500);
+    let block = Duration::from_secs(1);
     while !state.shutdown.is_cancelled() {
-        let mut inbox = match state.scheduler.open_inbox(&state.gateway_id).await {
+        let mut inbox = match state.scheduler.open_inbox(&state.gateway_id, block).await {
             Ok(inbox) => inbox,
             Err(err) => {
                 warn!(%err, "Opening the inbox failed; retrying.");
@@ -31,7 +32,7 @@ pub async fn run_inbox(state: AppState) {
         };
         loop {
             let read = tokio::select! {
-                read = inbox.read(Duration::from_secs(1)) => read,
+                read = inbox.read(block) => read,
                 _ = state.shutdown.cancelled() => return,
             };
             let ids = match read {

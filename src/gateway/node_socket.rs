@@ -18,7 +18,7 @@ use crate::protocol::{
     NodeRegister, NodeRegisterAck, ToClient, ToNode, UiEventKind, decode,
 };
 use crate::scheduler::{
-    CapabilityUpdate, CompleteReply, JobReply, NodeRegistration, NodeReply, OfflineReply, Outcome,
+    CapabilityUpdate, CellKeys, CompleteReply, JobReply, NodeRegistration, NodeReply, OfflineReply, Outcome,
     RegisterReply, Usage, new_id,
 };
 
@@ -51,6 +51,8 @@ pub async fn upgrade(
 struct Registered {
     id: String,
     conn: String,
+    /// The node's cell (by its id or its cell label).
+    cell: CellKeys,
     /// Explicit `language_pairs` from the register: heartbeats' capabilities do not replace them.
     explicit_pairs: bool,
 }
@@ -158,7 +160,8 @@ async fn register_node(
         }),
         accept_public: msg.accept_public_jobs.unwrap_or(true),
     };
-    match state.scheduler.register_node(&registration).await {
+    let cell = state.scheduler.node_cell(&id, &registration.labels).clone();
+    match state.scheduler.register_node(&cell, &registration).await {
         Ok(RegisterReply::Registered { released }) => {
             state.peers.add_node(&id, &registration.conn, socket.outbox.clone());
             tracing::Span::current().record("node.id", id.as_str());
@@ -170,8 +173,8 @@ async fn register_node(
                 heartbeat_interval_ms: state.config.scheduler.heartbeat_interval_ms,
                 node_secret: registration.secret,
             }));
-            state.handle_released(released);
-            Some(Registered { id, conn: registration.conn, explicit_pairs: msg.language_pairs.is_some() })
+            state.handle_released(&cell, released);
+            Some(Registered { id, conn: registration.conn, cell, explicit_pairs: msg.language_pairs.is_some() })
         }
         Ok(RegisterReply::NodeIdConflict) => {
             reply_error(
@@ -220,7 +223,7 @@ async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: F
             Metrics::inc(&state.metrics.node_errors);
             warn!(node.id = %node.id, code = %err.code, message = %err.message, "Node reported an error.");
         }
-        FromNode::NodeDrain {} => match state.scheduler.drain_node(&node.id, &node.conn).await {
+        FromNode::NodeDrain {} => match state.scheduler.drain_node(&node.cell, &node.id, &node.conn).await {
             Ok(NodeReply::NotRegistered) => reply_error(socket, not_registered()),
             Ok(_) => info!(node.id = %node.id, "Node draining."),
             Err(err) => reply_error(socket, error_frame(&err)),
@@ -261,7 +264,7 @@ async fn heartbeat(state: &AppState, socket: &Socket, node: &Registered, hb: Nod
             Err(err) => reply_error(socket, ErrorFrame::new(ErrorCode::InvalidMessage, err.to_string())),
         }
     }
-    match state.scheduler.heartbeat(&node.id, &node.conn, &usage, &update).await {
+    match state.scheduler.heartbeat(&node.cell, &node.id, &node.conn, &usage, &update).await {
         Ok(NodeReply::NotRegistered) => reply_error(socket, not_registered()),
         Ok(_) => {}
         Err(err) => reply_error(socket, error_frame(&err)),
@@ -279,16 +282,12 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
             } else {
                 state.deliver_result(&ended.spec, &result.job_id, &result);
             }
-            if !ended.wake.is_empty() {
-                state.spawn_redispatch(ended.wake);
-            }
+            wake(state, &result.job_id, ended.wake);
         }
         Ok(CompleteReply::Failed(ended)) => {
             let code = result.error.as_ref().map_or("INTERNAL_ERROR", |e| e.code.as_str());
             state.fail_task(&ended.spec, code, Some(&result.job_id));
-            if !ended.wake.is_empty() {
-                state.spawn_redispatch(ended.wake);
-            }
+            wake(state, &result.job_id, ended.wake);
         }
         Ok(CompleteReply::Stale { state: job_state }) => {
             Metrics::inc(&state.metrics.results_stale);
@@ -306,12 +305,19 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
     }
 }
 
+/// A slot of the job's cell just freed: dispatch the cell's oldest waiting task now.
+fn wake(state: &AppState, job_id: &str, task_id: String) {
+    if let (false, Some(cell)) = (task_id.is_empty(), state.scheduler.job_cell(job_id)) {
+        state.spawn_redispatch(&cell, task_id);
+    }
+}
+
 async fn go_offline(state: &AppState, node: &Registered) {
     state.peers.remove_node(&node.id, &node.conn);
-    match state.scheduler.node_offline(&node.id, &node.conn).await {
+    match state.scheduler.node_offline(&node.cell, &node.id, &node.conn).await {
         Ok(OfflineReply::Offline { released }) => {
             info!(node.id = %node.id, requeued = released.requeued.len(), "Node offline.");
-            state.handle_released(released);
+            state.handle_released(&node.cell, released);
         }
         Ok(OfflineReply::Stale) => debug!(node.id = %node.id, "Node already replaced or offline."),
         // Its liveness entry expires and the sweep takes it offline then.

@@ -24,11 +24,13 @@ pub async fn render(state: &AppState) -> String {
     for (script, h) in state.scheduler.script_latency().iter() {
         histogram(&mut out, "switchboard_script_seconds", &format!("script=\"{script}\""), h);
     }
-    let cell = state.scheduler.keys().tag().to_owned();
-    if let Ok((online, live)) = state.scheduler.node_counts().await {
+    if let Ok(counts) = state.scheduler.node_counts().await {
         let _ = writeln!(out, "# TYPE switchboard_nodes gauge");
-        let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"online\"}} {online}");
-        let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"live\"}} {live}");
+        for (cell, (online, live)) in state.scheduler.cells().iter().zip(counts) {
+            let cell = cell.tag();
+            let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"online\"}} {online}");
+            let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"live\"}} {live}");
+        }
     }
     let rooms = state.peers.rooms().len();
     let _ = writeln!(out, "# TYPE switchboard_rooms gauge\nswitchboard_rooms {rooms}");

@@ -266,7 +266,7 @@ impl AppState {
         langs.sort();
         langs.dedup();
         let pools: Vec<String> = langs.iter().map(|l| format!("{}>{l}", spec.src_lang)).collect();
-        let counts = self.scheduler.availability(&pools).await?;
+        let counts = self.scheduler.availability_everywhere(&pools).await?;
         let availability: Vec<Availability> = langs
             .into_iter()
             .zip(counts)

@@ -1,5 +1,5 @@
-//! The periodic sweep: every gateway calls `sweep.lua` each interval; the script's lock lets one
-//! call per interval do the work. Expired nodes go offline, overdue jobs get a new attempt (and a
+//! The periodic sweep: every gateway calls `sweep.lua` for each cell each interval; the script's
+//! lock lets one call per cell and interval do the work. Expired nodes go offline, overdue jobs get a new attempt (and a
 //! `job_cancel`), waiting tasks that are due are dispatched again.
 
 use std::time::Duration;
@@ -18,18 +18,24 @@ pub async fn run(state: AppState) {
             _ = ticker.tick() => {}
             _ = state.shutdown.cancelled() => return,
         }
-        match state.scheduler.sweep(&state.gateway_id).await {
-            Ok(SweepReply::Busy) => {}
-            Ok(SweepReply::Swept { offline, released, due }) => {
-                if !offline.is_empty() {
-                    info!(nodes = ?offline, "Nodes missed their heartbeats; taken offline.");
+        let cells = state.scheduler.cells();
+        let replies =
+            futures_util::future::join_all(cells.iter().map(|cell| state.scheduler.sweep(cell, &state.gateway_id)))
+                .await;
+        for (cell, reply) in cells.iter().zip(replies) {
+            match reply {
+                Ok(SweepReply::Busy) => {}
+                Ok(SweepReply::Swept { offline, released, due }) => {
+                    if !offline.is_empty() {
+                        info!(cell = cell.tag(), nodes = ?offline, "Nodes missed their heartbeats; taken offline.");
+                    }
+                    state.handle_released(cell, released);
+                    for task_id in due {
+                        state.spawn_redispatch(cell, task_id);
+                    }
                 }
-                state.handle_released(released);
-                for task_id in due {
-                    state.spawn_redispatch(task_id);
-                }
+                Err(err) => warn!(%err, cell = cell.tag(), "Sweep failed."),
             }
-            Err(err) => warn!(%err, "Sweep failed."),
         }
     }
 }

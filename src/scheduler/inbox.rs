@@ -5,11 +5,9 @@
 
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
-use super::{MinimalSchedulerService, Result};
+use super::{Batch, MinimalSchedulerService, RedisConn, Result};
 
 /// The consumer group every inbox has; each gateway reads as its own consumer.
 const GROUP: &str = "gw";
@@ -25,7 +23,7 @@ pub struct InboxEntry {
 
 /// This gateway's inbox, read on its own connection.
 pub struct Inbox {
-    conn: MultiplexedConnection,
+    conn: RedisConn,
     key: String,
     consumer: String,
     /// Entries delivered to this consumer before a restart are read again first.
@@ -76,12 +74,11 @@ fn entry(id: StreamId) -> Option<InboxEntry> {
 }
 
 impl MinimalSchedulerService {
-    /// Opens `gateway`'s inbox on a dedicated connection (creating the stream and its group).
-    pub async fn open_inbox(&self, gateway: &str) -> Result<Inbox> {
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(Duration::from_millis(self.config.redis_timeout_ms)));
-        let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+    /// Opens `gateway`'s inbox on a dedicated connection (creating the stream and its group) whose
+    /// reads may block up to `block`.
+    pub async fn open_inbox(&self, gateway: &str, block: Duration) -> Result<Inbox> {
+        let timeout = Duration::from_millis(self.config.redis_timeout_ms);
+        let mut conn = self.target.connect_blocking(timeout, block).await?;
         let key = self.gateway_keys(gateway).inbox;
         create_group(&mut conn, &key).await?;
         Ok(Inbox { conn, key, consumer: gateway.to_owned(), pending_first: true })
@@ -93,20 +90,13 @@ impl MinimalSchedulerService {
         if frames.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        // One stream's entries share a slot, so they keep their order in the batch.
+        let mut batch = Batch::new(&self.conn);
         for (gateway, payload) in frames {
-            pipe.cmd("XADD")
-                .arg(self.gateway_keys(gateway).inbox)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(maxlen)
-                .arg("*")
-                .arg("m")
-                .arg(*payload)
-                .ignore();
+            let inbox = self.gateway_keys(gateway).inbox;
+            batch.on(&inbox).cmd("XADD").arg(&inbox).arg("MAXLEN").arg("~").arg(maxlen).arg("*").arg("m").arg(*payload);
         }
-        let mut conn = self.conn.clone();
-        let () = pipe.query_async(&mut conn).await?;
+        let _: Vec<redis::Value> = batch.query(&self.conn).await?;
         Ok(())
     }
 
@@ -182,7 +172,7 @@ impl MinimalSchedulerService {
     }
 }
 
-async fn create_group(conn: &mut MultiplexedConnection, key: &str) -> Result<()> {
+async fn create_group(conn: &mut RedisConn, key: &str) -> Result<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(key)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{MinimalSchedulerService, RegistryKeys, Result, RoomKeys};
+use super::{Batch, CellKeys, MinimalSchedulerService, RegistryKeys, Result, RoomKeys};
 
 /// A stored hash, field → value.
 pub type Record = BTreeMap<String, String>;
@@ -13,23 +13,31 @@ pub type Record = BTreeMap<String, String>;
 const ROOM_PAGE: usize = 500;
 
 impl MinimalSchedulerService {
-    /// The records of the first `limit` online nodes by id (secret and connection id left out),
-    /// with their in-flight jobs, and how many nodes are online.
+    /// The records of the first `limit` online nodes by id, over every cell (secret and
+    /// connection id left out), with their in-flight jobs and cell, and how many nodes are online.
     pub async fn list_nodes(&self, limit: usize) -> Result<(Vec<Record>, usize)> {
-        let mut conn = self.conn.clone();
-        let mut ids: Vec<String> =
-            redis::cmd("SMEMBERS").arg(self.keys.nodes()).query_async(&mut conn).await?;
-        let online = ids.len();
-        ids.sort();
-        ids.truncate(limit);
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(self.keys.node(id));
-            pipe.cmd("SCARD").arg(format!("{}:jobs", self.keys.node(id)));
+        let mut members = Batch::new(&self.conn);
+        for cell in self.cells() {
+            members.on(&cell.nodes()).cmd("SMEMBERS").arg(cell.nodes());
         }
-        let rows: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let per_cell: Vec<Vec<String>> = members.query(&self.conn).await?;
+        let mut ids: Vec<(&str, &CellKeys)> = per_cell
+            .iter()
+            .zip(self.cells())
+            .flat_map(|(ids, cell)| ids.iter().map(move |id| (id.as_str(), cell)))
+            .collect();
+        let online = ids.len();
+        ids.sort_by_key(|(id, _)| *id);
+        ids.truncate(limit);
+        let mut batch = Batch::new(&self.conn);
+        for (id, cell) in &ids {
+            let key = cell.node(id);
+            batch.on(&key).cmd("HGETALL").arg(&key);
+            batch.on(&key).cmd("SCARD").arg(format!("{key}:jobs"));
+        }
+        let rows: Vec<redis::Value> = batch.query(&self.conn).await?;
         let mut nodes = Vec::new();
-        for pair in rows.chunks(2) {
+        for (pair, (_, cell)) in rows.chunks(2).zip(&ids) {
             let mut record: Record =
                 redis::from_redis_value(pair[0].clone()).map_err(redis::RedisError::from)?;
             let jobs: u64 = redis::from_redis_value(pair[1].clone()).map_err(redis::RedisError::from)?;
@@ -39,7 +47,7 @@ impl MinimalSchedulerService {
             record.remove("secret");
             record.remove("conn");
             record.insert("in_flight".into(), jobs.to_string());
-            record.insert("cell".into(), self.keys.tag().to_owned());
+            record.insert("cell".into(), cell.tag().to_owned());
             nodes.push(record);
         }
         Ok((nodes, online))
@@ -47,19 +55,37 @@ impl MinimalSchedulerService {
 
     /// Drains a node on behalf of an operator: it takes no new jobs; its jobs in flight finish.
     pub async fn drain_node_by_operator(&self, node_id: &str) -> Result<bool> {
-        let mut conn = self.conn.clone();
-        let current: Option<String> =
-            redis::cmd("HGET").arg(self.keys.node(node_id)).arg("conn").query_async(&mut conn).await?;
-        let Some(current) = current else { return Ok(false) };
-        Ok(!matches!(self.drain_node(node_id, &current).await?, super::NodeReply::NotRegistered))
+        let mut batch = Batch::new(&self.conn);
+        for cell in self.cells() {
+            batch.on(&cell.node(node_id)).cmd("HMGET").arg(cell.node(node_id)).arg("state").arg("conn");
+        }
+        let rows: Vec<(Option<String>, Option<String>)> = batch.query(&self.conn).await?;
+        let online = rows.into_iter().zip(self.cells()).find_map(|((state, conn), cell)| {
+            (state.as_deref() == Some("online")).then_some((cell, conn?))
+        });
+        let Some((cell, conn)) = online else { return Ok(false) };
+        Ok(!matches!(self.drain_node(cell, node_id, &conn).await?, super::NodeReply::NotRegistered))
     }
 
+    /// A task's record: where it runs or ended (a cell it moved out of keeps a `moved` record).
     pub async fn task_record(&self, task_id: &str) -> Result<Option<Record>> {
-        self.record(&self.keys.task(task_id)).await
+        let mut batch = Batch::new(&self.conn);
+        for cell in self.cells() {
+            batch.on(&cell.task(task_id)).cmd("HGETALL").arg(cell.task(task_id));
+        }
+        let records: Vec<Record> = batch.query(&self.conn).await?;
+        let mut found: Vec<(Record, &CellKeys)> =
+            records.into_iter().zip(self.cells()).filter(|(r, _)| !r.is_empty()).collect();
+        found.sort_by_key(|(r, _)| r.get("state").is_some_and(|s| s == "moved"));
+        Ok(found.into_iter().next().map(|(mut record, cell)| {
+            record.insert("cell".into(), cell.tag().to_owned());
+            record
+        }))
     }
 
     pub async fn job_record(&self, job_id: &str) -> Result<Option<Record>> {
-        self.record(&self.keys.job(job_id)).await
+        let Some(cell) = self.job_cell(job_id) else { return Ok(None) };
+        self.record(&cell.job(job_id)).await
     }
 
     async fn record(&self, key: &str) -> Result<Option<Record>> {
@@ -77,27 +103,24 @@ impl MinimalSchedulerService {
         Ok(Some((room, members)))
     }
 
-    /// Codes of live rooms (at most a page; SCAN, so it never blocks Redis).
+    /// Codes of live rooms (at most a page; SCAN, so it never blocks Redis; on a cluster, SCAN
+    /// of every primary).
     pub async fn room_codes(&self) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
         let pattern = format!("{}:{{r:*}}:room", self.config.prefix);
-        let mut cursor = 0u64;
         let mut codes = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            codes.extend(
-                keys.iter().filter_map(|k| k.split("{r:").nth(1)?.split('}').next().map(str::to_owned)),
-            );
-            cursor = next;
-            if cursor == 0 || codes.len() >= ROOM_PAGE {
-                break;
+        for server in self.conn.primaries().await? {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+                let (next, keys): (u64, Vec<String>) = self.conn.query_on(server.as_ref(), scan).await?;
+                codes.extend(
+                    keys.iter().filter_map(|k| k.split("{r:").nth(1)?.split('}').next().map(str::to_owned)),
+                );
+                cursor = next;
+                if cursor == 0 || codes.len() >= ROOM_PAGE {
+                    break;
+                }
             }
         }
         codes.sort();
@@ -117,21 +140,17 @@ impl MinimalSchedulerService {
             .await?)
     }
 
-    /// Online nodes and live ones (liveness deadline ahead) of this cell.
-    pub async fn node_counts(&self) -> Result<(u64, u64)> {
-        let mut conn = self.conn.clone();
+    /// Per cell: online nodes and live ones (liveness deadline ahead).
+    pub async fn node_counts(&self) -> Result<Vec<(u64, u64)>> {
         let now_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let (online, live): (u64, u64) = redis::pipe()
-            .cmd("SCARD")
-            .arg(self.keys.nodes())
-            .cmd("ZCOUNT")
-            .arg(self.keys.alive())
-            .arg(now_ms as u64)
-            .arg("+inf")
-            .query_async(&mut conn)
-            .await?;
-        Ok((online, live))
+        let mut batch = Batch::new(&self.conn);
+        for cell in self.cells() {
+            batch.on(&cell.nodes()).cmd("SCARD").arg(cell.nodes());
+            batch.on(&cell.alive()).cmd("ZCOUNT").arg(cell.alive()).arg(now_ms as u64).arg("+inf");
+        }
+        let counts: Vec<u64> = batch.query(&self.conn).await?;
+        Ok(counts.chunks(2).map(|c| (c[0], c[1])).collect())
     }
 
     /// Earlier active versions of a policy role, newest first (the rollback stack).

@@ -12,8 +12,14 @@ pub struct CellKeys {
 }
 
 impl CellKeys {
-    pub fn new(prefix: &str, cell: u32, cells: u32) -> Self {
-        Self { base: format!("{prefix}:{{{}}}:", cell_tag(cell, cells)) }
+    /// The keys of cell number `cell`.
+    pub fn new(prefix: &str, cell: u32) -> Self {
+        Self::from_tag(prefix, &cell_tag(cell))
+    }
+
+    /// The keys of the cell with this tag (as named by a job id).
+    pub fn from_tag(prefix: &str, tag: &str) -> Self {
+        Self { base: format!("{prefix}:{{{tag}}}:") }
     }
 
     /// The cell's hash tag (`c0-…`).
@@ -147,18 +153,44 @@ impl PolicyKeys {
     }
 }
 
-/// The hash tag of cell `cell` out of `cells`: `c<cell>-<n>` with the smallest `n` whose slot lies in
-/// the middle half of the cell's share of the slot space. Bare `{0}`, `{1}`, … land wherever CRC16
-/// puts them, often on one Redis Cluster primary; these spread over the primaries evenly.
-pub fn cell_tag(cell: u32, cells: u32) -> String {
-    let cells = cells.max(1);
-    let width = SLOTS as u32 / cells;
-    let lo = cell * width + width / 4;
-    let hi = cell * width + 3 * width / 4;
+/// Slots the first cells' tags aim at. Found by search (docs/scaling.md): for every n ≤ 12, the
+/// first n lie in n different parts of the slot space split evenly in n (as `redis-cli --cluster
+/// create` splits it among n primaries). So with n cells on n primaries each primary has one cell,
+/// and adding a cell never renames the existing ones: a cell's tag depends on its number only.
+const CELL_SLOTS: [u16; 12] = [682, 8564, 12515, 4281, 14449, 6924, 10332, 2194, 15701, 5709, 11195, 2854];
+
+/// The hash tag of cell `cell`: `c<cell>-<n>` with the smallest `n` whose slot lies within 16 of
+/// the cell's target slot. Bare `{0}`, `{1}`, … land wherever CRC16 puts them, often several on one
+/// primary; these spread. Cells past the table aim along the golden-ratio sequence.
+pub fn cell_tag(cell: u32) -> String {
+    let target = match CELL_SLOTS.get(cell as usize) {
+        Some(slot) => *slot as u32,
+        None => ((cell as f64 * 0.618_033_988_75).fract() * SLOTS as f64) as u32,
+    };
     (0u32..)
         .map(|n| format!("c{cell}-{n}"))
-        .find(|tag| (lo..=hi).contains(&(slot(tag) as u32)))
-        .expect("some tag falls in every slot range")
+        .find(|tag| (slot(tag) as u32).abs_diff(target) <= 16)
+        .expect("some tag falls near every slot")
+}
+
+/// Whether `tag` has the form of a cell tag (`c<digits>-<digits>`): job ids name their cell's tag,
+/// and a tag from a peer must not reach a key name unchecked.
+pub fn is_cell_tag(tag: &str) -> bool {
+    let Some((cell, n)) = tag.strip_prefix('c').and_then(|t| t.split_once('-')) else { return false };
+    let digits = |s: &str| (1..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    digits(cell) && digits(n)
+}
+
+/// The slot of a key, by the Redis Cluster rule: its hash tag's when it has a non-empty `{…}`.
+pub fn key_slot(key: &str) -> u16 {
+    let tag = key
+        .find('{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.find('}').filter(|close| *close > 0).map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    slot(tag)
 }
 
 /// The Redis Cluster slot of a key's hash tag.
@@ -188,21 +220,60 @@ mod tests {
         assert_eq!(crc16(b"123456789"), 0x31C3);
     }
 
-    #[test]
-    fn tags_spread_over_the_slot_space() {
-        for cells in [1, 3, 16] {
-            let width = SLOTS as u32 / cells;
-            for cell in 0..cells {
-                let s = slot(&cell_tag(cell, cells)) as u32;
-                assert_eq!(s / width, cell, "cell {cell}/{cells} at slot {s}");
+    /// The slot ranges `redis-cli --cluster create` gives `n` primaries (clusterManagerCommandCreate).
+    fn redis_cli_split(n: u32) -> Vec<(u32, u32)> {
+        let per = SLOTS as f64 / n as f64;
+        let (mut first, mut cursor, mut ranges) = (0u32, 0.0f64, Vec::new());
+        for i in 0..n {
+            let mut last = (cursor + per - 1.0).round() as u32;
+            if last > SLOTS as u32 || i == n - 1 {
+                last = SLOTS as u32 - 1;
             }
+            last = last.max(first);
+            ranges.push((first, last));
+            first = last + 1;
+            cursor += per;
+        }
+        ranges
+    }
+
+    #[test]
+    fn n_cells_sit_on_n_distinct_primaries_for_every_n_up_to_12() {
+        for n in 1..=CELL_SLOTS.len() as u32 {
+            let ranges = redis_cli_split(n);
+            let mut owners: Vec<usize> = (0..n)
+                .map(|cell| {
+                    let s = slot(&cell_tag(cell)) as u32;
+                    ranges.iter().position(|(lo, hi)| (*lo..=*hi).contains(&s)).unwrap()
+                })
+                .collect();
+            owners.sort();
+            owners.dedup();
+            assert_eq!(owners.len(), n as usize, "{n} cells on {n} primaries");
         }
     }
 
     #[test]
+    fn cell_tags_are_recognised_and_nothing_else() {
+        for cell in 0..40 {
+            assert!(is_cell_tag(&cell_tag(cell)));
+        }
+        for bad in ["", "c", "c1", "c-1", "c1-", "x1-2", "c1-2}", "c1-2:x", "{c1-2}", "c1-2-3"] {
+            assert!(!is_cell_tag(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_slot_follows_the_hash_tag_rule() {
+        assert_eq!(key_slot("sb:{c0-1}:node:x"), slot("c0-1"));
+        assert_eq!(key_slot("plain"), slot("plain"));
+        assert_eq!(key_slot("a{}b"), slot("a{}b"));
+    }
+
+    #[test]
     fn keys_carry_the_cell_tag() {
-        let keys = CellKeys::new("sb", 0, 1);
-        let tag = cell_tag(0, 1);
+        let keys = CellKeys::new("sb", 0);
+        let tag = cell_tag(0);
         assert_eq!(keys.node("n1"), format!("sb:{{{tag}}}:node:n1"));
         assert!(keys.load("en>zh").contains(&format!("{{{tag}}}")));
     }

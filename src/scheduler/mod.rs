@@ -2,7 +2,10 @@
 //!
 //! Every method is one EVALSHA of one script; all scheduling state lives in Redis. The service is a
 //! `Clone` handle (a multiplexed connection and the compiled scripts) with no lock and no cache.
+//! Node, task and job state is split into cells (DESIGN.md §4, docs/scaling.md); the methods on it
+//! take the cell they act in.
 
+mod connection;
 mod inbox;
 mod inspect;
 mod keys;
@@ -14,7 +17,10 @@ mod types;
 
 pub use inbox::{Inbox, InboxEntry};
 pub use inspect::Record;
-pub use keys::{CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, slot};
+pub use connection::{Batch, RedisConn, Target};
+pub use keys::{
+    CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, is_cell_tag, key_slot, slot,
+};
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use rooms::{RoomMember, RoomReply};
 pub use scripts::Scripts;
@@ -25,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::ScriptInvocation;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +40,12 @@ use serde::{Deserialize, Serialize};
 pub struct SchedulerConfig {
     /// Key prefix of every Redis key.
     pub prefix: String,
-    /// Number of cells (one Redis = one cell).
+    /// Number of cells (docs/scaling.md): one per Redis by default; on a Redis Cluster, one or more
+    /// per primary. Adding cells renames none of the existing ones.
     pub cells: u32,
+    /// The node label that picks a node's cell (e.g. `region`: nodes with the same value share a
+    /// cell); empty, or a node without the label: by a hash of the node id.
+    pub cell_label: String,
     /// Expected node heartbeat interval; a node is offline after 3 missed heartbeats.
     pub heartbeat_interval_ms: u64,
     /// A job not completed within this time is re-dispatched as a new attempt.
@@ -66,6 +75,7 @@ impl Default for SchedulerConfig {
         Self {
             prefix: "sb".into(),
             cells: 1,
+            cell_label: String::new(),
             heartbeat_interval_ms: 5_000,
             job_timeout_ms: 30_000,
             max_attempts: 3,
@@ -100,6 +110,7 @@ pub type Result<T> = std::result::Result<T, SchedulerError>;
 /// A new job attempt for a task; see `dispatch_task.lua`.
 #[derive(Debug)]
 pub struct DispatchRequest<'a> {
+    pub cell: &'a CellKeys,
     pub task_id: &'a str,
     pub pool: &'a str,
     /// Attempts made so far (0 for a new task).
@@ -108,6 +119,8 @@ pub struct DispatchRequest<'a> {
     pub node_id: Option<&'a str>,
     /// Spec and payload on the first call only: they create the task.
     pub create: Option<(&'a TaskSpec, &'a Payload)>,
+    /// For a task moving in from another cell: when its dispatch wait ends (ms since the epoch).
+    pub moved_in: Option<u64>,
 }
 
 /// Which way a job ended on its node.
@@ -141,31 +154,27 @@ impl ScriptLatency {
 
 #[derive(Clone)]
 pub struct MinimalSchedulerService {
-    client: redis::Client,
+    target: Target,
     script_latency: Arc<ScriptLatency>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     scripts: Arc<Scripts>,
-    keys: CellKeys,
+    cells: Arc<Vec<CellKeys>>,
     policy_keys: PolicyKeys,
     config: Arc<SchedulerConfig>,
 }
 
 impl MinimalSchedulerService {
     pub async fn connect(redis_url: &str, config: SchedulerConfig) -> Result<Self> {
-        let client = redis::Client::open(redis_url)?;
         let timeout = Duration::from_millis(config.redis_timeout_ms);
-        let manager = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), manager).await?;
+        let target = Target::discover(redis_url, timeout).await?;
+        let conn = target.connect(timeout).await?;
         let scripts = Scripts::new();
         let service = Self {
-            client,
+            target,
             script_latency: Arc::new(ScriptLatency::new(&scripts)),
             conn,
             scripts: Arc::new(scripts),
-            keys: CellKeys::new(&config.prefix, 0, config.cells),
+            cells: Arc::new((0..config.cells.max(1)).map(|c| CellKeys::new(&config.prefix, c)).collect()),
             policy_keys: PolicyKeys::new(&config.prefix),
             config: Arc::new(config),
         };
@@ -177,11 +186,40 @@ impl MinimalSchedulerService {
         &self.config
     }
 
-    pub fn keys(&self) -> &CellKeys {
-        &self.keys
+    /// Whether Redis is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
     }
 
-    /// Loads every script (SCRIPT LOAD), so the first EVALSHA of each finds it.
+    /// The configured cells, by number.
+    pub fn cells(&self) -> &[CellKeys] {
+        &self.cells
+    }
+
+    pub fn cell(&self, cell: usize) -> &CellKeys {
+        &self.cells[cell]
+    }
+
+    /// The cell a node belongs to: by its `cell_label` value when it has one, else by its id.
+    /// Stable: the same node lands in the same cell on every gateway and every reconnect.
+    pub fn node_cell(&self, node_id: &str, labels: &std::collections::BTreeMap<String, String>) -> &CellKeys {
+        let by = labels.get(&self.config.cell_label).map_or(node_id, String::as_str);
+        &self.cells[stable_hash(by) as usize % self.cells.len()]
+    }
+
+    /// The home cell of a session or room: where its tasks are created (docs/scaling.md).
+    pub fn home_cell(&self, key: &str) -> &CellKeys {
+        &self.cells[stable_hash(key) as usize % self.cells.len()]
+    }
+
+    /// The cell a job id names (`job-<tag>-<hex>`), if it names one.
+    pub fn job_cell(&self, job_id: &str) -> Option<CellKeys> {
+        let (tag, _) = job_id.strip_prefix("job-")?.rsplit_once('-')?;
+        is_cell_tag(tag).then(|| CellKeys::from_tag(&self.config.prefix, tag))
+    }
+
+    /// Loads every script (SCRIPT LOAD; on a cluster, on every primary), so the first EVALSHA of
+    /// each finds it.
     pub async fn load_scripts(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         for (_, script) in self.scripts.all() {
@@ -190,7 +228,7 @@ impl MinimalSchedulerService {
         Ok(())
     }
 
-    /// Redis answers and holds every script.
+    /// Redis answers and holds every script (on a cluster: every primary does).
     pub async fn ready(&self) -> Result<bool> {
         let mut conn = self.conn.clone();
         let hashes: Vec<&str> = self.scripts.all().iter().map(|(_, s)| s.get_hash()).collect();
@@ -199,8 +237,7 @@ impl MinimalSchedulerService {
         Ok(loaded.iter().all(|l| *l))
     }
 
-    pub async fn register_node(&self, node: &NodeRegistration) -> Result<RegisterReply> {
-        let k = &self.keys;
+    pub async fn register_node(&self, k: &CellKeys, node: &NodeRegistration) -> Result<RegisterReply> {
         let mut inv = self.scripts.register_node.prepare_invoke();
         inv.key(k.node(&node.id)).key(k.alive()).key(k.nodes());
         inv.arg(&node.id)
@@ -220,12 +257,12 @@ impl MinimalSchedulerService {
 
     pub async fn heartbeat(
         &self,
+        k: &CellKeys,
         node_id: &str,
         conn_id: &str,
         usage: &Usage,
         update: &CapabilityUpdate,
     ) -> Result<NodeReply> {
-        let k = &self.keys;
         let mut inv = self.scripts.heartbeat.prepare_invoke();
         inv.key(k.node(node_id)).key(k.alive());
         inv.arg(node_id)
@@ -241,21 +278,22 @@ impl MinimalSchedulerService {
         self.call("heartbeat", &inv).await
     }
 
-    pub async fn drain_node(&self, node_id: &str, conn_id: &str) -> Result<NodeReply> {
+    pub async fn drain_node(&self, k: &CellKeys, node_id: &str, conn_id: &str) -> Result<NodeReply> {
         let mut inv = self.scripts.drain_node.prepare_invoke();
-        inv.key(self.keys.node(node_id)).arg(node_id).arg(conn_id);
+        inv.key(k.node(node_id)).arg(node_id).arg(conn_id);
         self.call("drain_node", &inv).await
     }
 
     /// The least-loaded live nodes of `pool` with a free slot, without `excluded`, plus `affinity`.
     pub async fn candidates(
         &self,
+        k: &CellKeys,
         pool: &str,
         excluded: &[String],
         affinity: Option<&str>,
     ) -> Result<Vec<Candidate>> {
         let mut inv = self.scripts.candidates.prepare_invoke();
-        inv.key(self.keys.load(pool));
+        inv.key(k.load(pool));
         inv.arg(self.config.candidates)
             .arg(excluded.join(","))
             .arg(affinity.unwrap_or(""))
@@ -267,14 +305,15 @@ impl MinimalSchedulerService {
         parse("candidates", &raw)
     }
 
-    /// Per pool (`src>tgt`), the live nodes with a free slot (at most 64 counted per pool).
-    pub async fn availability(&self, pools: &[String]) -> Result<Vec<u32>> {
+    /// Per pool (`src>tgt`), the live nodes of cell `k` with a free slot (at most 64 counted per
+    /// pool).
+    pub async fn availability(&self, k: &CellKeys, pools: &[String]) -> Result<Vec<u32>> {
         if pools.is_empty() {
             return Ok(Vec::new());
         }
         let mut inv = self.scripts.availability.prepare_invoke();
         for pool in pools {
-            inv.key(self.keys.load(pool));
+            inv.key(k.load(pool));
         }
         inv.arg(self.config.liveness_ms());
         let raw: String = self.invoke("availability", &inv).await?;
@@ -284,8 +323,16 @@ impl MinimalSchedulerService {
         parse("availability", &raw)
     }
 
+    /// Per pool, the live nodes with a free slot summed over every cell.
+    pub async fn availability_everywhere(&self, pools: &[String]) -> Result<Vec<u32>> {
+        let per_cell =
+            futures_util::future::try_join_all(self.cells().iter().map(|cell| self.availability(cell, pools)))
+                .await?;
+        Ok((0..pools.len()).map(|i| per_cell.iter().filter_map(|counts| counts.get(i)).sum()).collect())
+    }
+
     pub async fn dispatch_task(&self, req: &DispatchRequest<'_>) -> Result<DispatchReply> {
-        let k = &self.keys;
+        let k = req.cell;
         let c = &self.config;
         let node_key = req.node_id.map_or_else(|| k.no_node(), |id| k.node(id));
         let (spec, payload) = match req.create {
@@ -306,14 +353,15 @@ impl MinimalSchedulerService {
         inv.arg(req.task_id)
             .arg(req.attempt)
             .arg(req.node_id.unwrap_or(""))
-            .arg(new_id("job-", 16))
+            .arg(new_id(&format!("job-{}-", k.tag()), 16))
             .arg(c.job_timeout_ms)
             .arg(spec)
             .arg(payload)
             .arg(c.task_ttl_ms)
             .arg(c.max_attempts)
             .arg(c.dispatch_wait_ms)
-            .arg(c.retry_ms);
+            .arg(c.retry_ms)
+            .arg(req.moved_in.map(|at| at.to_string()).unwrap_or_default());
         self.call("dispatch_task", &inv).await
     }
 
@@ -325,8 +373,9 @@ impl MinimalSchedulerService {
         attempt: Option<u32>,
         started: bool,
     ) -> Result<JobReply> {
+        let Some(k) = self.job_cell(job_id) else { return Ok(JobReply::Stale) };
         let mut inv = self.scripts.ack_job.prepare_invoke();
-        inv.key(self.keys.job(job_id));
+        inv.key(k.job(job_id));
         inv.arg(node_id).arg(attempt.map(|a| a.to_string()).unwrap_or_default()).arg(if started {
             "started_ms"
         } else {
@@ -336,8 +385,9 @@ impl MinimalSchedulerService {
     }
 
     pub async fn job_route(&self, job_id: &str, node_id: &str) -> Result<JobReply> {
+        let Some(k) = self.job_cell(job_id) else { return Ok(JobReply::Stale) };
         let mut inv = self.scripts.job_route.prepare_invoke();
-        inv.key(self.keys.job(job_id)).arg(node_id);
+        inv.key(k.job(job_id)).arg(node_id);
         self.call("job_route", &inv).await
     }
 
@@ -348,7 +398,7 @@ impl MinimalSchedulerService {
         attempt: Option<u32>,
         outcome: Outcome,
     ) -> Result<CompleteReply> {
-        let k = &self.keys;
+        let Some(k) = self.job_cell(job_id) else { return Ok(CompleteReply::Unknown) };
         let mut inv = self.scripts.complete_task.prepare_invoke();
         inv.key(k.job(job_id)).key(k.node(node_id)).key(k.waiting());
         inv.arg(job_id).arg(node_id).arg(attempt.map(|a| a.to_string()).unwrap_or_default()).arg(
@@ -360,15 +410,14 @@ impl MinimalSchedulerService {
         self.call("complete_task", &inv).await
     }
 
-    pub async fn node_offline(&self, node_id: &str, conn_id: &str) -> Result<OfflineReply> {
+    pub async fn node_offline(&self, k: &CellKeys, node_id: &str, conn_id: &str) -> Result<OfflineReply> {
         let mut inv = self.scripts.node_offline.prepare_invoke();
-        inv.key(self.keys.node(node_id));
+        inv.key(k.node(node_id));
         inv.arg(node_id).arg(conn_id).arg(self.config.node_retention_ms);
         self.call("node_offline", &inv).await
     }
 
-    pub async fn sweep(&self, gateway_id: &str) -> Result<SweepReply> {
-        let k = &self.keys;
+    pub async fn sweep(&self, k: &CellKeys, gateway_id: &str) -> Result<SweepReply> {
         let c = &self.config;
         let mut inv = self.scripts.sweep.prepare_invoke();
         inv.key(k.sweep_lock()).key(k.alive()).key(k.deadlines()).key(k.waiting());
@@ -380,10 +429,20 @@ impl MinimalSchedulerService {
         self.call("sweep", &inv).await
     }
 
-    pub async fn load_task(&self, task_id: &str) -> Result<LoadTaskReply> {
+    pub async fn load_task(&self, k: &CellKeys, task_id: &str) -> Result<LoadTaskReply> {
         let mut inv = self.scripts.load_task.prepare_invoke();
-        inv.key(self.keys.task(task_id)).key(self.keys.payload(task_id));
+        inv.key(k.task(task_id)).key(k.payload(task_id));
         self.call("load_task", &inv).await
+    }
+
+    /// Moves a waiting task out of cell `from` to the cell tagged `to`: marks it `moved` there
+    /// first, so no gateway dispatches it in `from` again and no late result of an attempt made
+    /// there can be delivered; the caller then creates it in `to` (`DispatchRequest::moved_in`).
+    pub async fn task_move(&self, from: &CellKeys, task_id: &str, attempt: u32, to: &CellKeys) -> Result<MoveReply> {
+        let mut inv = self.scripts.task_move.prepare_invoke();
+        inv.key(from.task(task_id)).key(from.payload(task_id)).key(from.waiting());
+        inv.arg(task_id).arg(attempt).arg(to.tag());
+        self.call("task_move", &inv).await
     }
 
     pub(crate) async fn invoke(&self, name: &'static str, inv: &ScriptInvocation<'_>) -> Result<String> {
@@ -423,9 +482,14 @@ impl MinimalSchedulerService {
     }
 
     /// A connection handle, for tests and tools that inspect keys.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
+}
+
+/// FNV-1a: a hash that is the same in every process (std's is seeded per process).
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn parse<T: DeserializeOwned>(script: &'static str, raw: &str) -> Result<T> {

@@ -46,6 +46,7 @@ scripts!(
     node_offline,
     sweep,
     load_task,
+    task_move,
     set_policy,
     rollback_policy,
     room_create,

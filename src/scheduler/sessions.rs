@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use super::{GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys};
+use super::{
+    Batch, CellKeys, GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -217,27 +219,28 @@ impl MinimalSchedulerService {
             .map(|(session_id, frame, keep)| {
                 let k = self.session_keys(session_id);
                 let mut inv = self.scripts.session_route.prepare_invoke();
-                inv.key(k.session).key(k.backlog);
+                inv.key(&k.session).key(k.backlog);
                 let keep = match keep {
                     Some(true) => "1",
                     Some(false) => "0",
                     None => "",
                 };
                 inv.arg(*frame).arg(keep).arg(backlog).arg(ttl_ms);
-                inv
+                (k.session, inv)
             })
             .collect();
-        self.pipeline_scripts(&invocations).await
+        // One session's frames share a slot, so they keep their order in the batch.
+        self.batch_scripts(&invocations).await
     }
 
-    /// Each node's gateway and whether it is online (one pipeline).
-    pub async fn node_routes(&self, node_ids: &[&str]) -> Result<Vec<Option<NodeRoute>>> {
-        let mut pipe = redis::pipe();
-        for id in node_ids {
-            pipe.cmd("HMGET").arg(self.keys.node(id)).arg("gateway").arg("state");
+    /// Each node's gateway and whether it is online (one batch); nodes as (cell tag, node id).
+    pub async fn node_routes(&self, nodes: &[(&str, &str)]) -> Result<Vec<Option<NodeRoute>>> {
+        let mut batch = Batch::new(&self.conn);
+        for (tag, id) in nodes {
+            let key = CellKeys::from_tag(&self.config.prefix, tag).node(id);
+            batch.on(&key).cmd("HMGET").arg(&key).arg("gateway").arg("state");
         }
-        let mut conn = self.conn.clone();
-        let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+        let rows: Vec<(Option<String>, Option<String>)> = batch.query(&self.conn).await?;
         Ok(rows
             .into_iter()
             .map(|(gateway, state)| {
@@ -264,12 +267,12 @@ impl MinimalSchedulerService {
 
     /// Which of these rooms still exist (one pipeline).
     pub async fn rooms_exist(&self, codes: &[&str]) -> Result<Vec<bool>> {
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::new(&self.conn);
         for code in codes {
-            pipe.cmd("EXISTS").arg(super::RoomKeys::new(&self.config.prefix, code).room);
+            let room = super::RoomKeys::new(&self.config.prefix, code).room;
+            batch.on(&room).cmd("EXISTS").arg(&room);
         }
-        let mut conn = self.conn.clone();
-        Ok(pipe.query_async(&mut conn).await?)
+        Ok(batch.query(&self.conn).await?)
     }
 
     /// A member's record in a room, if it is still a member.
@@ -295,23 +298,23 @@ impl MinimalSchedulerService {
             .await?)
     }
 
-    /// Runs script invocations in one pipeline; reloads the scripts once if Redis lost them.
-    pub(crate) async fn pipeline_scripts<T: redis::FromRedisValue>(
+    /// Runs script invocations in one batch (`first_key` of each: its slot); reloads the scripts
+    /// once if Redis lost them.
+    pub(crate) async fn batch_scripts<T: redis::FromRedisValue>(
         &self,
-        invocations: &[redis::ScriptInvocation<'_>],
+        invocations: &[(String, redis::ScriptInvocation<'_>)],
     ) -> Result<Vec<T>> {
         let build = || {
-            let mut pipe = redis::pipe();
-            for inv in invocations {
-                pipe.invoke_script(inv);
+            let mut batch = Batch::new(&self.conn);
+            for (first_key, inv) in invocations {
+                batch.on(first_key).invoke_script(inv);
             }
-            pipe
+            batch
         };
-        let mut conn = self.conn.clone();
-        match build().query_async(&mut conn).await {
+        match build().query(&self.conn).await {
             Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.load_scripts().await?;
-                Ok(build().query_async(&mut conn).await?)
+                Ok(build().query(&self.conn).await?)
             }
             other => other.map_err(SchedulerError::from),
         }

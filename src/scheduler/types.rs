@@ -244,6 +244,15 @@ pub enum LoadTaskReply {
     Assigned,
     Completed,
     Failed,
+    Moved,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum MoveReply {
+    /// Marked moved; create it in the other cell with this dispatch wait (ms since the epoch).
+    Moved { wait_until: u64 },
+    Stale,
 }
 
 #[derive(Debug, Deserialize)]

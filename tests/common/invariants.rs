@@ -67,7 +67,12 @@ impl Ledger {
 /// job in flight is on its node's list, and every key that is meant to expire has a TTL.
 pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
     let mut conn = s.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    for server in conn.primaries().await.unwrap() {
+        let mut all = redis::cmd("KEYS");
+        all.arg("*");
+        keys.extend(conn.query_on::<Vec<String>>(server.as_ref(), all).await.unwrap());
+    }
     let mut problems = Vec::new();
     for key in &keys {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
@@ -102,7 +107,7 @@ pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
     problems
 }
 
-async fn hget(conn: &mut redis::aio::ConnectionManager, key: &str, field: &str) -> Option<String> {
+async fn hget(conn: &mut switchboard::scheduler::RedisConn, key: &str, field: &str) -> Option<String> {
     let kind: String = redis::cmd("TYPE").arg(key).query_async(conn).await.unwrap();
     if kind != "hash" {
         return None;
@@ -110,7 +115,7 @@ async fn hget(conn: &mut redis::aio::ConnectionManager, key: &str, field: &str) 
     redis::cmd("HGET").arg(key).arg(field).query_async(conn).await.unwrap()
 }
 
-async fn node_is_online(conn: &mut redis::aio::ConnectionManager, key: &str) -> bool {
+async fn node_is_online(conn: &mut switchboard::scheduler::RedisConn, key: &str) -> bool {
     if key.ends_with(":jobs") {
         return hget(conn, key.trim_end_matches(":jobs"), "state").await.as_deref() == Some("online");
     }

@@ -386,7 +386,7 @@ pub mod direct {
     }
 
     pub async fn register(s: &MinimalSchedulerService, n: &NodeRegistration) {
-        match s.register_node(n).await.unwrap() {
+        match s.register_node(s.cell(0), n).await.unwrap() {
             RegisterReply::Registered { .. } => {}
             other => panic!("register {}: {other:?}", n.id),
         }
@@ -398,11 +398,13 @@ pub mod direct {
         let task_id = spec.task_id();
         let pool = spec.pool();
         let request = DispatchRequest {
+            cell: s.cell(0),
             task_id: &task_id,
             pool: &pool,
             attempt: 0,
             node_id: node,
             create: Some((spec, &payload)),
+            moved_in: None,
         };
         s.dispatch_task(&request).await.unwrap()
     }
@@ -416,7 +418,15 @@ pub mod direct {
         let task_id = spec.task_id();
         let pool = spec.pool();
         let request =
-            DispatchRequest { task_id: &task_id, pool: &pool, attempt, node_id: node, create: None };
+            DispatchRequest {
+                cell: s.cell(0),
+                task_id: &task_id,
+                pool: &pool,
+                attempt,
+                node_id: node,
+                create: None,
+                moved_in: None,
+            };
         s.dispatch_task(&request).await.unwrap()
     }
 
