@@ -205,10 +205,11 @@ fn ensure_installed() -> Result<(), DevRedisError> {
 
 /// A local Redis Cluster of `primaries` primaries (no replicas) on free ports, for the cluster
 /// tests and benchmarks: `redis-server --cluster-enabled yes` per primary, then
-/// `redis-cli --cluster create`, then wait for `cluster_state:ok` on every node. Killed on drop.
+/// `redis-cli --cluster create`, then wait for `cluster_state:ok` on every node. Each primary keeps
+/// an append-only file, so [`RedisCluster::restart`] brings it back with its data. Killed on drop.
 pub struct RedisCluster {
     nodes: Vec<(u16, Child)>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
@@ -218,23 +219,10 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for i in 0..primaries {
             let port = free_port()?;
-            let node_dir = dir.path().join(format!("n{i}"));
-            std::fs::create_dir_all(&node_dir)?;
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--protected-mode", "no", "--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .arg("--logfile")
-                .arg(node_dir.join("redis.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            nodes.push((port, child));
+            std::fs::create_dir_all(dir.path().join(format!("n{i}")))?;
+            nodes.push((port, spawn_cluster_node(port, &dir.path().join(format!("n{i}")))?));
         }
-        let cluster = Self { nodes, _dir: dir };
+        let cluster = Self { nodes, dir };
         for (port, _) in &cluster.nodes {
             wait(Duration::from_secs(10), || ping(*port).is_ok())
                 .map_err(|_| DevRedisError::Start(format!("cluster node {port} did not answer")))?;
@@ -264,6 +252,28 @@ impl RedisCluster {
         self.nodes.iter().map(|(port, _)| format!("redis://127.0.0.1:{port}/")).collect()
     }
 
+    /// The `redis_url` naming the whole cluster: every primary as a seed, comma-separated.
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Stops primary `i` (SIGTERM: it writes its append-only file) and starts it again on the same
+    /// port with the same data and cluster identity; returns once the cluster is ok again.
+    pub fn restart(&mut self, i: usize) -> Result<(), DevRedisError> {
+        let (port, child) = &mut self.nodes[i];
+        signal(child.id(), "-TERM");
+        let _ = child.wait();
+        *child = spawn_cluster_node(*port, &self.dir.path().join(format!("n{i}")))?;
+        let port = *port;
+        wait(Duration::from_secs(10), || ping(port).is_ok())
+            .map_err(|_| DevRedisError::Start(format!("cluster node {port} did not come back")))?;
+        for (port, _) in &self.nodes {
+            wait(Duration::from_secs(20), || cluster_ok(*port))
+                .map_err(|_| DevRedisError::Start(format!("cluster node {port} not ok after a restart")))?;
+        }
+        Ok(())
+    }
+
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|(port, _)| *port).collect()
     }
@@ -276,6 +286,21 @@ impl Drop for RedisCluster {
             let _ = child.wait();
         }
     }
+}
+
+fn spawn_cluster_node(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--protected-mode", "no", "--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 fn wait(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), ()> {

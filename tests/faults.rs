@@ -85,7 +85,11 @@ fn index_of(m: &Value) -> u64 {
 
 async fn node_known(gw: &TestGateway) {
     eventually("the node to be registered", || async {
-        gw.state.scheduler.candidates(gw.state.scheduler.cell(0), "zh>en", &[], None).await.is_ok_and(|c| !c.is_empty())
+        gw.state
+            .scheduler
+            .candidates(gw.state.scheduler.cell(0), "zh>en", &[], None)
+            .await
+            .is_ok_and(|c| !c.is_empty())
     })
     .await;
 }

@@ -156,8 +156,10 @@ async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
             let id = node_id(node);
             let (online, conn) =
                 m.nodes.get(&id).map_or((false, "none".into()), |n| (n.online, n.conn.clone()));
-            let reply =
-                s.heartbeat(s.cell(0), &id, &conn, &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+            let reply = s
+                .heartbeat(s.cell(0), &id, &conn, &Usage::default(), &CapabilityUpdate::default())
+                .await
+                .unwrap();
             assert_eq!(matches!(reply, NodeReply::Ok), online, "{reply:?}");
         }
         Op::Submit { task, node } => {

@@ -44,7 +44,10 @@ async fn register_of_a_live_id_needs_its_secret() {
     // The first connection is fenced off.
     let usage = Usage::default();
     let none = CapabilityUpdate::default();
-    assert!(matches!(s.heartbeat(s.cell(0), "n1", "conn-n1", &usage, &none).await.unwrap(), NodeReply::NotRegistered));
+    assert!(matches!(
+        s.heartbeat(s.cell(0), "n1", "conn-n1", &usage, &none).await.unwrap(),
+        NodeReply::NotRegistered
+    ));
     assert!(matches!(s.heartbeat(s.cell(0), "n1", "conn-2", &usage, &none).await.unwrap(), NodeReply::Ok));
     assert!(matches!(s.node_offline(s.cell(0), "n1", "conn-n1").await.unwrap(), OfflineReply::Stale));
     // Once the node is offline, its id is free again without the secret.
@@ -149,7 +152,10 @@ async fn dispatch_refuses_dead_draining_wrong_pair_and_tried_nodes() {
         retry(&s, &spec("s-1", 0), 0, Some("x")).await,
         DispatchReply::Refused { reason: "expired".into() }
     );
-    assert!(s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap().is_empty(), "expired nodes are no candidates");
+    assert!(
+        s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap().is_empty(),
+        "expired nodes are no candidates"
+    );
 
     // A node this task already tried is refused for its next attempt.
     let usage = Usage::default();
@@ -208,7 +214,9 @@ async fn heartbeat_refreshes_liveness_and_replaces_pairs() {
     // Heartbeats keep it alive past 3 intervals.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.heartbeat(s.cell(0), "n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+        s.heartbeat(s.cell(0), "n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default())
+            .await
+            .unwrap();
     }
     assert_eq!(s.candidates(s.cell(0), "ja>en", &[], None).await.unwrap().len(), 1);
     assert!(matches!(
@@ -285,7 +293,9 @@ async fn sweep_expires_nodes_and_jobs_under_a_lock() {
     // Keep n1 alive, let n2 expire, let the job pass its deadline.
     for _ in 0..7 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.heartbeat(s.cell(0), "n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default()).await.unwrap();
+        s.heartbeat(s.cell(0), "n1", "conn-n1", &Usage::default(), &CapabilityUpdate::default())
+            .await
+            .unwrap();
     }
     match s.sweep(s.cell(0), "gw-a").await.unwrap() {
         SweepReply::Swept { offline, released, due } => {

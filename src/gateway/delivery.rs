@@ -26,9 +26,16 @@ const FORWARD_BATCH: usize = 512;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "to", rename_all = "snake_case")]
 pub enum Envelope {
-    Session { id: String, item: Item },
+    Session {
+        id: String,
+        item: Item,
+    },
     /// A frame for node `id` of the cell tagged `cell` (where its record, with its gateway, is).
-    Node { id: String, cell: String, frame: String },
+    Node {
+        id: String,
+        cell: String,
+        frame: String,
+    },
 }
 
 /// What a session receives.

@@ -13,8 +13,8 @@ use crate::protocol::{
     UiEventKind, now_ms,
 };
 use crate::scheduler::{
-    CellKeys, DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, MoveReply, Payload, Released, Result,
-    TaskSpec,
+    CellKeys, DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, MoveReply, Payload, Released,
+    Result, TaskSpec,
 };
 
 /// Nodes tried per candidates read before reading candidates again.
@@ -92,8 +92,16 @@ impl AppState {
         match self.scheduler.task_move(cell, &spec.task_id(), attempt, &other).await? {
             MoveReply::Moved { wait_until } => {
                 debug!(task.id = %spec.task_id(), from = cell.tag(), to = other.tag(), "Task moved to another cell.");
-                self.assign_in(&other, spec, payload, attempt, Vec::new(), Creating::MovedIn(wait_until), affinity)
-                    .await
+                self.assign_in(
+                    &other,
+                    spec,
+                    payload,
+                    attempt,
+                    Vec::new(),
+                    Creating::MovedIn(wait_until),
+                    affinity,
+                )
+                .await
             }
             MoveReply::Stale => Ok(Dispatched::Stale),
         }
@@ -102,12 +110,17 @@ impl AppState {
     /// The cell other than `except` with the most live nodes that have a free slot for `pool`.
     async fn cell_with_free_node(&self, except: &CellKeys, pool: &str) -> Result<Option<CellKeys>> {
         let pools = [pool.to_owned()];
-        let others: Vec<&CellKeys> = self.scheduler.cells().iter().filter(|c| c.tag() != except.tag()).collect();
+        let others: Vec<&CellKeys> =
+            self.scheduler.cells().iter().filter(|c| c.tag() != except.tag()).collect();
         let counts = futures_util::future::try_join_all(
             others.iter().map(|cell| self.scheduler.availability(cell, &pools)),
         )
         .await?;
-        let best = others.into_iter().zip(counts).map(|(cell, n)| (n.first().copied().unwrap_or(0), cell)).max_by_key(|(n, _)| *n);
+        let best = others
+            .into_iter()
+            .zip(counts)
+            .map(|(cell, n)| (n.first().copied().unwrap_or(0), cell))
+            .max_by_key(|(n, _)| *n);
         Ok(best.filter(|(n, _)| *n > 0).map(|(_, cell)| cell.clone()))
     }
 
@@ -168,8 +181,15 @@ impl AppState {
             }
         }
         let first = create.is_some();
-        let request =
-            DispatchRequest { cell, task_id: &task_id, pool: &pool, attempt, node_id: None, create, moved_in };
+        let request = DispatchRequest {
+            cell,
+            task_id: &task_id,
+            pool: &pool,
+            attempt,
+            node_id: None,
+            create,
+            moved_in,
+        };
         let reply = self.scheduler.dispatch_task(&request).await?;
         if first && creating == Creating::New {
             self.announce(spec, &reply);

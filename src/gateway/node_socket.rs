@@ -174,7 +174,12 @@ async fn register_node(
                 node_secret: registration.secret,
             }));
             state.handle_released(&cell, released);
-            Some(Registered { id, conn: registration.conn, cell, explicit_pairs: msg.language_pairs.is_some() })
+            Some(Registered {
+                id,
+                conn: registration.conn,
+                cell,
+                explicit_pairs: msg.language_pairs.is_some(),
+            })
         }
         Ok(RegisterReply::NodeIdConflict) => {
             reply_error(

@@ -19,9 +19,10 @@ pub async fn run(state: AppState) {
             _ = state.shutdown.cancelled() => return,
         }
         let cells = state.scheduler.cells();
-        let replies =
-            futures_util::future::join_all(cells.iter().map(|cell| state.scheduler.sweep(cell, &state.gateway_id)))
-                .await;
+        let replies = futures_util::future::join_all(
+            cells.iter().map(|cell| state.scheduler.sweep(cell, &state.gateway_id)),
+        )
+        .await;
         for (cell, reply) in cells.iter().zip(replies) {
             match reply {
                 Ok(SweepReply::Busy) => {}

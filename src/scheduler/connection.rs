@@ -34,7 +34,8 @@ impl Target {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
-        let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&config).await?;
+        let mut conn =
+            redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&config).await?;
         let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await?;
         Ok(Self { cluster: info.contains("cluster_enabled:1"), seeds: vec![url.to_owned()] })
     }
@@ -46,12 +47,9 @@ impl Target {
     /// A shared connection whose commands time out after `timeout`.
     pub async fn connect(&self, timeout: Duration) -> RedisResult<RedisConn> {
         if self.cluster {
-            let client = ClusterClient::builder(self.seeds.clone())
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .retries(4)
-                .build()?;
-            return Ok(RedisConn::Cluster(client.get_async_connection().await?));
+            return Ok(RedisConn::Cluster(
+                cluster_client(&self.seeds, timeout, timeout)?.get_async_connection().await?,
+            ));
         }
         let manager = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
@@ -65,11 +63,7 @@ impl Target {
     /// up to `block` longer than `timeout`.
     pub async fn connect_blocking(&self, timeout: Duration, block: Duration) -> RedisResult<RedisConn> {
         if self.cluster {
-            let client = ClusterClient::builder(self.seeds.clone())
-                .connection_timeout(timeout)
-                .response_timeout(timeout + block)
-                .retries(4)
-                .build()?;
+            let client = cluster_client(&self.seeds, timeout, timeout + block)?;
             return Ok(RedisConn::Cluster(client.get_async_connection().await?));
         }
         let manager = ConnectionManagerConfig::new()
@@ -79,6 +73,19 @@ impl Target {
         let client = redis::Client::open(self.seeds[0].as_str())?;
         Ok(RedisConn::Single(ConnectionManager::new_with_config(client, manager).await?))
     }
+}
+
+/// Retries (MOVED/ASK redirections, TRYAGAIN, a primary that restarts or fails over) back off from
+/// 10 ms to 500 ms, all within the `response` timeout: a primary restarted under traffic delays
+/// commands instead of failing them.
+fn cluster_client(seeds: &[String], connect: Duration, response: Duration) -> RedisResult<ClusterClient> {
+    ClusterClient::builder(seeds.to_vec())
+        .connection_timeout(connect)
+        .response_timeout(response)
+        .retries(16)
+        .min_retry_wait(10)
+        .max_retry_wait(500)
+        .build()
 }
 
 /// A connection to one Redis or to a cluster; cheap to clone (both are multiplexed handles).
@@ -143,7 +150,10 @@ impl RedisConn {
         match (self, server) {
             (Self::Cluster(conn), Some((host, port))) => {
                 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
                 let value = conn.clone().route_command(cmd, route).await?;
                 Ok(T::from_redis_value(value)?)
             }

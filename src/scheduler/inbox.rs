@@ -94,7 +94,16 @@ impl MinimalSchedulerService {
         let mut batch = Batch::new(&self.conn);
         for (gateway, payload) in frames {
             let inbox = self.gateway_keys(gateway).inbox;
-            batch.on(&inbox).cmd("XADD").arg(&inbox).arg("MAXLEN").arg("~").arg(maxlen).arg("*").arg("m").arg(*payload);
+            batch
+                .on(&inbox)
+                .cmd("XADD")
+                .arg(&inbox)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(maxlen)
+                .arg("*")
+                .arg("m")
+                .arg(*payload);
         }
         let _: Vec<redis::Value> = batch.query(&self.conn).await?;
         Ok(())

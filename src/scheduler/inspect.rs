@@ -60,9 +60,10 @@ impl MinimalSchedulerService {
             batch.on(&cell.node(node_id)).cmd("HMGET").arg(cell.node(node_id)).arg("state").arg("conn");
         }
         let rows: Vec<(Option<String>, Option<String>)> = batch.query(&self.conn).await?;
-        let online = rows.into_iter().zip(self.cells()).find_map(|((state, conn), cell)| {
-            (state.as_deref() == Some("online")).then_some((cell, conn?))
-        });
+        let online = rows
+            .into_iter()
+            .zip(self.cells())
+            .find_map(|((state, conn), cell)| (state.as_deref() == Some("online")).then_some((cell, conn?)));
         let Some((cell, conn)) = online else { return Ok(false) };
         Ok(!matches!(self.drain_node(cell, node_id, &conn).await?, super::NodeReply::NotRegistered))
     }

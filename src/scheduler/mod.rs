@@ -15,11 +15,12 @@ mod scripts;
 mod sessions;
 mod types;
 
+pub use connection::{Batch, RedisConn, Target};
 pub use inbox::{Inbox, InboxEntry};
 pub use inspect::Record;
-pub use connection::{Batch, RedisConn, Target};
 pub use keys::{
-    CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, is_cell_tag, key_slot, slot,
+    CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, is_cell_tag, key_slot,
+    slot,
 };
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use rooms::{RoomMember, RoomReply};
@@ -325,9 +326,10 @@ impl MinimalSchedulerService {
 
     /// Per pool, the live nodes with a free slot summed over every cell.
     pub async fn availability_everywhere(&self, pools: &[String]) -> Result<Vec<u32>> {
-        let per_cell =
-            futures_util::future::try_join_all(self.cells().iter().map(|cell| self.availability(cell, pools)))
-                .await?;
+        let per_cell = futures_util::future::try_join_all(
+            self.cells().iter().map(|cell| self.availability(cell, pools)),
+        )
+        .await?;
         Ok((0..pools.len()).map(|i| per_cell.iter().filter_map(|counts| counts.get(i)).sum()).collect())
     }
 
@@ -438,7 +440,13 @@ impl MinimalSchedulerService {
     /// Moves a waiting task out of cell `from` to the cell tagged `to`: marks it `moved` there
     /// first, so no gateway dispatches it in `from` again and no late result of an attempt made
     /// there can be delivered; the caller then creates it in `to` (`DispatchRequest::moved_in`).
-    pub async fn task_move(&self, from: &CellKeys, task_id: &str, attempt: u32, to: &CellKeys) -> Result<MoveReply> {
+    pub async fn task_move(
+        &self,
+        from: &CellKeys,
+        task_id: &str,
+        attempt: u32,
+        to: &CellKeys,
+    ) -> Result<MoveReply> {
         let mut inv = self.scripts.task_move.prepare_invoke();
         inv.key(from.task(task_id)).key(from.payload(task_id)).key(from.waiting());
         inv.arg(task_id).arg(attempt).arg(to.tag());

@@ -251,7 +251,9 @@ pub enum LoadTaskReply {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum MoveReply {
     /// Marked moved; create it in the other cell with this dispatch wait (ms since the epoch).
-    Moved { wait_until: u64 },
+    Moved {
+        wait_until: u64,
+    },
     Stale,
 }
 

@@ -51,8 +51,13 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(redis: &RedisServer, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at(redis.url(), tweak).await
+    }
+
+    /// A gateway on the Redis (or Redis Cluster) that `redis_url` names.
+    pub async fn start_at(redis_url: String, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
-            redis_url: Some(redis.url()),
+            redis_url: Some(redis_url),
             scheduler: fast_scheduler(),
             shutdown_grace_ms: 1_000,
             ..Config::default()
@@ -141,6 +146,17 @@ impl ChildGateway {
         scheduler_toml: &str,
         debug_log: bool,
     ) -> Self {
+        Self::launch_at(&redis.url(), id, top_toml, scheduler_toml, debug_log).await
+    }
+
+    /// `launch` on the Redis (or Redis Cluster) that `redis_url` names.
+    pub async fn launch_at(
+        redis_url: &str,
+        id: &str,
+        top_toml: &str,
+        scheduler_toml: &str,
+        debug_log: bool,
+    ) -> Self {
         let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (listen, admin) = (port(), port());
         let dir = tempfile::tempdir().unwrap();
@@ -149,7 +165,7 @@ impl ChildGateway {
             "listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nredis_url = \"{}\"\n\
              gateway_id = \"{id}\"\nshutdown_grace_ms = 1000\n{top_toml}\n[gateways]\nheartbeat_interval_ms = 200\n\
              [scheduler]\nsweep_interval_ms = 50\nretry_ms = 100\ndispatch_wait_ms = 2000\n{scheduler_toml}\n",
-            redis.url()
+            redis_url
         );
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
@@ -417,16 +433,15 @@ pub mod direct {
     ) -> DispatchReply {
         let task_id = spec.task_id();
         let pool = spec.pool();
-        let request =
-            DispatchRequest {
-                cell: s.cell(0),
-                task_id: &task_id,
-                pool: &pool,
-                attempt,
-                node_id: node,
-                create: None,
-                moved_in: None,
-            };
+        let request = DispatchRequest {
+            cell: s.cell(0),
+            task_id: &task_id,
+            pool: &pool,
+            attempt,
+            node_id: node,
+            create: None,
+            moved_in: None,
+        };
         s.dispatch_task(&request).await.unwrap()
     }
 
