@@ -17,7 +17,12 @@
 
 local id = ARGV[1]
 local now = now_ms()
-local cur = redis.call('HMGET', KEYS[1], 'state', 'secret')
+local cur = redis.call('HMGET', KEYS[1], 'state', 'secret', 'conn')
+-- The same registration again (its reply was lost and the client re-sent it): connection ids
+-- are new for every registration, so this one is already done.
+if cur[1] == 'online' and cur[3] == ARGV[4] then
+  return cjson.encode({ status = 'registered', released = released() })
+end
 local deadline = tonumber(redis.call('ZSCORE', KEYS[2], id) or '0')
 local live = cur[1] == 'online' and deadline > now
 

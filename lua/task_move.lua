@@ -12,9 +12,14 @@
 -- ARGV[3] the other cell's tag
 --
 -- Returns JSON {status="moved", wait_until} or {status="stale"} when the task is not waiting at this
--- attempt (another gateway dispatched or moved it, or it ended).
+-- attempt (another gateway dispatched or moved it, or it ended). Safe to re-run: a task already
+-- moved at this attempt to the same cell answers `moved` again, so the caller goes on to create
+-- it there (a second creation there is a duplicate).
 
-local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'wait_until', 'ttl_ms')
+local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'wait_until', 'ttl_ms', 'moved_to')
+if t[1] == 'moved' and t[5] == ARGV[3] and tonumber(t[2]) == tonumber(ARGV[2]) then
+  return cjson.encode({ status = 'moved', wait_until = tonumber(t[3]) })
+end
 if t[1] ~= 'waiting' or tonumber(t[2]) ~= tonumber(ARGV[2]) then
   return cjson.encode({ status = 'stale' })
 end

@@ -216,6 +216,9 @@ pub struct Overrides {
     /// Redis key prefix.
     #[arg(long, env = "SWITCHBOARD_PREFIX")]
     pub prefix: Option<String>,
+    /// Number of cells (docs/scaling.md).
+    #[arg(long, env = "SWITCHBOARD_CELLS")]
+    pub cells: Option<u32>,
     /// Job deadline before a new attempt, in ms.
     #[arg(long, env = "SWITCHBOARD_JOB_TIMEOUT_MS")]
     pub job_timeout_ms: Option<u64>,
@@ -279,6 +282,9 @@ impl Config {
         }
         if let Some(v) = &o.prefix {
             s.prefix = v.clone();
+        }
+        if let Some(v) = o.cells {
+            s.cells = v;
         }
         if let Some(v) = o.job_timeout_ms {
             s.job_timeout_ms = v;

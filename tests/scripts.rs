@@ -467,3 +467,88 @@ async fn inbox_entries_go_to_one_claimer_after_the_owner_dies() {
     claimed.sort();
     assert_eq!(claimed, ["four", "one", "three", "two"], "read-but-unacked and never-read, once each");
 }
+
+#[tokio::test]
+async fn a_registration_sent_again_after_a_lost_reply_is_done_once() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    let n = node("n1", &["zh>en"], 2);
+    register(&s, &n).await;
+    let job = job_id(&create(&s, &spec("s-1", 0), Some("n1")).await);
+    // The same call again (same connection id): no conflict, and the node keeps its job.
+    register(&s, &n).await;
+    assert_eq!(hget(&s, &s.cell(0).node("n1"), "running").await.as_deref(), Some("1"));
+    assert!(matches!(
+        s.complete_task(&job, "n1", Some(1), Outcome::Completed).await.unwrap(),
+        CompleteReply::Completed(_)
+    ));
+}
+
+/// Creates `spec` in `cell` without a node: it waits there.
+async fn waiting_in(s: &MinimalSchedulerService, cell: &CellKeys, spec: &TaskSpec) {
+    let (task, pool, payload) = (spec.task_id(), spec.pool(), payload());
+    let request = DispatchRequest {
+        cell,
+        task_id: &task,
+        pool: &pool,
+        attempt: 0,
+        node_id: None,
+        create: Some((spec, &payload)),
+        moved_in: None,
+    };
+    assert_eq!(s.dispatch_task(&request).await.unwrap(), DispatchReply::Waiting);
+}
+
+#[tokio::test]
+async fn a_task_moves_to_another_cell_once_and_keeps_its_attempts_and_wait() {
+    let redis = redis();
+    let s = scheduler(&redis, SchedulerConfig { cells: 2, ..config() }).await;
+    let (a, b) = (s.cell(0).clone(), s.cell(1).clone());
+    let spec = spec("s-1", 0);
+    let task = spec.task_id();
+    waiting_in(&s, &a, &spec).await;
+    let wait_until: u64 = hget(&s, &a.task(&task), "wait_until").await.unwrap().parse().unwrap();
+
+    let moved = s.task_move(&a, &task, 0, &b).await.unwrap();
+    assert_eq!(moved, MoveReply::Moved { wait_until });
+    // Sent again (a lost reply): the same answer; to another cell or at another attempt: stale.
+    assert_eq!(s.task_move(&a, &task, 0, &b).await.unwrap(), moved);
+    assert_eq!(s.task_move(&a, &task, 1, &b).await.unwrap(), MoveReply::Stale);
+    assert_eq!(s.task_move(&a, &task, 0, &CellKeys::new("sb", 2)).await.unwrap(), MoveReply::Stale);
+    // The old cell no longer dispatches it, its sweep no longer finds it, its payload is gone.
+    assert!(matches!(s.load_task(&a, &task).await.unwrap(), LoadTaskReply::Moved));
+    assert_eq!(retry(&s, &spec, 0, None).await, DispatchReply::Stale);
+    let mut conn = s.connection();
+    let waiting: Vec<String> =
+        redis::cmd("ZRANGE").arg(a.waiting()).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert!(waiting.is_empty());
+    let payload_left: bool = redis::cmd("EXISTS").arg(a.payload(&task)).query_async(&mut conn).await.unwrap();
+    assert!(!payload_left);
+
+    // Created in the new cell with the attempts made so far and the same dispatch wait.
+    let mut n = node("n1", &["zh>en"], 1);
+    n.conn = "conn-b".into();
+    assert!(matches!(s.register_node(&b, &n).await.unwrap(), RegisterReply::Registered { .. }));
+    let p = payload();
+    let (pool, attempts_so_far) = (spec.pool(), 2);
+    let request = DispatchRequest {
+        cell: &b,
+        task_id: &task,
+        pool: &pool,
+        attempt: attempts_so_far,
+        node_id: Some("n1"),
+        create: Some((&spec, &p)),
+        moved_in: Some(wait_until),
+    };
+    match s.dispatch_task(&request).await.unwrap() {
+        DispatchReply::Assigned { attempt, job_id } => {
+            assert_eq!(attempt, 3);
+            assert_eq!(s.job_cell(&job_id).unwrap().tag(), b.tag());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hget(&s, &b.task(&task), "wait_until").await, Some(wait_until.to_string()));
+    // A new task with this id in the old cell is a duplicate: the moved record holds its place.
+    let request = DispatchRequest { cell: &a, moved_in: None, attempt: 0, node_id: None, ..request };
+    assert_eq!(s.dispatch_task(&request).await.unwrap(), DispatchReply::Duplicate);
+}

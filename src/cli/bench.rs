@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use switchboard::admin_client;
-use switchboard::devredis::RedisServer;
+use switchboard::devredis::{RedisCluster, RedisServer};
 use switchboard::histogram::Histogram;
 use switchboard::scheduler::{MinimalSchedulerService, NodeRegistration, Payload, SchedulerConfig};
 use switchboard::sim::client::{Load, Session, Tally};
@@ -58,9 +58,13 @@ struct GatewayProc {
 
 impl GatewayProc {
     async fn start(redis_url: &str) -> anyhow::Result<Self> {
+        Self::start_with_cells(redis_url, 1).await
+    }
+
+    async fn start_with_cells(redis_url: &str, cells: u32) -> anyhow::Result<Self> {
         let (port, admin_port) = (free_port()?, free_port()?);
         let child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cells", &cells.to_string()])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}"), "--redis-url", redis_url])
             // Every simulated peer comes from 127.0.0.1 and may send as fast as it can.
             .args(["--max-connections-per-address", "0", "--max-messages-per-second", "0"])
@@ -125,8 +129,20 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Redis counters: (commands, server µs, EVALSHA calls).
-async fn redis_counters(conn: &mut redis::aio::ConnectionManager) -> (u64, u64, u64) {
+/// Redis counters summed over the servers (one, or each cluster primary): (commands, server µs,
+/// EVALSHA calls).
+async fn redis_counters(servers: &mut [redis::aio::ConnectionManager]) -> (u64, u64, u64) {
+    let (mut calls, mut usec, mut evalsha) = (0, 0, 0);
+    for conn in servers {
+        let (c, u, e) = server_counters(conn).await;
+        calls += c;
+        usec += u;
+        evalsha += e;
+    }
+    (calls, usec, evalsha)
+}
+
+async fn server_counters(conn: &mut redis::aio::ConnectionManager) -> (u64, u64, u64) {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap_or_default();
     let (mut calls, mut usec, mut evalsha) = (0, 0, 0);
     for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
@@ -221,7 +237,8 @@ struct ScenarioResult {
 
 struct Bench {
     args: BenchArgs,
-    redis: redis::aio::ConnectionManager,
+    /// The Redis servers whose counters are read: the one, or each cluster primary.
+    redis: Vec<redis::aio::ConnectionManager>,
     /// The gateway the sessions use (dispatch latency is scraped there).
     gateway: GatewayProc,
     /// Another gateway whose CPU counts too (the two-gateway scenario).
@@ -528,11 +545,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         _ => GatewayProc::start(&redis_url).await?,
     };
-    let redis = redis::Client::open(redis_url.as_str())?.get_connection_manager().await?;
+    let redis = vec![redis::Client::open(redis_url.as_str())?.get_connection_manager().await?];
     let (max_nodes, session_steps): (usize, &[usize]) =
         if args.quick { (1_000, &[10, 100, 500]) } else { (10_000, &[10, 100, 1_000, 5_000]) };
     let node_steps: Vec<usize> = [10, 1_000, 10_000].into_iter().filter(|n| *n <= max_nodes).collect();
-    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2 + 1 + 2;
+    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2 + 1 + 2 + 2;
     let progress = ProgressBar::new(steps as u64);
     progress
         .set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("template"));
@@ -631,6 +648,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         drop(std::mem::replace(&mut bench.gateway, first));
     } else {
         bench.progress.inc(1);
+    }
+
+    // Redis Cluster: the same load as the closed-loop row of 100 sessions × 4 on a local
+    // 3-primary cluster, with 1 cell (one primary does the work) and with 3 cells (one per
+    // primary; nodes spread over the cells by id).
+    if bench.args.url.is_none() {
+        let cluster = RedisCluster::start(3)?;
+        let mut servers = Vec::new();
+        for url in cluster.urls() {
+            servers.push(redis::Client::open(url.as_str())?.get_connection_manager().await?);
+        }
+        let single = std::mem::replace(&mut bench.redis, servers);
+        for cells in [1, 3] {
+            let stop = CancellationToken::new();
+            let gateway = GatewayProc::start_with_cells(&cluster.url(), cells).await?;
+            let previous = std::mem::replace(&mut bench.gateway, gateway);
+            bench.nodes(12, bench.node_spec(1_000, Duration::from_secs(5)), &stop).await?;
+            let s = bench.sessions(100).await?;
+            let name = format!("cluster of 3 primaries, {cells} cell{}", if cells == 1 { "" } else { "s" });
+            scenarios.push(bench.measure(&name, 12, s, Load::Closed { in_flight: 4 }).await);
+            stop.cancel();
+            drop(std::mem::replace(&mut bench.gateway, previous));
+        }
+        bench.redis = single;
+    } else {
+        bench.progress.inc(2);
     }
 
     // Memory and heartbeat cost, in a fresh gateway process (a used one reuses freed memory):
@@ -792,13 +835,45 @@ The `2 gateways` row runs the `closed loop, 100 sessions × 4` load with the ses
 another, so every job_assign and every result crosses gateways through a Redis stream inbox (docs/rooms.md): per task \
 that adds a node lookup and an `XADD` for the job, a `session_route` and an `XADD` for the result and for the \
 speaker's UI event, and the readers' `XREADGROUP`/`XACK` (about 8 more commands and 2 more script calls); its \
-`gw cpu µs` is the two gateway processes together, which also share the 2 cores with Redis and the bench. \
-Not measured yet: the Redis Cluster mode.\n",
+`gw cpu µs` is the two gateway processes together, which also share the 2 cores with Redis and the bench.\n\n\
+{}",
         r.machine,
         r.command,
         table,
         targets(r),
         LIMITS,
+        cluster(r),
+    )
+}
+
+/// Single Redis against the cluster rows, when the run had them.
+fn cluster(r: &Report) -> String {
+    let row = |name: &str| r.scenarios.iter().find(|s| s.name == name);
+    let (Some(single), Some(one), Some(three)) = (
+        row("closed loop, 100 sessions × 4"),
+        row("cluster of 3 primaries, 1 cell"),
+        row("cluster of 3 primaries, 3 cells"),
+    ) else {
+        return String::new();
+    };
+    let line = |label: &str, s: &ScenarioResult| {
+        format!(
+            "| {label} | {:.0} | {:.0} / {:.0} | {:.1} | {:.2} |\n",
+            s.tasks_per_s, s.e2e_ms[0], s.e2e_ms[2], s.redis_cmds_per_task, s.evalsha_per_task
+        )
+    };
+    format!(
+        "## Single Redis against Redis Cluster\n\nThe same load (100 sessions × 4 in flight, one gateway, nodes never the \
+bottleneck) on one redis-server and on a local cluster of 3 primaries (`redis-cli --cluster create`, no replicas), with \
+1 cell (all node, task and job state on one primary; sessions, rooms and inboxes still spread by their own tags) and \
+with 3 cells (one per primary). Redis counters are summed over the primaries.\n\n\
+| Redis | tasks/s | e2e p50 / p99 ms | cmds per task | evalsha per task |\n|---|---|---|---|---|\n{}{}{}\n\
+Everything runs on the same 2 cores: the three primaries, the gateway and the simulated peers compete for them, so \
+this measures the cost of the cluster path (slot routing, one pipeline per slot) rather than the scale-out, which \
+needs the primaries on their own cores or machines (docs/scaling.md).\n",
+        line("single redis-server", single),
+        line("cluster, 1 cell", one),
+        line("cluster, 3 cells", three),
     )
 }
 
