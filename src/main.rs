@@ -137,6 +137,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Config(ConfigCommand::Check { config, overrides }) => {
             let config = Config::load(config.as_deref(), &overrides)?;
             println!("{}", config.describe());
+            // Where each cell's keys live, for placing cells on Redis Cluster primaries.
+            for cell in 0..config.scheduler.cells {
+                let tag = switchboard::scheduler::cell_tag(cell);
+                println!("# cell {cell}: tag {{{tag}}}, slot {}", switchboard::scheduler::slot(&tag));
+            }
             println!("config is valid");
             Ok(())
         }
