@@ -54,7 +54,8 @@ end
 
 -- Writes a new task's fields in `state`; the payload only while the task can still run.
 local function create(state, extra)
-  redis.call('HDEL', KEYS[1], 'moved_to', 'job', 'node', 'code')
+  -- A task moving back into a cell it left replaces its `moved` record.
+  if moved_in then redis.call('HDEL', KEYS[1], 'moved_to', 'job', 'node', 'code') end
   redis.call('HSET', KEYS[1], 'state', state, 'attempt', t[2], 'tried', '', 'spec', ARGV[6],
     'max_attempts', ARGV[9], 'wait_until', t[4], 'created_ms', now, 'ttl_ms', ttl, unpack(extra))
   redis.call('PEXPIRE', KEYS[1], ttl)

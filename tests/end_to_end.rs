@@ -1,4 +1,6 @@
-//! Nodes and clients over real WebSockets against a gateway on a real redis-server.
+//! Nodes and clients over real WebSockets against a gateway on a real redis-server — and, for every
+//! scenario that does not count one server's commands or rely on one cell's wake-up, again on a
+//! local 3-primary Redis Cluster with 3 cells (`single_redis::*`, `redis_cluster::*`).
 
 mod common;
 
@@ -7,10 +9,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
-async fn one_way_utterance_round_trip() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+async fn one_way_utterance_round_trip(backend: Backend) {
+    let gw = TestGateway::on(&backend, |_| {}).await;
     let mut node = gw.node().await;
     let ack = node.register(&["zh"], &["en"], 2).await;
     let node_id = ack["node_id"].as_str().unwrap();
@@ -70,10 +70,8 @@ async fn one_way_utterance_round_trip() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn two_way_auto_uses_the_lang_a_lang_b_pool() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+async fn two_way_auto_uses_the_lang_a_lang_b_pool(backend: Backend) {
+    let gw = TestGateway::on(&backend, |_| {}).await;
     // This node only serves ja↔en; the other serves zh↔en. The two-way session is en/ja.
     let mut other = gw.node().await;
     other.register(&["zh", "en"], &["zh", "en"], 4).await;
@@ -100,10 +98,8 @@ async fn two_way_auto_uses_the_lang_a_lang_b_pool() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn repeated_utterance_index_makes_one_task() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+async fn repeated_utterance_index_makes_one_task(backend: Backend) {
+    let gw = TestGateway::on(&backend, |_| {}).await;
     let (mut node, mut client, session) = gw.node_and_client(4).await;
     client.utter(&session, 3).await;
     client.utter(&session, 3).await;
@@ -116,10 +112,8 @@ async fn repeated_utterance_index_makes_one_task() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn node_killed_mid_job_gives_exactly_one_result() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+async fn node_killed_mid_job_gives_exactly_one_result(backend: Backend) {
+    let gw = TestGateway::on(&backend, |_| {}).await;
     let mut first = gw.node().await;
     first.register(&["zh"], &["en"], 1).await;
     let mut client = gw.client().await;
@@ -142,10 +136,8 @@ async fn node_killed_mid_job_gives_exactly_one_result() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn late_result_from_a_superseded_attempt_is_dropped() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |c| c.scheduler.job_timeout_ms = 300).await;
+async fn late_result_from_a_superseded_attempt_is_dropped(backend: Backend) {
+    let gw = TestGateway::on(&backend, |c| c.scheduler.job_timeout_ms = 300).await;
     let mut slow = gw.node().await;
     slow.register(&["zh"], &["en"], 1).await;
     let mut client = gw.client().await;
@@ -175,10 +167,8 @@ async fn late_result_from_a_superseded_attempt_is_dropped() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn job_timeout_on_every_attempt_reaches_the_client_as_job_timeout() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |c| {
+async fn job_timeout_on_every_attempt_reaches_the_client_as_job_timeout(backend: Backend) {
+    let gw = TestGateway::on(&backend, |c| {
         c.scheduler.job_timeout_ms = 200;
         c.scheduler.max_attempts = 2;
     })
@@ -197,10 +187,8 @@ async fn job_timeout_on_every_attempt_reaches_the_client_as_job_timeout() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn no_node_waits_then_fails_with_no_available_node() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |c| c.scheduler.dispatch_wait_ms = 300).await;
+async fn no_node_waits_then_fails_with_no_available_node(backend: Backend) {
+    let gw = TestGateway::on(&backend, |c| c.scheduler.dispatch_wait_ms = 300).await;
     let mut client = gw.client().await;
     let session = client.init_one_way("zh", "en").await;
     client.utter(&session, 0).await;
@@ -210,6 +198,8 @@ async fn no_node_waits_then_fails_with_no_available_node() {
     gw.stop().await;
 }
 
+/// Single Redis only: a freed slot wakes the oldest task waiting in its own cell; on several cells
+/// a task may wait in another one, which its cell's sweep retries (docs/scaling.md).
 #[tokio::test]
 async fn a_waiting_task_takes_the_slot_that_frees() {
     let redis = redis();
@@ -233,10 +223,8 @@ async fn a_waiting_task_takes_the_slot_that_frees() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn silent_node_goes_offline_and_its_job_moves() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |c| c.scheduler.heartbeat_interval_ms = 1_000).await;
+async fn silent_node_goes_offline_and_its_job_moves(backend: Backend) {
+    let gw = TestGateway::on(&backend, |c| c.scheduler.heartbeat_interval_ms = 1_000).await;
     let mut silent = gw.node().await;
     silent.register(&["zh"], &["en"], 1).await;
     let mut client = gw.client().await;
@@ -269,10 +257,8 @@ async fn silent_node_goes_offline_and_its_job_moves() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn failed_result_reaches_the_client_as_error() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+async fn failed_result_reaches_the_client_as_error(backend: Backend) {
+    let gw = TestGateway::on(&backend, |_| {}).await;
     let (mut node, mut client, session) = gw.node_and_client(1).await;
     client.utter(&session, 0).await;
     let job = node.expect("job_assign").await;
@@ -285,10 +271,8 @@ async fn failed_result_reaches_the_client_as_error() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn empty_result_is_reported_as_silence() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+async fn empty_result_is_reported_as_silence(backend: Backend) {
+    let gw = TestGateway::on(&backend, |_| {}).await;
     let (mut node, mut client, session) = gw.node_and_client(1).await;
     client.utter(&session, 0).await;
     let job = node.expect("job_assign").await;
@@ -333,10 +317,8 @@ async fn one_task_costs_three_script_calls() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn metrics_count_tasks_and_time_dispatches() {
-    let redis = redis();
-    let gw = TestGateway::start(&redis, |_| {}).await;
+async fn metrics_count_tasks_and_time_dispatches(backend: Backend) {
+    let gw = TestGateway::on(&backend, |_| {}).await;
     let (mut node, mut client, session) = gw.node_and_client(1).await;
     client.utter(&session, 0).await;
     let job = node.expect("job_assign").await;
@@ -347,10 +329,16 @@ async fn metrics_count_tasks_and_time_dispatches() {
             .await
             .unwrap();
     assert_eq!(status, 200);
+    // candidates + dispatch_task; on 3 cells, when the session's home cell is not the node's, also
+    // creating it at home, `availability` of the 2 other cells, `task_move`, and the 2 calls there.
+    let home = gw.state.scheduler.home_cell(&session).tag().to_owned();
+    let node_cell = gw.state.scheduler.list_nodes(1).await.unwrap().0[0]["cell"].clone();
+    let calls = if home == node_cell { 2 } else { 1 + 1 + 2 + 1 + 2 };
+    let calls = format!("switchboard_dispatch_script_calls_total {calls}");
     for line in [
         "switchboard_jobs_assigned_total 1",
         "switchboard_tasks_completed_total 1",
-        "switchboard_dispatch_script_calls_total 2",
+        calls.as_str(),
         "switchboard_dispatch_seconds_count{} 1",
         "switchboard_connected_nodes 1",
         "switchboard_connected_sessions 1",
@@ -363,3 +351,31 @@ async fn metrics_count_tasks_and_time_dispatches() {
     );
     gw.stop().await;
 }
+
+/// Each scenario as two tests: on one redis-server, and on a 3-primary cluster with 3 cells.
+macro_rules! on_single_redis_and_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod single_redis {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(Backend::single()).await })*
+        }
+        mod redis_cluster {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(Backend::cluster()).await })*
+        }
+    };
+}
+
+on_single_redis_and_cluster!(
+    one_way_utterance_round_trip,
+    two_way_auto_uses_the_lang_a_lang_b_pool,
+    repeated_utterance_index_makes_one_task,
+    node_killed_mid_job_gives_exactly_one_result,
+    late_result_from_a_superseded_attempt_is_dropped,
+    job_timeout_on_every_attempt_reaches_the_client_as_job_timeout,
+    no_node_waits_then_fails_with_no_available_node,
+    silent_node_goes_offline_and_its_job_moves,
+    failed_result_reaches_the_client_as_error,
+    empty_result_is_reported_as_silence,
+    metrics_count_tasks_and_time_dispatches,
+);

@@ -46,6 +46,25 @@ enum Creating {
     MovedIn(u64),
 }
 
+impl Creating {
+    fn moved_in(self) -> Option<u64> {
+        match self {
+            Self::MovedIn(wait_until) => Some(wait_until),
+            _ => None,
+        }
+    }
+}
+
+/// How offering a task to a cell's nodes ended.
+enum Tried {
+    Done(Dispatched),
+    /// No node took it; `exists`: the task is stored in the cell (it was, or a refused offer
+    /// created it there, waiting).
+    NoNode {
+        exists: bool,
+    },
+}
+
 impl AppState {
     /// A new task: creates it in Redis and assigns it to a node, or leaves it waiting.
     /// `affinity`: the node that served the utterance's turn so far (streamed audio).
@@ -71,8 +90,9 @@ impl AppState {
         }
     }
 
-    /// Dispatches in `cell`; when no node there can take the task, moves it to another cell that
-    /// has one (once per call: a task that still waits there is that cell's sweep's to retry).
+    /// Dispatches in `cell`; when no node there can take the task, moves it to the other cell with
+    /// the most free nodes for it, before its dispatch wait can end it here; when no cell has one,
+    /// it waits in `cell` (whose sweep tries it again).
     #[allow(clippy::too_many_arguments)]
     async fn assign(
         &self,
@@ -84,26 +104,37 @@ impl AppState {
         creating: Creating,
         affinity: Option<&str>,
     ) -> Result<Dispatched> {
-        let dispatched = self.assign_in(cell, spec, payload, attempt, tried, creating, affinity).await?;
-        if dispatched != Dispatched::Waiting || self.scheduler.cells().len() == 1 {
-            return Ok(dispatched);
-        }
-        let Some(other) = self.cell_with_free_node(cell, &spec.pool()).await? else { return Ok(dispatched) };
-        match self.scheduler.task_move(cell, &spec.task_id(), attempt, &other).await? {
-            MoveReply::Moved { wait_until } => {
-                debug!(task.id = %spec.task_id(), from = cell.tag(), to = other.tag(), "Task moved to another cell.");
-                self.assign_in(
-                    &other,
-                    spec,
-                    payload,
-                    attempt,
-                    Vec::new(),
-                    Creating::MovedIn(wait_until),
-                    affinity,
-                )
-                .await
+        let exists = match self.try_nodes(cell, spec, payload, attempt, tried, creating, affinity).await? {
+            Tried::Done(dispatched) => return Ok(dispatched),
+            Tried::NoNode { exists } => exists,
+        };
+        let other = match self.scheduler.cells().len() {
+            1 => None,
+            _ => self.cell_with_free_node(cell, &spec.pool()).await?,
+        };
+        let Some(other) = other else {
+            return self
+                .park(cell, spec, payload, attempt, if exists { Creating::No } else { creating })
+                .await;
+        };
+        if !exists {
+            // A new task is created in its home cell first: a resent utterance finds it there.
+            match self.park(cell, spec, payload, attempt, creating).await? {
+                Dispatched::Waiting => {}
+                dispatched => return Ok(dispatched),
             }
-            MoveReply::Stale => Ok(Dispatched::Stale),
+        }
+        Metrics::inc(&self.metrics.dispatch_script_calls);
+        let wait_until = match self.scheduler.task_move(cell, &spec.task_id(), attempt, &other).await? {
+            MoveReply::Moved { wait_until } => wait_until,
+            MoveReply::Stale => return Ok(Dispatched::Stale),
+        };
+        debug!(task.id = %spec.task_id(), from = cell.tag(), to = other.tag(), "Task moved to another cell.");
+        let moved_in = Creating::MovedIn(wait_until);
+        match self.try_nodes(&other, spec, payload, attempt, Vec::new(), moved_in, affinity).await? {
+            Tried::Done(dispatched) => Ok(dispatched),
+            Tried::NoNode { exists: true } => Ok(Dispatched::Waiting),
+            Tried::NoNode { exists: false } => self.park(&other, spec, payload, attempt, moved_in).await,
         }
     }
 
@@ -112,6 +143,9 @@ impl AppState {
         let pools = [pool.to_owned()];
         let others: Vec<&CellKeys> =
             self.scheduler.cells().iter().filter(|c| c.tag() != except.tag()).collect();
+        self.metrics
+            .dispatch_script_calls
+            .fetch_add(others.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let counts = futures_util::future::try_join_all(
             others.iter().map(|cell| self.scheduler.availability(cell, &pools)),
         )
@@ -124,8 +158,9 @@ impl AppState {
         Ok(best.filter(|(n, _)| *n > 0).map(|(_, cell)| cell.clone()))
     }
 
+    /// Offers the task to the nodes of `cell` the policy ranks, until one takes it.
     #[allow(clippy::too_many_arguments)]
-    async fn assign_in(
+    async fn try_nodes(
         &self,
         cell: &CellKeys,
         spec: &TaskSpec,
@@ -134,13 +169,9 @@ impl AppState {
         tried: Vec<String>,
         creating: Creating,
         affinity: Option<&str>,
-    ) -> Result<Dispatched> {
+    ) -> Result<Tried> {
         let task_id = spec.task_id();
         let pool = spec.pool();
-        let moved_in = match creating {
-            Creating::MovedIn(wait_until) => Some(wait_until),
-            _ => None,
-        };
         // Spec and payload go with the first dispatch_task call only: it creates the task.
         let mut create = (creating != Creating::No).then_some((spec, payload));
         let mut excluded = tried;
@@ -160,7 +191,7 @@ impl AppState {
                     attempt,
                     node_id: Some(&node_id),
                     create: create.take(),
-                    moved_in,
+                    moved_in: creating.moved_in(),
                 };
                 Metrics::inc(&self.metrics.dispatch_script_calls);
                 let reply = self.scheduler.dispatch_task(&request).await?;
@@ -170,28 +201,42 @@ impl AppState {
                 match reply {
                     DispatchReply::Assigned { attempt, job_id } => {
                         self.send_job(cell, spec, payload, &node_id, &job_id, attempt);
-                        return Ok(Dispatched::Assigned { node_id, job_id });
+                        return Ok(Tried::Done(Dispatched::Assigned { node_id, job_id }));
                     }
                     DispatchReply::Refused { reason } => {
                         debug!(node.id = %node_id, %reason, "Node refused the task.");
                         excluded.push(node_id);
                     }
-                    reply => return Ok(self.settle(reply)),
+                    reply => return Ok(Tried::Done(self.settle(reply))),
                 }
             }
         }
-        let first = create.is_some();
+        Ok(Tried::NoNode { exists: create.is_none() })
+    }
+
+    /// Leaves the task waiting in `cell` (creating it there unless `Creating::No`), or fails it when
+    /// its dispatch wait is over.
+    async fn park(
+        &self,
+        cell: &CellKeys,
+        spec: &TaskSpec,
+        payload: &Payload,
+        attempt: u32,
+        creating: Creating,
+    ) -> Result<Dispatched> {
+        let (task_id, pool) = (spec.task_id(), spec.pool());
         let request = DispatchRequest {
             cell,
             task_id: &task_id,
             pool: &pool,
             attempt,
             node_id: None,
-            create,
-            moved_in,
+            create: (creating != Creating::No).then_some((spec, payload)),
+            moved_in: creating.moved_in(),
         };
+        Metrics::inc(&self.metrics.dispatch_script_calls);
         let reply = self.scheduler.dispatch_task(&request).await?;
-        if first && creating == Creating::New {
+        if creating == Creating::New {
             self.announce(spec, &reply);
         }
         Ok(self.settle(reply))

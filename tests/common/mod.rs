@@ -37,6 +37,39 @@ pub fn fast_scheduler() -> SchedulerConfig {
     }
 }
 
+/// Where a test's gateways keep their state: one redis-server, or a local 3-primary Redis Cluster
+/// on which the gateways run 3 cells.
+pub enum Backend {
+    Single(RedisServer),
+    Cluster(switchboard::devredis::RedisCluster),
+}
+
+impl Backend {
+    pub fn single() -> Self {
+        Self::Single(redis())
+    }
+
+    pub fn cluster() -> Self {
+        Self::Cluster(
+            switchboard::devredis::RedisCluster::start(3).expect("a local 3-primary cluster starts"),
+        )
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Self::Single(r) => r.url(),
+            Self::Cluster(c) => c.url(),
+        }
+    }
+
+    pub fn cells(&self) -> u32 {
+        match self {
+            Self::Single(_) => 1,
+            Self::Cluster(_) => 3,
+        }
+    }
+}
+
 pub async fn scheduler(redis: &RedisServer, config: SchedulerConfig) -> MinimalSchedulerService {
     MinimalSchedulerService::connect(&redis.url(), config).await.expect("scheduler connects")
 }
@@ -52,6 +85,16 @@ pub struct TestGateway {
 impl TestGateway {
     pub async fn start(redis: &RedisServer, tweak: impl FnOnce(&mut Config)) -> Self {
         Self::start_at(redis.url(), tweak).await
+    }
+
+    /// A gateway on `backend`, with its number of cells.
+    pub async fn on(backend: &Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let cells = backend.cells();
+        Self::start_at(backend.url(), |c| {
+            c.scheduler.cells = cells;
+            tweak(c);
+        })
+        .await
     }
 
     /// A gateway on the Redis (or Redis Cluster) that `redis_url` names.
