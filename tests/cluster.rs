@@ -461,3 +461,55 @@ async fn a_primary_restarted_during_traffic_delays_tasks_and_loses_none() {
     g1.stop().await;
     g2.stop().await;
 }
+
+#[tokio::test]
+async fn raising_the_cell_count_gateway_by_gateway_loses_nothing() {
+    let cluster = cluster();
+    // The old configuration (2 cells) and, during the rollout, a gateway with 3.
+    let old = gateway(&cluster, 2, |_| {}).await;
+    let new = gateway(&cluster, 3, |_| {}).await;
+    let s3 = new.state.scheduler.clone();
+    assert_eq!(old.state.scheduler.cell(1).tag(), s3.cell(1).tag(), "adding a cell renames none");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Nodes on both; by id, one of them lands in the new cell 2 when it registers with `new`.
+    let in_new_cell = node_id_in(&s3, "late-", s3.cell(2));
+    let mut nodes = vec![
+        answering_node(old.url.clone(), "early-a".into(), stop.clone()),
+        answering_node(new.url.clone(), in_new_cell.clone(), stop.clone()),
+    ];
+    eventually("two nodes online", || async { s3.list_nodes(10).await.is_ok_and(|(_, n)| n == 2) }).await;
+    let cells: BTreeSet<String> =
+        s3.list_nodes(10).await.unwrap().0.iter().map(|n| n["cell"].clone()).collect();
+    assert!(cells.contains(s3.cell(2).tag()), "{cells:?}");
+
+    // Sessions on both gateways talk; every utterance is answered once, in order, whichever cell
+    // count the gateway that dispatched it had.
+    let mut talkers = Vec::new();
+    for (i, gw) in [&old, &new, &old, &new].into_iter().enumerate() {
+        let mut client = gw.client().await;
+        let session = client.init_one_way("zh", "en").await;
+        for index in 0..10 {
+            client.utter(&session, index).await;
+        }
+        talkers.push((i, client, session));
+    }
+    nodes.push(answering_node(old.url.clone(), "early-b".into(), stop.clone()));
+    for (_, client, session) in &mut talkers {
+        let (mut ledger, mut order) = (Ledger::default(), Vec::new());
+        let all: Vec<u64> = (0..10).collect();
+        collect(client, &mut ledger, &mut order, session, &all).await;
+        let expected: Vec<(String, u64)> = all.iter().map(|i| (session.clone(), *i)).collect();
+        let problems = ledger.check(&expected, &order);
+        assert!(problems.is_empty(), "{session}: {problems:?}");
+        for index in 0..10 {
+            assert_eq!(ledger.outcomes(session, index)[0]["type"], "translation_result");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for n in nodes {
+        n.await.unwrap();
+    }
+    consistent(&s3).await;
+    old.stop().await;
+    new.stop().await;
+}
