@@ -127,9 +127,19 @@ fn signal(pid: u32, sig: &str) {
 }
 
 fn spawn(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
+    spawn_with(port, dir, &["--appendonly", "no"])
+}
+
+/// A cluster primary keeps an append-only file, so a restart brings its data back.
+fn spawn_cluster_node(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
+    let cluster = ["--appendonly", "yes", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+    spawn_with(port, dir, &[&cluster[..], &["--cluster-node-timeout", "5000"]].concat())
+}
+
+fn spawn_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> std::io::Result<Child> {
     Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--protected-mode", "no"])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
+        .args(extra)
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
@@ -286,21 +296,6 @@ impl Drop for RedisCluster {
             let _ = child.wait();
         }
     }
-}
-
-fn spawn_cluster_node(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "yes", "--protected-mode", "no", "--cluster-enabled", "yes"])
-        .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--logfile")
-        .arg(dir.join("redis.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
 }
 
 fn wait(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), ()> {
