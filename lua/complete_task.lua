@@ -7,6 +7,8 @@
 -- ARGV[1] job id             ARGV[2] node id
 -- ARGV[3] attempt id, or '' when the node did not send one
 -- ARGV[4] outcome: 'completed' or 'failed'
+-- ARGV[5] call id: new for every call; the same call sent again after its reply was lost answers
+--         what it did the first time (a node's second result is a new call, and stale)
 --
 -- Returns JSON {status=…}:
 --   completed / failed {task_id, attempt, spec, wake}   the task ended; deliver to spec.recipients;
@@ -18,9 +20,13 @@
 --                                        result); dropped and counted by the caller
 
 local jid, node = ARGV[1], ARGV[2]
-local j = redis.call('HMGET', KEYS[1], 'task', 'node', 'attempt', 'state')
+local j = redis.call('HMGET', KEYS[1], 'task', 'node', 'attempt', 'state', 'call')
 if not j[1] then
   return cjson.encode({ status = 'unknown' })
+end
+if j[5] == ARGV[5] then
+  local spec = redis.call('HGET', P .. 'task:' .. j[1], 'spec')
+  return cjson.encode({ status = j[4], task_id = j[1], attempt = tonumber(j[3]), spec = spec, wake = '' })
 end
 if j[2] ~= node or (ARGV[3] ~= '' and ARGV[3] ~= j[3]) or j[4] ~= 'assigned' then
   return cjson.encode({ status = 'stale', state = j[4] })
@@ -30,7 +36,7 @@ local outcome = ARGV[4]
 local tid = j[1]
 local tkey = P .. 'task:' .. tid
 local t = redis.call('HMGET', tkey, 'spec', 'ttl_ms')
-redis.call('HSET', KEYS[1], 'state', outcome, 'done_ms', now_ms())
+redis.call('HSET', KEYS[1], 'state', outcome, 'done_ms', now_ms(), 'call', ARGV[5])
 redis.call('ZREM', P .. 'deadlines', jid)
 redis.call('SREM', KEYS[2] .. ':jobs', jid)
 local n = redis.call('HMGET', KEYS[2], 'state', 'draining', 'pairs', 'running', 'capacity')

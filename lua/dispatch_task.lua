@@ -27,6 +27,10 @@
 --                                        left by an earlier move out of this cell does not count)
 --   stale                                the task is not waiting at this attempt (someone else
 --                                        dispatched it, or it ended)
+--
+-- Safe to re-run: the same call sent again after its reply was lost (same new job id, ARGV[4])
+-- answers what it did the first time — `assigned` with that job, or `waiting` for the task it
+-- created — instead of `duplicate`/`stale`, so the gateway still sends the job or announces the task.
 
 local tid, node = ARGV[1], ARGV[3]
 local expected = tonumber(ARGV[2])
@@ -38,8 +42,15 @@ local moved_in = ARGV[12] ~= ''
 -- t: state, attempt, tried, wait_until, spec. A new task is written once, below, in the state this
 -- call leaves it in (the common path creates and assigns it with one HSET).
 local t
+local seen = redis.call('HMGET', KEYS[1], 'state', 'call', 'job', 'attempt')
+if seen[1] and seen[2] == ARGV[4] then
+  if seen[1] == 'assigned' and seen[3] == ARGV[4] then
+    return cjson.encode({ status = 'assigned', attempt = tonumber(seen[4]), job_id = ARGV[4] })
+  end
+  if creating then return cjson.encode({ status = 'waiting' }) end
+end
 if creating then
-  local existing = redis.call('HGET', KEYS[1], 'state')
+  local existing = seen[1]
   if existing and not (moved_in and existing == 'moved') then
     return cjson.encode({ status = 'duplicate' })
   end
@@ -56,7 +67,7 @@ end
 local function create(state, extra)
   -- A task moving back into a cell it left replaces its `moved` record.
   if moved_in then redis.call('HDEL', KEYS[1], 'moved_to', 'job', 'node', 'code') end
-  redis.call('HSET', KEYS[1], 'state', state, 'attempt', t[2], 'tried', '', 'spec', ARGV[6],
+  redis.call('HSET', KEYS[1], 'state', state, 'call', ARGV[4], 'attempt', t[2], 'tried', '', 'spec', ARGV[6],
     'max_attempts', ARGV[9], 'wait_until', t[4], 'created_ms', now, 'ttl_ms', ttl, unpack(extra))
   redis.call('PEXPIRE', KEYS[1], ttl)
   if state ~= 'failed' then redis.call('SET', KEYS[2], ARGV[7], 'PX', ttl) end
@@ -109,7 +120,7 @@ local assigned = { 'attempt', attempt, 'job', jid, 'node', node, 'tried', tried 
 if creating then
   create('assigned', assigned)
 else
-  redis.call('HSET', KEYS[1], 'state', 'assigned', unpack(assigned))
+  redis.call('HSET', KEYS[1], 'state', 'assigned', 'call', ARGV[4], unpack(assigned))
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('ZREM', KEYS[3], tid)

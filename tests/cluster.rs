@@ -398,9 +398,13 @@ async fn a_late_result_from_the_old_cell_is_dropped_after_the_task_moved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_restarted_during_traffic_delays_tasks_and_loses_none() {
     let mut cluster = cluster();
-    // Listeners wait for a delayed result (by default 3 s, then `missing_result{gap_timeout}`) as
-    // long as a loaded CI machine may take to restart a primary.
-    let patient = |c: &mut switchboard::config::Config| c.sessions.result_gap_timeout_ms = 20_000;
+    // A command waits for the primary (retrying) up to `redis_timeout_ms`, and a listener waits for a
+    // delayed result up to `result_gap_timeout_ms` (then `missing_result{gap_timeout}`): both as long
+    // as a loaded CI machine may take to restart a primary (by default 3 s each).
+    let patient = |c: &mut switchboard::config::Config| {
+        c.scheduler.redis_timeout_ms = 15_000;
+        c.sessions.result_gap_timeout_ms = 20_000;
+    };
     let g1 = gateway(&cluster, 3, patient).await;
     let g2 = gateway(&cluster, 3, patient).await;
     let s = g1.state.scheduler.clone();

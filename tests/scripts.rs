@@ -552,3 +552,62 @@ async fn a_task_moves_to_another_cell_once_and_keeps_its_attempts_and_wait() {
     let request = DispatchRequest { cell: &a, moved_in: None, attempt: 0, node_id: None, ..request };
     assert_eq!(s.dispatch_task(&request).await.unwrap(), DispatchReply::Duplicate);
 }
+
+/// The cluster client sends a call again when its connection broke before the reply: the script then
+/// runs twice. `dispatch_task` and `complete_task` answer the second run as the first.
+#[tokio::test]
+async fn dispatch_and_complete_sent_again_after_a_lost_reply_answer_the_same() {
+    let redis = redis();
+    let s = scheduler(&redis, config()).await;
+    register(&s, &node("n1", &["zh>en"], 2)).await;
+    let spec = spec("s-1", 0);
+    let (task, pool, payload) = (spec.task_id(), spec.pool(), payload());
+    let first = DispatchRequest {
+        cell: s.cell(0),
+        task_id: &task,
+        pool: &pool,
+        attempt: 0,
+        node_id: Some("n1"),
+        create: Some((&spec, &payload)),
+        moved_in: None,
+    };
+    let assigned = s.dispatch_task(&first).await.unwrap();
+    let job = job_id(&assigned);
+    // The same EVALSHA (same keys and arguments, so the same new job id) run a second time.
+    let k = s.cell(0);
+    let again = |job: &str, attempt: &str| {
+        let mut inv = s.scripts().dispatch_task.prepare_invoke();
+        inv.key(k.task(&task)).key(k.payload(&task)).key(k.waiting()).key(k.deadlines()).key(k.alive());
+        inv.key(k.load(&pool)).key(k.node("n1"));
+        inv.arg(&task).arg(attempt).arg("n1").arg(job).arg(10_000).arg(serde_json::to_string(&spec).unwrap());
+        inv.arg(serde_json::to_string(&payload).unwrap()).arg(600_000).arg(3).arg(2_000).arg(100).arg("");
+        inv
+    };
+    let replay: String = again(&job, "0").invoke_async(&mut s.connection()).await.unwrap();
+    assert_eq!(serde_json::from_str::<DispatchReply>(&replay).unwrap(), assigned);
+    assert_eq!(hget(&s, &k.node("n1"), "running").await.as_deref(), Some("1"), "one slot taken");
+    // Another call for the same utterance (a new job id) is a duplicate.
+    let other: String = again("job-other", "0").invoke_async(&mut s.connection()).await.unwrap();
+    assert_eq!(serde_json::from_str::<DispatchReply>(&other).unwrap(), DispatchReply::Duplicate);
+
+    // complete_task: the same call id again answers `completed`; a node's second result is stale.
+    let complete = |call: &str| {
+        let mut inv = s.scripts().complete_task.prepare_invoke();
+        inv.key(k.job(&job)).key(k.node("n1")).key(k.waiting());
+        inv.arg(&job).arg("n1").arg("1").arg("completed").arg(call);
+        inv
+    };
+    let done: String = complete("call-1").invoke_async(&mut s.connection()).await.unwrap();
+    let replay: String = complete("call-1").invoke_async(&mut s.connection()).await.unwrap();
+    for reply in [&done, &replay] {
+        match serde_json::from_str::<CompleteReply>(reply).unwrap() {
+            CompleteReply::Completed(ended) => assert_eq!(ended.task_id, task),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(hget(&s, &k.node("n1"), "running").await.as_deref(), Some("0"), "the slot freed once");
+    assert!(matches!(
+        s.complete_task(&job, "n1", Some(1), Outcome::Completed).await.unwrap(),
+        CompleteReply::Stale { .. }
+    ));
+}

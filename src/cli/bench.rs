@@ -493,7 +493,8 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
                         .arg(job)
                         .arg(node)
                         .arg("")
-                        .arg("completed");
+                        .arg("completed")
+                        .arg(job);
                 }
                 let replies = match pipe.query_async::<Vec<String>>(&mut conn).await {
                     Ok(replies) => replies,

@@ -55,6 +55,16 @@ impl Creating {
     }
 }
 
+/// A task on its way to a node: what it is, with how many attempts made so far.
+#[derive(Clone, Copy)]
+struct Offer<'a> {
+    spec: &'a TaskSpec,
+    payload: &'a Payload,
+    attempt: u32,
+    /// The node that served the utterance's turn so far (streamed audio).
+    affinity: Option<&'a str>,
+}
+
 /// How offering a task to a cell's nodes ended.
 enum Tried {
     Done(Dispatched),
@@ -75,7 +85,8 @@ impl AppState {
         affinity: Option<&str>,
     ) -> Result<Dispatched> {
         let home = self.scheduler.home_cell(spec.room_code.as_deref().unwrap_or(&spec.session_id)).clone();
-        self.assign(&home, spec, payload, 0, Vec::new(), Creating::New, affinity).await
+        let offer = Offer { spec, payload, attempt: 0, affinity };
+        self.assign(&home, offer, Vec::new(), Creating::New).await
     }
 
     /// Dispatches a waiting task of `cell` again: after its node failed or timed out, when the
@@ -84,7 +95,8 @@ impl AppState {
     pub async fn redispatch(&self, cell: &CellKeys, task_id: &str) -> Result<Dispatched> {
         match self.scheduler.load_task(cell, task_id).await? {
             LoadTaskReply::Waiting { attempt, tried, spec, payload } => {
-                self.assign(cell, &spec, &payload, attempt, tried, Creating::No, None).await
+                let offer = Offer { spec: &spec, payload: &payload, attempt, affinity: None };
+                self.assign(cell, offer, tried, Creating::No).await
             }
             _ => Ok(Dispatched::Stale),
         }
@@ -93,18 +105,15 @@ impl AppState {
     /// Dispatches in `cell`; when no node there can take the task, moves it to the other cell with
     /// the most free nodes for it, before its dispatch wait can end it here; when no cell has one,
     /// it waits in `cell` (whose sweep tries it again).
-    #[allow(clippy::too_many_arguments)]
     async fn assign(
         &self,
         cell: &CellKeys,
-        spec: &TaskSpec,
-        payload: &Payload,
-        attempt: u32,
+        offer: Offer<'_>,
         tried: Vec<String>,
         creating: Creating,
-        affinity: Option<&str>,
     ) -> Result<Dispatched> {
-        let exists = match self.try_nodes(cell, spec, payload, attempt, tried, creating, affinity).await? {
+        let spec = offer.spec;
+        let exists = match self.try_nodes(cell, offer, tried, creating).await? {
             Tried::Done(dispatched) => return Ok(dispatched),
             Tried::NoNode { exists } => exists,
         };
@@ -113,28 +122,26 @@ impl AppState {
             _ => self.cell_with_free_node(cell, &spec.pool()).await?,
         };
         let Some(other) = other else {
-            return self
-                .park(cell, spec, payload, attempt, if exists { Creating::No } else { creating })
-                .await;
+            return self.park(cell, offer, if exists { Creating::No } else { creating }).await;
         };
         if !exists {
             // A new task is created in its home cell first: a resent utterance finds it there.
-            match self.park(cell, spec, payload, attempt, creating).await? {
+            match self.park(cell, offer, creating).await? {
                 Dispatched::Waiting => {}
                 dispatched => return Ok(dispatched),
             }
         }
         Metrics::inc(&self.metrics.dispatch_script_calls);
-        let wait_until = match self.scheduler.task_move(cell, &spec.task_id(), attempt, &other).await? {
+        let wait_until = match self.scheduler.task_move(cell, &spec.task_id(), offer.attempt, &other).await? {
             MoveReply::Moved { wait_until } => wait_until,
             MoveReply::Stale => return Ok(Dispatched::Stale),
         };
         debug!(task.id = %spec.task_id(), from = cell.tag(), to = other.tag(), "Task moved to another cell.");
         let moved_in = Creating::MovedIn(wait_until);
-        match self.try_nodes(&other, spec, payload, attempt, Vec::new(), moved_in, affinity).await? {
+        match self.try_nodes(&other, offer, Vec::new(), moved_in).await? {
             Tried::Done(dispatched) => Ok(dispatched),
             Tried::NoNode { exists: true } => Ok(Dispatched::Waiting),
-            Tried::NoNode { exists: false } => self.park(&other, spec, payload, attempt, moved_in).await,
+            Tried::NoNode { exists: false } => self.park(&other, offer, moved_in).await,
         }
     }
 
@@ -159,17 +166,14 @@ impl AppState {
     }
 
     /// Offers the task to the nodes of `cell` the policy ranks, until one takes it.
-    #[allow(clippy::too_many_arguments)]
     async fn try_nodes(
         &self,
         cell: &CellKeys,
-        spec: &TaskSpec,
-        payload: &Payload,
-        attempt: u32,
+        offer: Offer<'_>,
         tried: Vec<String>,
         creating: Creating,
-        affinity: Option<&str>,
     ) -> Result<Tried> {
+        let Offer { spec, payload, attempt, affinity } = offer;
         let task_id = spec.task_id();
         let pool = spec.pool();
         // Spec and payload go with the first dispatch_task call only: it creates the task.
@@ -216,14 +220,8 @@ impl AppState {
 
     /// Leaves the task waiting in `cell` (creating it there unless `Creating::No`), or fails it when
     /// its dispatch wait is over.
-    async fn park(
-        &self,
-        cell: &CellKeys,
-        spec: &TaskSpec,
-        payload: &Payload,
-        attempt: u32,
-        creating: Creating,
-    ) -> Result<Dispatched> {
+    async fn park(&self, cell: &CellKeys, offer: Offer<'_>, creating: Creating) -> Result<Dispatched> {
+        let Offer { spec, payload, attempt, .. } = offer;
         let (task_id, pool) = (spec.task_id(), spec.pool());
         let request = DispatchRequest {
             cell,

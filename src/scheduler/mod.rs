@@ -403,12 +403,14 @@ impl MinimalSchedulerService {
         let Some(k) = self.job_cell(job_id) else { return Ok(CompleteReply::Unknown) };
         let mut inv = self.scripts.complete_task.prepare_invoke();
         inv.key(k.job(job_id)).key(k.node(node_id)).key(k.waiting());
-        inv.arg(job_id).arg(node_id).arg(attempt.map(|a| a.to_string()).unwrap_or_default()).arg(
-            match outcome {
+        inv.arg(job_id)
+            .arg(node_id)
+            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
+            .arg(match outcome {
                 Outcome::Completed => "completed",
                 Outcome::Failed => "failed",
-            },
-        );
+            })
+            .arg(new_id("", 16));
         self.call("complete_task", &inv).await
     }
 
