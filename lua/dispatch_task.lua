@@ -39,28 +39,24 @@ local now = now_ms()
 local creating = ARGV[6] ~= ''
 local moved_in = ARGV[12] ~= ''
 
--- t: state, attempt, tried, wait_until, spec. A new task is written once, below, in the state this
--- call leaves it in (the common path creates and assigns it with one HSET).
-local t
-local seen = redis.call('HMGET', KEYS[1], 'state', 'call', 'job', 'attempt')
-if seen[1] and seen[2] == ARGV[4] then
-  if seen[1] == 'assigned' and seen[3] == ARGV[4] then
-    return cjson.encode({ status = 'assigned', attempt = tonumber(seen[4]), job_id = ARGV[4] })
+-- t: state, attempt, tried, wait_until, spec, call, job — one read serves the replay check, the
+-- duplicate check and the fence. A new task is written once, below, in the state this call leaves
+-- it in (the common path creates and assigns it with one HSET).
+local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'wait_until', 'spec', 'call', 'job')
+if t[1] and t[6] == ARGV[4] then
+  if t[1] == 'assigned' and t[7] == ARGV[4] then
+    return cjson.encode({ status = 'assigned', attempt = tonumber(t[2]), job_id = ARGV[4] })
   end
   if creating then return cjson.encode({ status = 'waiting' }) end
 end
 if creating then
-  local existing = seen[1]
-  if existing and not (moved_in and existing == 'moved') then
+  if t[1] and not (moved_in and t[1] == 'moved') then
     return cjson.encode({ status = 'duplicate' })
   end
   local wait_until = moved_in and ARGV[12] or tostring(now + tonumber(ARGV[10]))
   t = { 'waiting', ARGV[2], '', wait_until, ARGV[6] }
-else
-  t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'wait_until', 'spec')
-  if t[1] ~= 'waiting' or tonumber(t[2]) ~= expected then
-    return cjson.encode({ status = 'stale' })
-  end
+elseif t[1] ~= 'waiting' or tonumber(t[2]) ~= expected then
+  return cjson.encode({ status = 'stale' })
 end
 
 -- Writes a new task's fields in `state`; the payload only while the task can still run.

@@ -46,29 +46,23 @@ impl Target {
 
     /// A shared connection whose commands time out after `timeout`.
     pub async fn connect(&self, timeout: Duration) -> RedisResult<RedisConn> {
-        if self.cluster {
-            return Ok(RedisConn::Cluster(
-                cluster_client(&self.seeds, timeout, timeout)?.get_async_connection().await?,
-            ));
-        }
-        let manager = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let client = redis::Client::open(self.seeds[0].as_str())?;
-        Ok(RedisConn::Single(ConnectionManager::new_with_config(client, manager).await?))
+        self.connect_with(timeout, timeout).await
     }
 
     /// A dedicated connection for commands that block (XREADGROUP BLOCK): its replies may take
     /// up to `block` longer than `timeout`.
     pub async fn connect_blocking(&self, timeout: Duration, block: Duration) -> RedisResult<RedisConn> {
+        self.connect_with(timeout, timeout + block).await
+    }
+
+    async fn connect_with(&self, connect: Duration, response: Duration) -> RedisResult<RedisConn> {
         if self.cluster {
-            let client = cluster_client(&self.seeds, timeout, timeout + block)?;
+            let client = cluster_client(&self.seeds, connect, response)?;
             return Ok(RedisConn::Cluster(client.get_async_connection().await?));
         }
         let manager = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout + block))
-            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(response))
+            .set_connection_timeout(Some(connect))
             .set_number_of_retries(2);
         let client = redis::Client::open(self.seeds[0].as_str())?;
         Ok(RedisConn::Single(ConnectionManager::new_with_config(client, manager).await?))

@@ -204,11 +204,11 @@ impl MinimalSchedulerService {
     /// The cell a node belongs to: by its `cell_label` value when it has one, else by its id.
     /// Stable: the same node lands in the same cell on every gateway and every reconnect.
     pub fn node_cell(&self, node_id: &str, labels: &std::collections::BTreeMap<String, String>) -> &CellKeys {
-        let by = labels.get(&self.config.cell_label).map_or(node_id, String::as_str);
-        &self.cells[stable_hash(by) as usize % self.cells.len()]
+        self.home_cell(labels.get(&self.config.cell_label).map_or(node_id, String::as_str))
     }
 
-    /// The home cell of a session or room: where its tasks are created (docs/scaling.md).
+    /// The cell `key` (a room code, session id, label value or node id) hashes to: where a room's
+    /// or session's tasks are created (docs/scaling.md), and where a node lives.
     pub fn home_cell(&self, key: &str) -> &CellKeys {
         &self.cells[stable_hash(key) as usize % self.cells.len()]
     }
