@@ -182,7 +182,8 @@ impl AppState {
         for _ in 0..READS {
             Metrics::inc(&self.metrics.dispatch_script_calls);
             let candidates = self.scheduler.candidates(cell, &pool, &excluded, affinity).await?;
-            let ranked = self.policies.select(spec, attempt + 1, &excluded, affinity, &candidates);
+            let ranked =
+                self.policies.select(cell.number(), spec, attempt + 1, &excluded, affinity, &candidates);
             if ranked.is_empty() {
                 break;
             }

@@ -169,9 +169,10 @@ impl Policies {
         }
     }
 
-    /// Ranks the candidates of one dispatch attempt: node ids, best first.
+    /// Ranks the candidates of one dispatch attempt in cell number `cell`: node ids, best first.
     pub fn select(
         &self,
+        cell: u32,
         spec: &TaskSpec,
         attempt: u32,
         excluded: &[String],
@@ -179,7 +180,7 @@ impl Policies {
         candidates: &[Candidate],
     ) -> Vec<String> {
         let task = convert::task(spec, attempt, excluded, affinity);
-        let nodes = convert::candidates(candidates, 0);
+        let nodes = convert::candidates(candidates, cell);
         let slot = &self.node_selection;
         let run = |l: &Loaded| {
             let (out, us) = host::timed(|| self.host.select(&l.compiled, &task, &nodes));

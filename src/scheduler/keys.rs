@@ -29,6 +29,11 @@ impl CellKeys {
         &self.base[start..end]
     }
 
+    /// The cell's number (`c<number>-…`), as policies see it.
+    pub fn number(&self) -> u32 {
+        self.tag().trim_start_matches('c').split('-').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
     pub fn node(&self, id: &str) -> String {
         format!("{}node:{id}", self.base)
     }
@@ -272,6 +277,7 @@ mod tests {
 
     #[test]
     fn keys_carry_the_cell_tag() {
+        assert_eq!(CellKeys::new("sb", 7).number(), 7);
         let keys = CellKeys::new("sb", 0);
         let tag = cell_tag(0);
         assert_eq!(keys.node("n1"), format!("sb:{{{tag}}}:node:n1"));
