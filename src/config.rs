@@ -49,6 +49,12 @@ pub struct Config {
     /// Failed room joins a connection may make per minute before RATE_LIMITED (codes are 6 digits;
     /// this keeps them from being guessed).
     pub room_failed_joins_per_minute: u32,
+    /// WebRTC signals (`webrtc_offer`/`answer`/`ice`) a connection may relay per second (the burst
+    /// too); more get `room_error RATE_LIMITED`. A member joining a full room sends one offer and a
+    /// few ICE candidates per other member.
+    pub room_signals_per_second: u32,
+    /// Largest `sdp` / `candidate` of one signal, as JSON (a browser's audio offer is 2–6 KiB).
+    pub room_signal_max_bytes: usize,
     pub log_format: LogFormat,
     /// Admin listener: the admin API (policies), `/livez`, `/readyz`.
     pub admin_listen: SocketAddr,
@@ -112,7 +118,10 @@ pub struct AudioConfig {
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        Self { pause_ms: 800, max_duration_ms: 15_000 }
+        // The fleet's clients stream ~256 ms chunks (with a network hiccup, two can arrive a second
+        // apart) and end a turn themselves with `is_final`; their old scheduler cut after 3 s without
+        // audio and at 10 s of speech, and its nodes are tuned for utterances of that length.
+        Self { pause_ms: 3_000, max_duration_ms: 10_000 }
     }
 }
 
@@ -176,6 +185,8 @@ impl Default for Config {
             room_idle_ttl_ms: 30 * 60_000,
             room_max_members: 16,
             room_failed_joins_per_minute: 5,
+            room_signals_per_second: 100,
+            room_signal_max_bytes: 16 * 1024,
             log_format: LogFormat::Text,
             admin_listen: "127.0.0.1:9090".parse().expect("valid address"),
             admin_token: None,

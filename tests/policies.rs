@@ -63,13 +63,13 @@ fn room_routing_defaults_and_examples() {
         member("s-5", None),
     ];
     let speaker = Utterance { session_id: "s-1".into(), ..samples::utterance() };
-    let routes = p.route(&speaker, &members, &[]);
+    let routes = p.route(&speaker, &members.to_vec().into(), &[]);
     let got: Vec<(String, Vec<String>)> = routes.into_iter().map(|r| (r.tgt_lang, r.recipients)).collect();
     assert_eq!(got, [("ja".into(), vec!["s-3".into()]), ("zh".into(), vec!["s-2".into(), "s-4".into()])]);
-    assert!(p.route(&speaker, &members[..1], &[]).is_empty(), "alone: single-session mode");
+    assert!(p.route(&speaker, &members[..1].to_vec().into(), &[]).is_empty(), "alone: single-session mode");
 
     p.load(Role::RoomRouting, &component("include-speaker"), "test").unwrap();
-    let routes = p.route(&speaker, &members[..2], &[]);
+    let routes = p.route(&speaker, &members[..2].to_vec().into(), &[]);
     let got: Vec<(String, Vec<String>)> = routes.into_iter().map(|r| (r.tgt_lang, r.recipients)).collect();
     assert_eq!(got, [("en".into(), vec!["s-1".into()]), ("zh".into(), vec!["s-2".into()])]);
 }

@@ -109,7 +109,7 @@ fn check(file: &Path, role: Option<&str>) -> anyhow::Result<()> {
     println!("imports  {}", if imports.is_empty() { "-".into() } else { imports.join(", ") });
     println!("exports  {}", exports.join(", "));
     let compiled = compile(&host, &bytes, role)?;
-    println!("world    switchboard:policy/{}@0.1.0", compiled.role.as_str());
+    println!("world    switchboard:policy/{}@0.1.1", compiled.role.as_str());
     let policies = Policies::new(host);
     match policies.prepare(compiled.role, &bytes, "check") {
         Ok(_) => println!("smoke    ok (sample inputs, within 5 ms and 16 MiB)"),

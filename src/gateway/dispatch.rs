@@ -391,6 +391,8 @@ impl AppState {
             tgt_lang: spec.tgt_lang.clone(),
             speaker_session_id: spec.session_id.clone(),
             room_code: spec.room_code.clone(),
+            group_id: spec.group_id(),
+            part_index: spec.part_index,
         });
         self.outcome_to_recipients(spec, &message);
     }

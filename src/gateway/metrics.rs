@@ -67,6 +67,11 @@ counters!(
     /// Redis script calls made by dispatches (`candidates` and `dispatch_task`): divided by
     /// `jobs_assigned`, the dispatch path's round trips per task.
     dispatch_script_calls,
+    /// WebRTC signals relayed to another member of a room.
+    signals_relayed,
+    /// WebRTC signals dropped: over a connection's signal rate, or withheld because the receiver
+    /// turned the sender's voice off.
+    signals_dropped,
 );
 
 impl Metrics {

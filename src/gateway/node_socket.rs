@@ -77,6 +77,16 @@ async fn serve(state: AppState, ws: WebSocket, bearer: Option<String>) {
                     }
                     node = register_node(&state, &socket, register, bearer.as_deref()).await;
                 }
+                // Never answered, registered or not: an error answered with an error could
+                // bounce between a node and the gateway for ever.
+                Ok(FromNode::Error(err)) => {
+                    Metrics::inc(&state.metrics.node_errors);
+                    let id = node.as_ref().map_or("", |n| n.id.as_str());
+                    warn!(node.id = %id, code = %err.code, message = %err.message, "Node sent an error frame.");
+                }
+                Ok(FromNode::NodeControl(control)) => {
+                    tracing::debug!(command = %control.command, "node_control from a node ignored (it is the scheduler's command).")
+                }
                 Ok(message) => match &node {
                     Some(registered) => handle(&state, &socket, registered, message).await,
                     None => reply_error(
@@ -201,7 +211,9 @@ async fn register_node(
 
 async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: FromNode) {
     match message {
-        FromNode::NodeRegister(_) => unreachable!("handled by the caller"),
+        FromNode::NodeRegister(_) | FromNode::Error(_) | FromNode::NodeControl(_) => {
+            unreachable!("handled by the caller")
+        }
         FromNode::NodeHeartbeat(hb) => heartbeat(state, socket, node, hb).await,
         FromNode::JobAck(ack) => job_ack(state, node, ack, false).await,
         FromNode::JobStarted(ack) => job_ack(state, node, ack, true).await,

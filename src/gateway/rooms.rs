@@ -9,29 +9,43 @@ use rand::Rng;
 use tracing::info;
 
 use super::capabilities::is_language_code;
+use super::limits::RateLimit;
 use super::peers::Outbox;
-use super::{AppState, error_frame};
-use crate::policy::{Availability, Member, Utterance};
-use crate::protocol::{Mode, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMembers, ToClient, now_ms};
+use super::{AppState, Metrics, error_frame};
+use crate::policy::{Availability, Member, RoomView, Utterance};
+use crate::protocol::{
+    Mode, RawVoicePreference, RelayedSignal, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMembers,
+    Signal, ToClient, now_ms,
+};
 use crate::scheduler::{RoomMember, RoomReply, SchedulerError, TaskSpec, new_id};
 
 /// Codes drawn before room_create gives up (a collision needs ~10^6 live rooms to be likely).
 const CODE_DRAWS: usize = 5;
 
-/// The room this session is in, and its failed joins (to rate-limit code guessing).
+/// Members whose original voice one member may turn off: more than a room holds, so a client
+/// cannot grow its record without bound with ids of members long gone.
+const MAX_MUTED_VOICES: usize = 64;
+
+/// The room this session is in, its failed joins (to rate-limit code guessing) and its WebRTC
+/// signal budget.
 #[derive(Debug, Default)]
 pub struct Membership {
     room: Option<(String, RoomMember)>,
     /// The room's code, shared with the room watcher, which clears it when the room expires.
     shared: Arc<Mutex<Option<String>>>,
     failed_joins: VecDeque<Instant>,
+    signals: Option<RateLimit>,
 }
 
 impl Membership {
     /// A membership restored on resume (`room` is the member record, if still a member).
-    pub fn new(shared: Arc<Mutex<Option<String>>>, room: Option<(String, RoomMember)>) -> Self {
+    pub fn new(
+        shared: Arc<Mutex<Option<String>>>,
+        room: Option<(String, RoomMember)>,
+        signals_per_second: u32,
+    ) -> Self {
         *shared.lock().unwrap() = room.as_ref().map(|(code, _)| code.clone());
-        Self { room, shared, failed_joins: VecDeque::new() }
+        Self { room, shared, failed_joins: VecDeque::new(), signals: RateLimit::new(signals_per_second) }
     }
 
     pub fn room_code(&self) -> Option<&str> {
@@ -61,6 +75,7 @@ fn new_member(session_id: &str, display_name: Option<String>, preferred_lang: Op
         session_id: session_id.to_owned(),
         display_name: display_name.map(|n| n.chars().take(64).collect()),
         preferred_lang,
+        raw_voice_preferences: Default::default(),
         joined_at: now_ms(),
     }
 }
@@ -71,6 +86,24 @@ fn valid_code(code: &str) -> bool {
 
 fn valid_lang(lang: &Option<String>) -> bool {
     lang.as_deref().is_none_or(is_language_code)
+}
+
+/// The three WebRTC signalling messages, relayed alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    Offer,
+    Answer,
+    Ice,
+}
+
+impl SignalKind {
+    fn name(self) -> &'static str {
+        match self {
+            SignalKind::Offer => "webrtc_offer",
+            SignalKind::Answer => "webrtc_answer",
+            SignalKind::Ice => "webrtc_ice",
+        }
+    }
 }
 
 impl AppState {
@@ -163,6 +196,107 @@ impl AppState {
         }
     }
 
+    /// `room_raw_voice_preference`: whether this member hears `target`'s original voice. Stored on
+    /// the member's record (every member sees it in `room_members`, the room-routing policy through
+    /// `host.raw-voice-off`) and enforced on the WebRTC signalling between the two.
+    pub async fn room_raw_voice(&self, outbox: &Outbox, session_id: &str, m: &mut Membership, msg: RawVoicePreference) {
+        m.sync();
+        let Some((room, member)) = m.room.as_mut().filter(|(room, _)| *room == msg.room_code) else {
+            return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+        };
+        let target = msg.target_session_id;
+        if target.is_empty() || target == session_id {
+            return room_error(outbox, "INVALID_MESSAGE", "target_session_id must name another member");
+        }
+        match self.scheduler.room_member(room, &target).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return room_error(outbox, "MEMBER_NOT_FOUND", "target_session_id is not a member of this room"),
+            Err(err) => return self.store_error(outbox, &err),
+        }
+        // Absent means "hears it": only the voices turned off are kept.
+        if msg.receive_raw_voice {
+            member.raw_voice_preferences.remove(&target);
+        } else if member.raw_voice_preferences.len() >= MAX_MUTED_VOICES {
+            return room_error(outbox, "INVALID_MESSAGE", "too many voices turned off");
+        } else {
+            member.raw_voice_preferences.insert(target, false);
+        }
+        match self.scheduler.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
+            Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
+            Ok(_) => {
+                m.set(None);
+                room_error(outbox, "ROOM_NOT_FOUND", "the room is gone")
+            }
+            Err(err) => self.store_error(outbox, &err),
+        }
+    }
+
+    /// Relays a WebRTC signal to the member named in `to`, on whichever gateway it is. Only between
+    /// members of the same room; the receiver learns the sender from the gateway (`to`/`from` are
+    /// set here, never copied from the frame). A receiver that turned the sender's voice off does
+    /// not get it, as with the fleet's scheduler. Problems are answered with `room_error`, which
+    /// the fleet's client logs (an `error` frame would be an alert in it).
+    pub async fn relay_signal(
+        &self,
+        outbox: &Outbox,
+        session_id: &str,
+        m: &mut Membership,
+        kind: SignalKind,
+        signal: Signal,
+    ) {
+        m.sync();
+        if let Some(rate) = m.signals.as_mut()
+            && !rate.allow(Instant::now())
+        {
+            Metrics::inc(&self.metrics.signals_dropped);
+            if rate.notice(Instant::now()) {
+                room_error(outbox, "RATE_LIMITED", "too many WebRTC signals; some were dropped");
+            }
+            return;
+        }
+        let Some((room, _)) = m.room.as_ref().filter(|(room, _)| *room == signal.room_code) else {
+            return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+        };
+        let (sdp, candidate) = match kind {
+            SignalKind::Ice => (None, signal.candidate),
+            SignalKind::Offer | SignalKind::Answer => (signal.sdp, None),
+        };
+        let Some(body) = sdp.as_ref().or(candidate.as_ref()) else {
+            let field = if kind == SignalKind::Ice { "candidate" } else { "sdp" };
+            return room_error(outbox, "INVALID_MESSAGE", &format!("{} needs `{field}`", kind.name()));
+        };
+        if serde_json::to_string(body).map_or(usize::MAX, |b| b.len()) > self.config.room_signal_max_bytes {
+            return room_error(outbox, "INVALID_MESSAGE", &format!("{} is too large", kind.name()));
+        }
+        if signal.to == session_id {
+            return room_error(outbox, "INVALID_MESSAGE", "`to` must name another member");
+        }
+        let receiver = match self.scheduler.room_member(room, &signal.to).await {
+            Ok(Some(receiver)) => receiver,
+            Ok(None) => return room_error(outbox, "MEMBER_NOT_FOUND", "`to` is not a member of this room"),
+            Err(err) => return self.store_error(outbox, &err),
+        };
+        if !receiver.hears_raw_voice_of(session_id) {
+            Metrics::inc(&self.metrics.signals_dropped);
+            tracing::debug!(to = %receiver.session_id, "WebRTC signal withheld: the receiver turned this voice off.");
+            return;
+        }
+        let relayed = RelayedSignal {
+            room_code: room.clone(),
+            to: session_id.to_owned(),
+            from: session_id.to_owned(),
+            sdp,
+            candidate,
+        };
+        let message = match kind {
+            SignalKind::Offer => ToClient::WebrtcOffer(relayed),
+            SignalKind::Answer => ToClient::WebrtcAnswer(relayed),
+            SignalKind::Ice => ToClient::WebrtcIce(relayed),
+        };
+        Metrics::inc(&self.metrics.signals_relayed);
+        self.to_session(&receiver.session_id, &message);
+    }
+
     /// Leaves `code` (a client's room_leave) or, with `None`, whatever room the session is in
     /// (the session ended).
     pub async fn room_leave(
@@ -249,6 +383,14 @@ impl AppState {
             room_code: code.clone(),
             tenant_id: spec.tenant_id.clone(),
         };
+        let voices_off: Vec<(String, Vec<String>)> = members
+            .iter()
+            .filter(|m| !m.raw_voice_preferences.is_empty())
+            .map(|m| {
+                let off = m.raw_voice_preferences.iter().filter(|(_, on)| !**on).map(|(s, _)| s.clone());
+                (m.session_id.clone(), off.collect())
+            })
+            .collect();
         let members: Vec<Member> = members
             .into_iter()
             .map(|m| Member {
@@ -272,6 +414,7 @@ impl AppState {
             .zip(counts)
             .map(|(tgt_lang, free_slots)| Availability { tgt_lang, free_slots })
             .collect();
+        let members = RoomView { members, voices_off: Arc::new(voices_off) };
         let routes = self.policies.route(&utterance, &members, &availability);
         Ok(routes
             .into_iter()

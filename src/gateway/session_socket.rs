@@ -15,11 +15,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::audio::{AudioStream, Cut, Pushed};
+use super::audio::{AudioStream, Codec, Cut, Pushed};
 use super::capabilities::is_language_code;
 use super::ordering::Sequencer;
 use super::peers::{Frame, SessionPeer};
-use super::rooms::Membership;
+use super::rooms::{Membership, SignalKind};
 use super::socket::{Incoming, Socket};
 use super::{AppState, Dispatched, Metrics, error_frame};
 use crate::protocol::{
@@ -60,7 +60,7 @@ struct Settings {
     dialect: Option<String>,
     tenant_id: Option<String>,
     trace_id: String,
-    /// Format of streamed audio.
+    /// Format of streamed audio: `opus` (what the fleet's clients send) or `pcm16`.
     audio_format: String,
     sample_rate: u32,
 }
@@ -147,6 +147,26 @@ async fn serve(state: AppState, ws: WebSocket) {
                     state
                         .room_set_lang(&socket.outbox, &mut membership, &msg.room_code, msg.preferred_lang)
                         .await
+                }
+                FromClient::RoomRawVoicePreference(msg) => {
+                    state.room_raw_voice(&socket.outbox, &open.id, &mut membership, msg).await
+                }
+                FromClient::WebrtcOffer(signal) => {
+                    state.relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Offer, signal).await
+                }
+                FromClient::WebrtcAnswer(signal) => {
+                    state.relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Answer, signal).await
+                }
+                FromClient::WebrtcIce(signal) => {
+                    state.relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Ice, signal).await
+                }
+                FromClient::TtsStarted(playback) => {
+                    tracing::debug!(group.id = %truncate(&playback.group_id), "Client playing speech.");
+                    open.audio.playback_started(Instant::now());
+                }
+                FromClient::TtsPlayEnded(playback) => {
+                    tracing::debug!(group.id = %truncate(&playback.group_id), "Client done playing speech.");
+                    open.audio.playback_ended(Instant::now());
                 }
                 FromClient::ClientHeartbeat {} => {
                     socket.outbox.send(&ToClient::ServerHeartbeat(ServerHeartbeat {
@@ -260,7 +280,7 @@ async fn attach(
         },
     };
     let shared_room = Arc::new(Mutex::new(None));
-    let membership = Membership::new(shared_room.clone(), room);
+    let membership = Membership::new(shared_room.clone(), room, state.config.room_signals_per_second);
     let gap = Duration::from_millis(state.config.sessions.result_gap_timeout_ms);
     let stored = serde_json::to_string(&settings).expect("settings serialize");
     let peer = SessionPeer {
@@ -282,11 +302,17 @@ async fn attach(
         protocol_version: "1.0".into(),
         use_binary_frame: false,
         resume_token: token,
+        negotiated_codec: settings.audio_format.clone(),
+        negotiated_audio_format: settings.audio_format.clone(),
+        negotiated_sample_rate: settings.sample_rate,
+        negotiated_channel_count: 1,
     }));
     state.deliver_kept(&id, &peer, backlog);
     let max_audio = state.config.max_payload_bytes / 4 * 3;
-    let audio =
-        AudioStream::new(&state.config.audio, &settings.audio_format, settings.sample_rate, max_audio);
+    // Settings were validated when the session opened; one stored by an older gateway with a
+    // format it accepted then is measured as Opus, the fleet's format.
+    let codec = Codec::parse(&settings.audio_format).unwrap_or(Codec::Opus);
+    let audio = AudioStream::new(&state.config.audio, codec, settings.sample_rate, max_audio);
     Ok((Session { id, conn, settings, audio }, membership))
 }
 
@@ -319,6 +345,11 @@ async fn end(state: &AppState, session: &Session, membership: &mut Membership) {
     let _ = state.scheduler.unindex_session(&state.gateway_id, &session.id).await;
 }
 
+/// A client-chosen string as it goes into a log line.
+fn truncate(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
 /// Hex sha256 of a resume token: only the hash is stored.
 fn token_sha(token: &str) -> String {
     crate::policy::sha256_hex(token.as_bytes())
@@ -344,9 +375,10 @@ fn settings_of(init: SessionInit) -> Result<Settings, String> {
             return Err(format!("invalid language code {:?}", code.chars().take(32).collect::<String>()));
         }
     }
-    let audio_format = init.audio_format.unwrap_or_else(|| "pcm16".into());
-    if audio_format.is_empty() || audio_format.len() > 32 {
-        return Err("audio_format: 1-32 characters".into());
+    // The fleet's clients stream Opus without saying so; the old scheduler assumed it too.
+    let audio_format = init.audio_format.unwrap_or_else(|| "opus".into());
+    if Codec::parse(&audio_format).is_none() {
+        return Err("audio_format must be \"opus\" or \"pcm16\"".into());
     }
     Ok(Settings {
         trace_id: init.trace_id.unwrap_or_else(|| new_id("trace-", 16)),
@@ -426,9 +458,16 @@ async fn speak_cut(
     let s = &session.settings;
     let spec = TaskSpec {
         turn_id: Some(cut.turn_id.clone()),
+        part_index: cut.part,
         ..base_spec(session, cut.index, s.src_lang.clone(), s.tgt_lang.clone())
     };
-    tracing::debug!(index = cut.index, reason = cut.reason, bytes = cut.audio.len(), "Audio cut.");
+    tracing::debug!(
+        index = cut.index,
+        reason = cut.reason,
+        bytes = cut.audio.len(),
+        ms = cut.duration_us / 1000,
+        "Audio cut."
+    );
     let payload = Payload { audio: Some(BASE64.encode(&cut.audio)), text: None };
     if let Some(node_id) = speak(state, socket, membership, spec, payload, cut.affinity.as_deref()).await {
         session.audio.assigned(&cut.turn_id, &node_id);
@@ -497,6 +536,7 @@ fn base_spec(session: &Session, index: u64, src_lang: String, tgt_lang: String) 
         sample_rate: s.sample_rate,
         trace_id: s.trace_id.clone(),
         turn_id: None,
+        part_index: 0,
         room_code: None,
         tenant_id: s.tenant_id.clone(),
         recipients: vec![session.id.clone()],
@@ -531,8 +571,8 @@ fn task_of(state: &AppState, session: &Session, u: Utterance) -> Result<(TaskSpe
     let spec = TaskSpec {
         dialect: u.dialect.or_else(|| s.dialect.clone()),
         pipeline: u.pipeline.unwrap_or_default(),
-        audio_format: u.audio_format.unwrap_or_else(|| "pcm16".into()),
-        sample_rate: u.sample_rate.unwrap_or(16_000),
+        audio_format: u.audio_format.unwrap_or_else(|| s.audio_format.clone()),
+        sample_rate: u.sample_rate.unwrap_or(s.sample_rate),
         trace_id: u.trace_id.unwrap_or_else(|| s.trace_id.clone()),
         ..base_spec(session, u.utterance_index, src_lang, tgt_lang)
     };

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::bindings::{Availability, LanguagePair, Member, Mode, Node, ServiceTypes, Task, Utterance};
-use super::host::{Candidates, NodeExtras};
+use super::host::{Candidates, NodeExtras, RoomView};
 use crate::protocol;
 use crate::scheduler::{Candidate, TaskSpec};
 
@@ -148,8 +148,9 @@ pub mod samples {
         }
     }
 
-    pub fn members() -> Vec<Member> {
-        [("s-00000001", "en"), ("s-00000002", "zh"), ("s-00000003", "ja")]
+    /// Three members; the third turned the speaker's original voice off.
+    pub fn members() -> RoomView {
+        let members = [("s-00000001", "en"), ("s-00000002", "zh"), ("s-00000003", "ja")]
             .into_iter()
             .map(|(s, lang)| Member {
                 session_id: s.into(),
@@ -157,7 +158,9 @@ pub mod samples {
                 display_name: None,
                 preferred_lang: Some(lang.into()),
             })
-            .collect()
+            .collect();
+        let voices_off = vec![("s-00000003".to_owned(), vec!["s-00000001".to_owned()])];
+        RoomView { members, voices_off: std::sync::Arc::new(voices_off) }
     }
 
     pub fn availability() -> Vec<Availability> {

@@ -30,8 +30,16 @@ pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 const LOGS_PER_CALL: u32 = 8;
 const LOG_LINE_CHARS: usize = 512;
 /// The only interface a policy may import.
-const HOST_INTERFACE: &str = "switchboard:policy/host@0.1.0";
-const TYPES_INTERFACE: &str = "switchboard:policy/types@0.1.0";
+const HOST_INTERFACE: &str = "switchboard:policy/host@0.1.1";
+/// Versions of the WIT package a policy may be built against: 0.1.x only adds host functions, and
+/// wasmtime links a `@0.1.0` import to the `@0.1.1` host (semver-compatible lookup).
+const PACKAGE_VERSIONS: &[&str] = &["0.1.0", "0.1.1"];
+
+/// Whether a component may import `name`: the host or types interface of a known version.
+fn allowed_import(name: &str) -> bool {
+    let Some((interface, version)) = name.split_once('@') else { return false };
+    matches!(interface, "switchboard:policy/host" | "switchboard:policy/types") && PACKAGE_VERSIONS.contains(&version)
+}
 
 /// A policy's role: which WIT world it implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -109,6 +117,21 @@ pub struct Candidates {
     pub extras: Arc<Vec<NodeExtras>>,
 }
 
+/// The members of a room-routing call: the records the policy gets, and what it may ask the host
+/// for (the voices each member turned off).
+#[derive(Debug, Clone, Default)]
+pub struct RoomView {
+    pub members: Vec<Member>,
+    /// Member session id → session ids of members whose original voice it turned off.
+    pub voices_off: Arc<Vec<(String, Vec<String>)>>,
+}
+
+impl From<Vec<Member>> for RoomView {
+    fn from(members: Vec<Member>) -> Self {
+        Self { members, voices_off: Arc::default() }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct NodeExtras {
     pub id: String,
@@ -120,6 +143,8 @@ pub struct NodeExtras {
 pub struct CallState {
     /// The current call's candidates, for `label`, `labels`, `language-pairs`.
     extras: Arc<Vec<NodeExtras>>,
+    /// The current call's members' turned-off voices, for `raw-voice-off`.
+    voices_off: Arc<Vec<(String, Vec<String>)>>,
     limits: StoreLimits,
     config: Arc<Vec<(String, String)>>,
     sha256: Arc<str>,
@@ -196,6 +221,10 @@ impl wit_host::Host for CallState {
 
     fn language_pairs(&mut self, node: String) -> Vec<LanguagePair> {
         self.extras.iter().find(|e| e.id == node).map(|e| e.pairs.clone()).unwrap_or_default()
+    }
+
+    fn raw_voice_off(&mut self, member: String) -> Vec<String> {
+        self.voices_off.iter().find(|(m, _)| *m == member).map(|(_, off)| off.clone()).unwrap_or_default()
     }
 }
 
@@ -311,7 +340,7 @@ impl PolicyHost {
         let component =
             Component::new(&rt.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         for (name, _) in component.component_type().imports(&rt.engine) {
-            if name != HOST_INTERFACE && name != TYPES_INTERFACE {
+            if !allowed_import(name) {
                 return Err(LoadError::ForeignImport(name.to_owned()));
             }
         }
@@ -353,6 +382,7 @@ impl PolicyHost {
                 .tables(16)
                 .build(),
             extras: Arc::default(),
+            voices_off: Arc::default(),
             config: self.config.clone(),
             sha256: compiled.sha256.as_str().into(),
             logs_left: LOGS_PER_CALL,
@@ -451,12 +481,14 @@ impl PolicyHost {
         &self,
         compiled: &Compiled,
         utterance: &Utterance,
-        members: &[Member],
+        room: &RoomView,
         availability: &[Availability],
     ) -> Result<Vec<Route>, CallError> {
         assert_eq!(compiled.role, Role::RoomRouting, "not a room-routing policy");
+        let members = &room.members;
         self.with_instance(compiled, |store, bindings| {
             let Bindings::RoomRouting(instance) = bindings else { unreachable!("role checked") };
+            store.data_mut().voices_off = room.voices_off.clone();
             let routes = instance
                 .call_route(&mut *store, utterance, members, availability)
                 .map_err(|e| self.trap(e))?

@@ -20,7 +20,7 @@ pub use bindings::{Availability, Member, Route, Utterance};
 pub use convert::samples;
 pub use host::{
     CallError, Candidates, Compiled, Limits, LoadError, MAX_MEMORY_BYTES, NodeExtras, PolicyHost, Role,
-    sha256_hex,
+    RoomView, sha256_hex,
 };
 pub use stats::Stats;
 
@@ -205,7 +205,7 @@ impl Policies {
     pub fn route(
         &self,
         utterance: &Utterance,
-        members: &[Member],
+        members: &RoomView,
         availability: &[Availability],
     ) -> Vec<Route> {
         let slot = &self.room_routing;
@@ -270,7 +270,8 @@ impl Policies {
             Role::RoomRouting => {
                 let members = samples::members();
                 host.route(compiled, &samples::utterance(), &members, &samples::availability())?;
-                host.route(compiled, &samples::utterance(), &members[..1], &[])?;
+                let alone = RoomView::from(members.members[..1].to_vec());
+                host.route(compiled, &samples::utterance(), &alone, &[])?;
             }
         }
         Ok(())

@@ -18,6 +18,12 @@ pub enum FromClient {
     RoomJoin(RoomJoin),
     RoomLeave(RoomLeave),
     RoomSetLang(RoomSetLang),
+    RoomRawVoicePreference(RawVoicePreference),
+    WebrtcOffer(Signal),
+    WebrtcAnswer(Signal),
+    WebrtcIce(Signal),
+    TtsStarted(TtsPlayback),
+    TtsPlayEnded(TtsPlayback),
 }
 
 impl FromClient {
@@ -31,7 +37,74 @@ impl FromClient {
         "room_join",
         "room_leave",
         "room_set_lang",
+        "room_raw_voice_preference",
+        "webrtc_offer",
+        "webrtc_answer",
+        "webrtc_ice",
+        "tts_started",
+        "tts_play_ended",
     ];
+}
+
+/// `room_raw_voice_preference`: whether this member wants to hear `target_session_id`'s original
+/// voice (the WebRTC audio between members).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawVoicePreference {
+    #[serde(default, deserialize_with = "nullable")]
+    pub room_code: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub target_session_id: String,
+    #[serde(default = "yes", deserialize_with = "nullable_true")]
+    pub receive_raw_voice: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn nullable_true<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
+}
+
+/// WebRTC signalling between two members of a room (`webrtc_offer`, `webrtc_answer`: `sdp`;
+/// `webrtc_ice`: `candidate`). The gateway relays it to the member named in `to`; the payload is
+/// opaque to it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Signal {
+    #[serde(default, deserialize_with = "nullable")]
+    pub room_code: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub to: String,
+    #[serde(default)]
+    pub sdp: Option<serde_json::Value>,
+    #[serde(default)]
+    pub candidate: Option<serde_json::Value>,
+}
+
+/// A relayed signal as its receiver gets it: `to` names the sender (as the fleet's scheduler sets
+/// it, so the receiver answers to `to`); `from` *(ext)* says the same plainly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayedSignal {
+    pub room_code: String,
+    pub to: String,
+    pub from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdp: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<serde_json::Value>,
+}
+
+/// `tts_started` / `tts_play_ended`: the client started or finished playing a result's speech.
+#[derive(Debug, Default, Deserialize)]
+pub struct TtsPlayback {
+    #[serde(default, deserialize_with = "nullable")]
+    pub group_id: String,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub ts_start_ms: Option<u64>,
+    #[serde(default)]
+    pub ts_end_ms: Option<u64>,
 }
 
 /// Streaming audio: the gateway buffers chunks and cuts utterances itself.
@@ -120,6 +193,9 @@ pub enum ToClient {
     RoomMembers(RoomMembers),
     RoomError(RoomError),
     RoomExpired(RoomExpired),
+    WebrtcOffer(RelayedSignal),
+    WebrtcAnswer(RelayedSignal),
+    WebrtcIce(RelayedSignal),
     Error(ErrorFrame),
 }
 
@@ -218,6 +294,12 @@ pub struct SessionInitAck {
     pub use_binary_frame: bool,
     /// *(ext)* present with `session_id` in a later `session_init` to resume this session.
     pub resume_token: String,
+    /// The format of this session's streamed audio (`opus` unless `session_init` said `pcm16`),
+    /// as the fleet's scheduler states it.
+    pub negotiated_codec: String,
+    pub negotiated_audio_format: String,
+    pub negotiated_sample_rate: u32,
+    pub negotiated_channel_count: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +318,10 @@ pub struct TranslationResult {
     pub tgt_lang: String,
     pub speaker_session_id: String,
     pub room_code: Option<String>,
+    /// The utterance group (one speaker turn) this result belongs to, and its place in it; the
+    /// fleet's client echoes `group_id` in `tts_started` / `tts_play_ended`.
+    pub group_id: String,
+    pub part_index: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

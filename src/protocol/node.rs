@@ -18,6 +18,12 @@ pub enum FromNode {
     JobResult(JobResult),
     NodeError(NodeError),
     NodeDrain {},
+    /// A scheduler → node message in the fleet's protocol; a node that echoes one is heard, not
+    /// refused (nothing to act on).
+    NodeControl(NodeControl),
+    /// An `error` frame from a node (the fleet's node answers a frame it cannot use with one):
+    /// logged and counted like `node_error`.
+    Error(NodeError),
 }
 
 impl FromNode {
@@ -30,6 +36,8 @@ impl FromNode {
         "job_result",
         "node_error",
         "node_drain",
+        "node_control",
+        "error",
     ];
 }
 
@@ -229,6 +237,15 @@ pub struct NodeError {
     pub code: String,
     #[serde(default, deserialize_with = "nullable")]
     pub message: String,
+}
+
+/// `node_control`: `command` is `shutdown`, `reload_config`, or another the node knows.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct NodeControl {
+    #[serde(default, deserialize_with = "nullable")]
+    pub command: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

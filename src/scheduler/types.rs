@@ -24,6 +24,9 @@ pub struct TaskSpec {
     pub sample_rate: u32,
     pub trace_id: String,
     pub turn_id: Option<String>,
+    /// This utterance's place in its turn (a turn cut by max-duration has several parts).
+    #[serde(default)]
+    pub part_index: u64,
     pub room_code: Option<String>,
     pub tenant_id: Option<String>,
     /// Sessions that receive this task's outcome.
@@ -35,6 +38,15 @@ impl TaskSpec {
     /// PROTOCOL.md §3: a task is (speaker session, utterance_index, tgt_lang).
     pub fn task_id(&self) -> String {
         format!("{}:{}:{}", self.session_id, self.utterance_index, self.tgt_lang)
+    }
+
+    /// The utterance group of the fleet protocol (`translation_result.group_id`): the speaker's
+    /// turn, or the utterance itself when it was sent whole.
+    pub fn group_id(&self) -> String {
+        match &self.turn_id {
+            Some(turn) => turn.clone(),
+            None => format!("utt-{}-{}", self.session_id, self.utterance_index),
+        }
     }
 
     /// The load index the task draws its nodes from: `src>tgt`, or `lang_a>lang_b` in two-way mode.

@@ -55,6 +55,7 @@ pub fn task_spec(session: &str, index: u64) -> crate::scheduler::TaskSpec {
         sample_rate: 16000,
         trace_id: "sim".into(),
         turn_id: None,
+        part_index: 0,
         room_code: None,
         tenant_id: None,
         recipients: vec![session.into()],

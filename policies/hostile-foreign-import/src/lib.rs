@@ -6,7 +6,7 @@ wit_bindgen::generate!({
         package evil:policy;
 
         world foreign-import {
-            include switchboard:policy/node-selection@0.1.0;
+            include switchboard:policy/node-selection@0.1.1;
             import steal-secrets: func() -> string;
         }
     "#,
