@@ -167,7 +167,13 @@ async fn streamed_audio_is_cut_by_is_final_pause_and_max_duration() {
     let mut y = gw.node().await;
     y.register(&["zh"], &["en"], 4).await;
     let mut client = gw.client().await;
-    let session = client.init_one_way("zh", "en").await;
+    client
+        .send(json!({"type":"session_init","client_version":"t","platform":"linux","src_lang":"zh",
+            "tgt_lang":"en","mode":"one_way","audio_format":"pcm16","sample_rate":16000}))
+        .await;
+    let ack = client.expect("session_init_ack").await;
+    assert_eq!(ack["negotiated_codec"], "pcm16");
+    let session = ack["session_id"].as_str().unwrap().to_owned();
     let chunk = |seq: u64, bytes: usize, is_final: bool| {
         let payload = base64::engine::general_purpose::STANDARD.encode(vec![7u8; bytes]);
         json!({"type":"audio_chunk","session_id":session,"seq":seq,"is_final":is_final,"payload":payload})
