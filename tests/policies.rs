@@ -9,7 +9,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use switchboard::policy::{
-    CallError, Limits, LoadError, Loaded, Member, Policies, PolicyHost, Rejected, Role, Utterance, samples,
+    CallError, Limits, LoadError, Loaded, Member, Policies, PolicyHost, Rejected, Role, RoomView, Utterance,
+    samples,
     sha256_hex,
 };
 
@@ -72,6 +73,34 @@ fn room_routing_defaults_and_examples() {
     let routes = p.route(&speaker, &members[..2].to_vec().into(), &[]);
     let got: Vec<(String, Vec<String>)> = routes.into_iter().map(|r| (r.tgt_lang, r.recipients)).collect();
     assert_eq!(got, [("en".into(), vec!["s-1".into()]), ("zh".into(), vec!["s-2".into()])]);
+}
+
+/// WIT 0.1.1 added `host.raw-voice-off`: a policy built against 0.1.0 still loads and runs, and one
+/// built against 0.1.1 sees the voices each member turned off.
+#[test]
+fn raw_voice_preferences_reach_room_routing_and_old_policies_still_load() {
+    let p = policies();
+    let member = |s: &str, lang: &str| Member {
+        session_id: s.into(),
+        participant_id: format!("p-{s}"),
+        display_name: None,
+        preferred_lang: Some(lang.into()),
+    };
+    let speaker = Utterance { session_id: "s-1".into(), src_lang: "zh".into(), ..samples::utterance() };
+    let members = vec![member("s-1", "zh"), member("s-2", "zh"), member("s-3", "zh"), member("s-4", "en")];
+
+    p.load(Role::RoomRouting, &component("legacy-0-1-0"), "test").expect("a 0.1.0 policy loads");
+    let routes = p.route(&speaker, &members.clone().into(), &[]);
+    assert_eq!(routes.len(), 1);
+    assert_eq!((routes[0].tgt_lang.as_str(), routes[0].recipients.len()), ("en", 3), "and it ran");
+
+    p.load(Role::RoomRouting, &component("same-language-by-voice"), "test").unwrap();
+    // s-3 turned the speaker's voice off: it gets the same-language result; s-2 hears the voice.
+    let voices_off = vec![("s-3".to_owned(), vec!["s-1".to_owned()])];
+    let room = RoomView { members, voices_off: Arc::new(voices_off) };
+    let got: Vec<(String, Vec<String>)> =
+        p.route(&speaker, &room, &[]).into_iter().map(|r| (r.tgt_lang, r.recipients)).collect();
+    assert_eq!(got, [("en".into(), vec!["s-4".into()]), ("zh".into(), vec!["s-3".into()])]);
 }
 
 #[tokio::test]
