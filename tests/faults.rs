@@ -264,3 +264,45 @@ async fn redis_frozen_for_three_seconds_delays_tasks_and_loses_none() {
     g1.stop().await;
     g2.stop().await;
 }
+
+/// The probe answer, `/readyz` on the admin listener.
+async fn readyz(gw: &TestGateway) -> u16 {
+    let url = format!("{}/readyz", gw.admin_url);
+    switchboard::admin_client::request("GET", &url, None, b"").await.map_or(0, |(status, _)| status)
+}
+
+/// How long after `since` the probe first answers 200 (polled every 25 ms, at most 30 s).
+async fn ready_after(gw: &TestGateway, since: std::time::Instant) -> Duration {
+    while readyz(gw).await != 200 {
+        assert!(since.elapsed() < Duration::from_secs(30), "/readyz never recovered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    since.elapsed()
+}
+
+/// Readiness recovers by itself: after Redis comes back empty, and after `SCRIPT FLUSH`, the
+/// gateway loads its scripts again without any traffic (no probe either, for the flush).
+#[tokio::test]
+async fn readiness_recovers_after_redis_restarts_empty_and_after_script_flush() {
+    let mut redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    assert_eq!(readyz(&gw).await, 200);
+
+    redis.restart_empty().unwrap(); // returns once the new Redis answers PING
+    let answering = std::time::Instant::now();
+    let recovered = ready_after(&gw, answering).await;
+    println!("ready {recovered:?} after Redis answered again");
+    assert!(recovered < Duration::from_secs(1), "ready {recovered:?} after Redis answered");
+
+    let mut conn = gw.state.scheduler.connection();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    let flushed = std::time::Instant::now();
+    eventually("the keeper to reload the scripts", || async {
+        gw.state.scheduler.ready().await.unwrap_or(false)
+    })
+    .await;
+    println!("scripts reloaded {:?} after SCRIPT FLUSH", flushed.elapsed());
+    assert!(flushed.elapsed() < Duration::from_secs(1));
+    assert_eq!(readyz(&gw).await, 200);
+    gw.stop().await;
+}

@@ -12,6 +12,7 @@ mod node_socket;
 mod ordering;
 mod peers;
 mod prometheus;
+mod readiness;
 mod rooms;
 mod session_socket;
 mod socket;
@@ -27,8 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -94,21 +93,8 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/node", get(node_socket::upgrade))
         .route("/ws/session", get(session_socket::upgrade))
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readiness::readyz))
         .with_state(state)
-}
-
-pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
-    // Readiness answers within a second whatever the command timeout: a probe must see an outage
-    // (a frozen Redis) while commands still wait for it.
-    match tokio::time::timeout(Duration::from_secs(1), state.scheduler.ready()).await {
-        Ok(Ok(true)) => (StatusCode::OK, "ready"),
-        Ok(Ok(false)) => (StatusCode::SERVICE_UNAVAILABLE, "scripts not loaded"),
-        Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
-    }
 }
 
 /// A gateway bound to its listeners and connected to Redis, ready to [`serve`](Gateway::serve).
@@ -171,6 +157,7 @@ impl Gateway {
         state.spawn(tracing::info_span!("sweeper"), sweeper::run(state.clone()));
         state.spawn(tracing::info_span!("inbox"), gateways::run_inbox(state.clone()));
         state.spawn(tracing::info_span!("presence"), gateways::run_presence(state.clone()));
+        state.spawn(tracing::info_span!("scripts"), readiness::keep_scripts_loaded(state.clone()));
         // The forwarder ends when every producer (the state's clones) is gone; shutdown does not
         // wait for it.
         tokio::spawn(

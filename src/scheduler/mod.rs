@@ -238,6 +238,16 @@ impl MinimalSchedulerService {
         Ok(loaded.iter().all(|l| *l))
     }
 
+    /// Like [`ready`](Self::ready), but loads the scripts again first when Redis lost any (a
+    /// restart, a failover, `SCRIPT FLUSH`).
+    pub async fn ensure_scripts(&self) -> Result<bool> {
+        if self.ready().await? {
+            return Ok(true);
+        }
+        self.load_scripts().await?;
+        self.ready().await
+    }
+
     pub async fn register_node(&self, k: &CellKeys, node: &NodeRegistration) -> Result<RegisterReply> {
         let mut inv = self.scripts.register_node.prepare_invoke();
         inv.key(k.node(&node.id)).key(k.alive()).key(k.nodes());

@@ -46,7 +46,7 @@ pub fn app(state: AppState) -> Router {
             get(|State(state): State<AppState>| async move { super::prometheus::render(&state).await }),
         )
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(super::readyz))
+        .route("/readyz", get(super::readiness::readyz))
         .layer(DefaultBodyLimit::max(MAX_POLICY_BYTES))
         .with_state(state)
 }
