@@ -381,3 +381,146 @@ async fn signalling_is_only_between_members_of_one_room_and_bounded() {
     outsider.expect_silence(Duration::from_millis(200)).await;
     gw.stop().await;
 }
+
+/// What the browser pages reported, in order.
+#[derive(Clone, Default)]
+struct Reports {
+    events: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    room: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Reports {
+    fn of(&self, role: &str, event: &str) -> Vec<Value> {
+        let events = self.events.lock().unwrap();
+        events.iter().filter(|e| e["role"] == role && e["event"] == event).cloned().collect()
+    }
+}
+
+/// Serves the page and takes its reports.
+async fn page_server() -> (String, Reports) {
+    use axum::routing::{get, post};
+    let reports = Reports::default();
+    let (r1, r2) = (reports.clone(), reports.clone());
+    let app = axum::Router::new()
+        .route("/page.html", get(|| async { axum::response::Html(include_str!("browser/fleet-client.html")) }))
+        .route(
+            "/report",
+            post(move |body: String| async move {
+                let event: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                if event["event"] == "room" {
+                    *r1.room.lock().unwrap() = event["code"].as_str().unwrap_or("").to_owned();
+                }
+                r1.events.lock().unwrap().push(event);
+            }),
+        )
+        .route("/room", get(move || async move { r2.room.lock().unwrap().clone() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, reports)
+}
+
+/// Headless Chromium on `url` with a fake microphone, killed on drop.
+struct Browser {
+    child: std::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn open(url: &str) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                "--allow-loopback-in-peer-connection",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                "--autoplay-policy=no-user-gesture-required",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromium starts (.ci/run installs it)");
+        Self { child, _profile: profile }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two browser pages on two gateways do what the fleet's client does: a room, WebRTC connected
+/// through the gateways' relay, Opus speech each way, the raw-voice checkbox, playback reports;
+/// no error frame and no alert on either page.
+#[tokio::test]
+async fn two_browser_pages_on_two_gateways_connect_webrtc_and_hear_each_other() {
+    let redis = redis();
+    let (gw_a, gw_b) = (TestGateway::start(&redis, |_| {}).await, TestGateway::start(&redis, |_| {}).await);
+    let node = fleet_node(&gw_a, &["zh", "en"]).await;
+    let (base, reports) = page_server().await;
+    let page = |role: &str, gw: &TestGateway| {
+        let ws = format!("{}/ws/session", gw.url);
+        format!("{base}/page.html?role={role}&ws={}", ws.replace(':', "%3A").replace('/', "%2F"))
+    };
+    let _creator = Browser::open(&page("creator", &gw_a));
+    let _joiner = Browser::open(&page("joiner", &gw_b));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let failures: Vec<Value> = ["creator", "joiner"]
+            .iter()
+            .flat_map(|r| [reports.of(r, "failure"), reports.of(r, "alert")].concat())
+            .collect();
+        assert!(failures.is_empty(), "the pages failed: {failures:?}");
+        if !reports.of("creator", "done").is_empty() && !reports.of("joiner", "done").is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let events = reports.events.lock().unwrap().clone();
+            panic!("the pages did not finish; they reported: {events:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for role in ["creator", "joiner"] {
+        assert!(reports.of(role, "rtc").iter().any(|e| e["state"] == "connected"), "{role}: WebRTC connected");
+        assert_eq!(reports.of(role, "session")[0]["codec"], "opus");
+        let result = &reports.of(role, "result")[0];
+        assert!(!result["group_id"].as_str().unwrap_or("").is_empty(), "{role}: group_id on results");
+    }
+    assert_eq!(reports.of("joiner", "result")[0]["tgt_lang"], "en");
+    assert_eq!(reports.of("creator", "result")[0]["tgt_lang"], "zh");
+    assert!(gw_a.metric("signals_relayed") > 0 && gw_b.metric("signals_relayed") > 0, "both directions relayed");
+
+    drop((_creator, _joiner));
+    let jobs = node.await.unwrap();
+    assert!(jobs.len() >= 2);
+    for job in &jobs {
+        assert_eq!(job["audio_format"], "opus");
+        let audio = BASE64.decode(job["audio"].as_str().unwrap()).unwrap();
+        // Real Opus from the browser's encoder, framed as the fleet's client frames it.
+        let mut rest = &audio[..];
+        let mut packets = 0;
+        while rest.len() >= 2 {
+            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+            assert!(len > 0 && len + 2 <= rest.len(), "length-prefixed packets");
+            rest = &rest[2 + len..];
+            packets += 1;
+        }
+        assert!(rest.is_empty() && packets >= 100, "3 s of 20 ms packets, got {packets}");
+    }
+    gw_a.stop().await;
+    gw_b.stop().await;
+}
