@@ -255,6 +255,7 @@ async fn sessions_and_a_room_on_two_gateways_are_served_across_three_cells() {
         let mut m = gw.client().await;
         let id = m.init_one_way("en", lang).await;
         m.send(json!({"type":"room_join","room_code":code,"preferred_lang":lang})).await;
+        m.expect("room_create_ack").await;
         m.expect("room_members").await;
         listeners.push((m, id, lang));
     }

@@ -350,6 +350,7 @@ async fn signalling_is_only_between_members_of_one_room_and_bounded() {
     let code = a.expect("room_create_ack").await["room_code"].as_str().unwrap().to_owned();
     a.expect("room_members").await;
     b.send(json!({"type":"room_join","room_code":code,"preferred_lang":"en"})).await;
+    b.expect("room_create_ack").await;
     b.expect("room_members").await;
     a.expect("room_members").await;
 
@@ -368,6 +369,13 @@ async fn signalling_is_only_between_members_of_one_room_and_bounded() {
     a.send(json!({"type":"webrtc_offer","room_code":code,"to":b_id,"from":outsider_id,"sdp":{"type":"offer","sdp":"v=0"}})).await;
     let got = b.expect("webrtc_offer").await;
     assert_eq!((got["from"].as_str(), got["to"].as_str()), (Some(a_id.as_str()), Some(a_id.as_str())));
+    // Offers that cross (both members offer at once, as the fleet's client does): the first wins,
+    // the crossing one is withheld; once answered, either side may offer again.
+    b.send(json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"crossing"}})).await;
+    b.send(json!({"type":"webrtc_answer","room_code":code,"to":a_id,"sdp":{"type":"answer","sdp":"v=0"}})).await;
+    assert_eq!(a.expect("webrtc_answer").await["from"], b_id.as_str(), "the crossing offer never reached a");
+    b.send(json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"renegotiate"}})).await;
+    assert_eq!(a.expect("webrtc_offer").await["sdp"]["sdp"], "renegotiate");
     // Over the rate: dropped, told once.
     for _ in 0..20 {
         a.send(json!({"type":"webrtc_ice","room_code":code,"to":b_id,"candidate":{"candidate":"c"}})).await;

@@ -62,10 +62,12 @@ async fn a_room_across_three_gateways_delivers_each_result_once_in_order() {
     expect_members(&mut a, 1).await;
     let (mut b, b_id) = member(g2.client().await, "zh").await;
     b.send(json!({"type":"room_join","room_code":code,"preferred_lang":"zh"})).await;
+    b.expect("room_create_ack").await;
     expect_members(&mut b, 2).await;
     expect_members(&mut a, 2).await; // from another gateway, through g1's inbox
     let (mut c, c_id) = member(g1.client().await, "ja").await;
     c.send(json!({"type":"room_join","room_code":code,"preferred_lang":"ja"})).await;
+    c.expect("room_create_ack").await;
     expect_members(&mut c, 3).await;
     expect_members(&mut a, 3).await;
     expect_members(&mut b, 3).await;
@@ -260,6 +262,7 @@ async fn a_session_resumes_on_another_gateway_after_its_gateway_is_killed() {
     let code = a.expect("room_create_ack").await["room_code"].as_str().unwrap().to_owned();
     let (mut b, b_id) = member(g2.client().await, "zh").await;
     b.send(json!({"type":"room_join","room_code":code,"preferred_lang":"zh"})).await;
+    b.expect("room_create_ack").await;
     expect_members(&mut b, 2).await;
     expect_members(&mut a, 1).await;
     expect_members(&mut a, 2).await;

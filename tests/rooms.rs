@@ -42,10 +42,12 @@ async fn room_of_three(gw: &TestGateway) -> (Peer, String, Peer, Peer, String) {
     expect_members(&mut a, 1).await;
     let (mut b, _) = member(gw, "zh").await;
     b.send(json!({"type":"room_join","room_code":code,"display_name":"Bo","preferred_lang":"zh"})).await;
+    b.expect("room_create_ack").await;
     expect_members(&mut b, 2).await;
     expect_members(&mut a, 2).await;
     let (mut c, _) = member(gw, "ja").await;
     c.send(json!({"type":"room_join","room_code":code,"preferred_lang":"ja"})).await;
+    c.expect("room_create_ack").await;
     let members = expect_members(&mut c, 3).await;
     assert_eq!(members["members"][0]["display_name"], "Ann");
     expect_members(&mut a, 3).await;
@@ -129,6 +131,7 @@ async fn room_errors() {
 
     let (mut b, _) = member(&gw, "zh").await;
     b.send(json!({"type":"room_join","room_code":code})).await;
+    b.expect("room_create_ack").await;
     expect_members(&mut b, 2).await;
     let (mut c, _) = member(&gw, "ja").await;
     c.send(json!({"type":"room_join","room_code":code})).await;
@@ -162,6 +165,7 @@ async fn an_idle_room_expires_and_its_members_are_told() {
     expect_members(&mut a, 1).await;
     let (mut b, _) = member(&g2, "zh").await;
     b.send(json!({"type":"room_join","room_code":code,"preferred_lang":"zh"})).await;
+    b.expect("room_create_ack").await;
     expect_members(&mut b, 2).await;
     expect_members(&mut a, 2).await;
 

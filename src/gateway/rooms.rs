@@ -17,7 +17,7 @@ use crate::protocol::{
     Mode, RawVoicePreference, RelayedSignal, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMembers,
     Signal, ToClient, now_ms,
 };
-use crate::scheduler::{RoomMember, RoomReply, SchedulerError, TaskSpec, new_id};
+use crate::scheduler::{RoomMember, RoomReply, SchedulerError, SignalReply, TaskSpec, new_id};
 
 /// Codes drawn before room_create gives up (a collision needs ~10^6 live rooms to be likely).
 const CODE_DRAWS: usize = 5;
@@ -161,8 +161,15 @@ impl AppState {
         }
         let member = new_member(session_id, msg.display_name, msg.preferred_lang);
         match self.scheduler.room_join(&msg.room_code, &member, self.config.room_idle_ttl_ms, false).await {
-            Ok(RoomReply::Ok { members, .. }) => {
+            Ok(RoomReply::Ok { members, room_id }) => {
                 info!(room.code = %msg.room_code, session.id = %session_id, "Joined a room.");
+                // The fleet's web client enters a room only on `room_create_ack` (its join path
+                // never sets the room it joined, so it would ignore the room's `room_members`
+                // and WebRTC offers): a join is acknowledged with it too, before the members.
+                outbox.send(&ToClient::RoomCreateAck(RoomCreateAck {
+                    room_code: msg.room_code.clone(),
+                    room_id: room_id.unwrap_or_default(),
+                }));
                 self.broadcast_members(&msg.room_code, members);
                 self.record_room(session_id, Some(&msg.room_code)).await;
                 m.set(Some((msg.room_code, member)));
@@ -234,8 +241,9 @@ impl AppState {
     /// Relays a WebRTC signal to the member named in `to`, on whichever gateway it is. Only between
     /// members of the same room; the receiver learns the sender from the gateway (`to`/`from` are
     /// set here, never copied from the frame). A receiver that turned the sender's voice off does
-    /// not get it, as with the fleet's scheduler. Problems are answered with `room_error`, which
-    /// the fleet's client logs (an `error` frame would be an alert in it).
+    /// not get it, as with the fleet's scheduler; an offer crossing one from the receiver is
+    /// withheld (room_signal.lua says why). Problems are answered with `room_error`, which the
+    /// fleet's client logs (an `error` frame would be an alert in it).
     pub async fn relay_signal(
         &self,
         outbox: &Outbox,
@@ -271,15 +279,26 @@ impl AppState {
         if signal.to == session_id {
             return room_error(outbox, "INVALID_MESSAGE", "`to` must name another member");
         }
-        let receiver = match self.scheduler.room_member(room, &signal.to).await {
-            Ok(Some(receiver)) => receiver,
-            Ok(None) => return room_error(outbox, "MEMBER_NOT_FOUND", "`to` is not a member of this room"),
-            Err(err) => return self.store_error(outbox, &err),
+        let kind_name = match kind {
+            SignalKind::Offer => "offer",
+            SignalKind::Answer => "answer",
+            SignalKind::Ice => "ice",
         };
-        if !receiver.hears_raw_voice_of(session_id) {
-            Metrics::inc(&self.metrics.signals_dropped);
-            tracing::debug!(to = %receiver.session_id, "WebRTC signal withheld: the receiver turned this voice off.");
-            return;
+        match self.scheduler.room_signal(room, session_id, &signal.to, kind_name).await {
+            Ok(SignalReply::Relay) => {}
+            Ok(SignalReply::NotAMember) => {
+                m.set(None);
+                return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+            }
+            Ok(SignalReply::NoReceiver) => {
+                return room_error(outbox, "MEMBER_NOT_FOUND", "`to` is not a member of this room");
+            }
+            Ok(withheld @ (SignalReply::VoiceOff | SignalReply::Crossing)) => {
+                Metrics::inc(&self.metrics.signals_dropped);
+                tracing::debug!(to = %signal.to, reason = ?withheld, "WebRTC signal withheld.");
+                return;
+            }
+            Err(err) => return self.store_error(outbox, &err),
         }
         let relayed = RelayedSignal {
             room_code: room.clone(),
@@ -294,7 +313,7 @@ impl AppState {
             SignalKind::Ice => ToClient::WebrtcIce(relayed),
         };
         Metrics::inc(&self.metrics.signals_relayed);
-        self.to_session(&receiver.session_id, &message);
+        self.to_session(&signal.to, &message);
     }
 
     /// Leaves `code` (a client's room_leave) or, with `None`, whatever room the session is in

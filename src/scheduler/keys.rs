@@ -85,6 +85,11 @@ impl RoomKeys {
             members: format!("{prefix}:{{r:{code}}}:members"),
         }
     }
+
+    /// A WebRTC offer from `from` to `to` not answered yet (room_signal.lua).
+    pub fn offer(&self, from: &str, to: &str) -> String {
+        format!("{}offer:{from}>{to}", self.members.trim_end_matches("members"))
+    }
 }
 
 /// The keys of one client session: its own tag, `{s:<id>}`.

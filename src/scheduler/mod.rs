@@ -23,7 +23,7 @@ pub use keys::{
     slot,
 };
 pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
-pub use rooms::{RoomMember, RoomReply};
+pub use rooms::{RoomMember, RoomReply, SignalReply};
 pub use scripts::Scripts;
 pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd};
 pub use types::*;

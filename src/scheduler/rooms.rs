@@ -52,6 +52,20 @@ pub enum RoomReply {
     NotAMember,
 }
 
+/// Whether a WebRTC signal may go from one member to another (room_signal.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SignalReply {
+    Relay,
+    NotAMember,
+    NoReceiver,
+    VoiceOff,
+    Crossing,
+}
+
+/// How long an offer waits for its answer before another offer may cross it.
+const OFFER_PENDING_MS: u64 = 10_000;
+
 /// Member JSON strings (an empty list arrives as `{}` from cjson), sorted by join time.
 fn members<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<RoomMember>, D::Error> {
     let raw = match serde_json::Value::deserialize(d)? {
@@ -114,6 +128,15 @@ impl MinimalSchedulerService {
         let mut inv = self.scripts.room_leave.prepare_invoke();
         inv.key(&k.room).key(&k.members).arg(session_id);
         self.call("room_leave", &inv).await
+    }
+
+    /// Checks a WebRTC signal of `kind` (`offer`, `answer`, `ice`) from `from` to `to`.
+    pub async fn room_signal(&self, code: &str, from: &str, to: &str, kind: &str) -> Result<SignalReply> {
+        let k = self.room_keys(code);
+        let mut inv = self.scripts.room_signal.prepare_invoke();
+        inv.key(&k.members).key(k.offer(from, to)).key(k.offer(to, from));
+        inv.arg(from).arg(to).arg(kind).arg(OFFER_PENDING_MS);
+        self.call("room_signal", &inv).await
     }
 
     /// The members, when `session_id` is one of them; renews the room's idle ttl.

@@ -53,6 +53,7 @@ scripts!(
     room_join,
     room_leave,
     room_speak,
+    room_signal,
     availability,
     session_attach,
     session_detach,
