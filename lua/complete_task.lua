@@ -39,12 +39,12 @@ local t = redis.call('HMGET', tkey, 'spec', 'ttl_ms')
 redis.call('HSET', KEYS[1], 'state', outcome, 'done_ms', now_ms(), 'call', ARGV[5])
 redis.call('ZREM', P .. 'deadlines', jid)
 redis.call('SREM', KEYS[2] .. ':jobs', jid)
-local n = redis.call('HMGET', KEYS[2], 'state', 'draining', 'pairs', 'running', 'capacity')
+local n = redis.call('HMGET', KEYS[2], 'state', 'draining', 'class', 'running', 'capacity')
 local running = tonumber(n[4] or '0')
 if running > 0 then
   running = redis.call('HINCRBY', KEYS[2], 'running', -1)
 end
-reindex(node, n[3], n[1] == 'online' and n[2] == '0', running, tonumber(n[5]) or 1)
+if n[3] then reindex(node, n[3], n[1] == 'online' and n[2] == '0', running, tonumber(n[5]) or 1) end
 redis.call('HSET', tkey, 'state', outcome)
 redis.call('PEXPIRE', tkey, t[2])
 redis.call('DEL', P .. 'payload:' .. tid)

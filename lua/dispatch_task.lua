@@ -6,7 +6,7 @@
 -- KEYS[3] waiting zset       P..waiting        (task → time of its next dispatch try)
 -- KEYS[4] deadlines zset     P..deadlines      (job → deadline)
 -- KEYS[5] liveness zset      P..alive
--- KEYS[6] pool index zset    P..load:<src>><tgt>
+-- KEYS[6] pool set           P..pool:<src>><tgt>  (the classes serving the pair)
 -- KEYS[7] node hash          P..node:<node_id>  (P..node: when ARGV[3] is '')
 -- ARGV[1] task id            ARGV[2] expected attempt (attempts made so far; 0 for a new task)
 -- ARGV[3] node id, or '' when there is no candidate   ARGV[4] new job id
@@ -89,13 +89,13 @@ if node == '' then
   return cjson.encode({ status = 'failed', code = 'NO_AVAILABLE_NODE', spec = t[5] })
 end
 
-local n = redis.call('HMGET', KEYS[7], 'state', 'draining', 'running', 'capacity', 'pairs')
+local n = redis.call('HMGET', KEYS[7], 'state', 'draining', 'running', 'capacity', 'class')
 local refused
 if n[1] ~= 'online' then refused = 'offline'
 elseif tonumber(redis.call('ZSCORE', KEYS[5], node) or '0') <= now then refused = 'expired'
 elseif n[2] ~= '0' then refused = 'draining'
 elseif tonumber(n[3]) >= tonumber(n[4]) then refused = 'full'
-elseif not redis.call('ZSCORE', KEYS[6], node) then refused = 'wrong_pair'
+elseif not n[5] or redis.call('SISMEMBER', KEYS[6], n[5]) == 0 then refused = 'wrong_pair'
 elseif contains(t[3], node) then refused = 'already_tried'
 end
 if refused then

@@ -12,7 +12,7 @@
 -- or registered by another connection since (the node must send node_register again).
 
 local id = ARGV[1]
-local n = redis.call('HMGET', KEYS[1], 'state', 'conn', 'pairs', 'running', 'capacity', 'draining')
+local n = redis.call('HMGET', KEYS[1], 'state', 'conn', 'pairs', 'running', 'capacity', 'draining', 'class')
 if n[1] ~= 'online' or n[2] ~= ARGV[2] then
   return cjson.encode({ status = 'NODE_NOT_REGISTERED' })
 end
@@ -26,10 +26,12 @@ if ARGV[10] ~= '-' then
   redis.call('HSET', KEYS[1], 'ready', ARGV[10])
 end
 if ARGV[9] ~= '-' and ARGV[9] ~= n[3] then
-  -- Leave every old index, then join the new ones at the current load.
-  reindex(id, n[3], false, 0, 1)
-  redis.call('HSET', KEYS[1], 'pairs', ARGV[9])
-  reindex(id, ARGV[9], n[6] == '0', tonumber(n[4]), tonumber(n[5]))
+  -- Another shape: leave the old class, join the new one at the current load.
+  local cid = class_of(ARGV[9])
+  if n[7] then leave_class(id, n[7]) end
+  redis.call('HSET', KEYS[1], 'pairs', ARGV[9], 'class', cid)
+  join_class(cid, ARGV[9])
+  reindex(id, cid, n[6] == '0', tonumber(n[4]), tonumber(n[5]))
 end
 
 return cjson.encode({ status = 'ok' })

@@ -28,17 +28,46 @@ local function contains(csv, item)
   return false
 end
 
--- Puts a node into, or takes it out of, the load index of each of its language pairs. The score is
--- running / capacity, so ZRANGE BYSCORE -inf (1 yields least-loaded nodes with a free slot first.
-local function reindex(id, pairs, online, running, capacity)
-  local score = running / math.max(capacity, 1)
-  for _, pair in ipairs(split(pairs)) do
-    local key = P .. 'load:' .. pair
-    if online then
-      redis.call('ZADD', key, score, id)
-    else
-      redis.call('ZREM', key, id)
+-- The load index is per capability class, not per language pair, so that a slot taken or freed
+-- costs one write however many pairs a node serves (docs/redis.md, "Load index"):
+--   P..class:<cid>        zset of the class's online, non-draining nodes, score running / capacity
+--                         (ZRANGE BYSCORE -inf (1 yields the least loaded with a free slot first)
+--   P..class:<cid>:info   hash {pairs, nodes}: the class's pairs and how many online nodes it has
+--   P..pool:<src>><tgt>   set of the classes that serve the pair
+-- A class is the exact set of pairs a node serves; nodes of one shape share it. Only a class that
+-- appears in or leaves the cell costs O(pairs) (pool sets), at registration, a capability change
+-- or a node's loss.
+
+local function class_of(pairs) return string.sub(redis.sha1hex(pairs or ''), 1, 12) end
+local function class_key(cid) return P .. 'class:' .. cid end
+
+-- An online node joins its class (registration, or a capability change).
+local function join_class(cid, pairs)
+  local info = class_key(cid) .. ':info'
+  if redis.call('HINCRBY', info, 'nodes', 1) == 1 then
+    redis.call('HSET', info, 'pairs', pairs)
+    for _, pair in ipairs(split(pairs)) do redis.call('SADD', P .. 'pool:' .. pair, cid) end
+  end
+end
+
+-- A node leaves its class (it went offline, or its capabilities changed).
+local function leave_class(id, cid)
+  redis.call('ZREM', class_key(cid), id)
+  local info = class_key(cid) .. ':info'
+  if redis.call('HINCRBY', info, 'nodes', -1) <= 0 then
+    for _, pair in ipairs(split(redis.call('HGET', info, 'pairs'))) do
+      redis.call('SREM', P .. 'pool:' .. pair, cid)
     end
+    redis.call('DEL', info)
+  end
+end
+
+-- A node's place in its class index after its running count or state changed: O(1).
+local function reindex(id, cid, online, running, capacity)
+  if online then
+    redis.call('ZADD', class_key(cid), running / math.max(capacity, 1), id)
+  else
+    redis.call('ZREM', class_key(cid), id)
   end
 end
 
@@ -46,8 +75,8 @@ local function node_key(id) return P .. 'node:' .. id end
 
 -- Re-indexes a node after its running count or state changed.
 local function reindex_node(id)
-  local n = redis.call('HMGET', node_key(id), 'state', 'draining', 'pairs', 'running', 'capacity')
-  if not n[1] then return end
+  local n = redis.call('HMGET', node_key(id), 'state', 'draining', 'class', 'running', 'capacity')
+  if not n[1] or not n[3] then return end
   local online = n[1] == 'online' and n[2] == '0'
   reindex(id, n[3], online, tonumber(n[4]) or 0, tonumber(n[5]) or 1)
 end
@@ -90,7 +119,7 @@ local function released()
 end
 
 -- Takes an online node offline: releases every in-flight job (bounded by its capacity), removes it
--- from liveness and the load indexes, and keeps the record (id, secret) for `retention_ms`.
+-- from liveness and its class, and keeps the record (id, secret) for `retention_ms`.
 local function take_offline(id, retention_ms, now, out)
   local key = node_key(id)
   for _, jid in ipairs(redis.call('SMEMBERS', key .. ':jobs')) do
@@ -98,7 +127,8 @@ local function take_offline(id, retention_ms, now, out)
   end
   redis.call('DEL', key .. ':jobs')
   redis.call('HSET', key, 'state', 'offline', 'running', 0, 'conn', '')
-  reindex(id, redis.call('HGET', key, 'pairs'), false, 0, 1)
+  local cid = redis.call('HGET', key, 'class')
+  if cid then leave_class(id, cid) end
   redis.call('ZREM', P .. 'alive', id)
   redis.call('SREM', P .. 'nodes', id)
   redis.call('PEXPIRE', key, retention_ms)

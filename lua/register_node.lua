@@ -6,7 +6,7 @@
 -- ARGV[1] node id            ARGV[2] secret presented ('' = none)
 -- ARGV[3] new secret         ARGV[4] connection id (fences later calls of this socket)
 -- ARGV[5] gateway id         ARGV[6] capacity (slots)
--- ARGV[7] language pairs     'src>tgt,…' sorted, the load indexes the node joins
+-- ARGV[7] language pairs     'src>tgt,…' sorted: the pools the node joins, through its class
 -- ARGV[8] liveness window ms (3 × heartbeat interval)
 -- ARGV[9] ready service types 'asr,nmt,…'   ARGV[10] labels JSON   ARGV[11] node info JSON
 -- ARGV[12] accepts public jobs '1'/'0'
@@ -31,6 +31,7 @@ if live and ARGV[2] ~= cur[2] then
 end
 
 local out = released()
+local cid = class_of(ARGV[7])
 if cur[1] == 'online' then
   take_offline(id, 0, now, out)
 end
@@ -38,12 +39,13 @@ end
 redis.call('HSET', KEYS[1],
   'id', id, 'secret', ARGV[3], 'conn', ARGV[4], 'gateway', ARGV[5],
   'state', 'online', 'draining', '0', 'capacity', ARGV[6], 'running', 0,
-  'pairs', ARGV[7], 'ready', ARGV[9], 'labels', ARGV[10], 'info', ARGV[11],
+  'pairs', ARGV[7], 'class', cid, 'ready', ARGV[9], 'labels', ARGV[10], 'info', ARGV[11],
   'accept_public', ARGV[12], 'registered_ms', now, 'last_hb', now,
   'cpu', 0, 'gpu', 0, 'gpu_mem', 0, 'mem', 0, 'gpu_queue', 0)
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[8]), id)
 redis.call('SADD', KEYS[3], id)
-reindex(id, ARGV[7], true, 0, tonumber(ARGV[6]))
+join_class(cid, ARGV[7])
+reindex(id, cid, true, 0, tonumber(ARGV[6]))
 
 return cjson.encode({ status = 'registered', released = out })

@@ -293,8 +293,7 @@ async fn check_nodes(s: &MinimalSchedulerService, m: &Model) {
         assert_eq!(running.unwrap_or(0), n.jobs.len() as u32, "running of {id}");
         assert_eq!(jobs, n.jobs.len() as u32, "jobs of {id}");
         assert!(n.jobs.len() as u32 <= n.capacity.max(1) || !n.online);
-        let score: Option<f64> =
-            redis::cmd("ZSCORE").arg(s.cell(0).load("zh>en")).arg(id).query_async(&mut conn).await.unwrap();
+        let score = direct::index_score(s, id).await;
         if n.online && !n.draining {
             assert_eq!(score, Some(n.jobs.len() as f64 / n.capacity as f64), "index of {id}");
         } else {

@@ -346,7 +346,8 @@ async fn keys_share_the_cell_tag_and_expire() {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
         let lives_forever = key.ends_with(":alive")
             || key.ends_with(":nodes")
-            || key.contains(":load:")
+            || key.contains(":pool:")
+            || key.contains(":class:")
             || key.ends_with(":node:n1");
         assert!(lives_forever || ttl > 0, "{key} has no TTL");
     }
@@ -578,7 +579,7 @@ async fn dispatch_and_complete_sent_again_after_a_lost_reply_answer_the_same() {
     let again = |job: &str, attempt: &str| {
         let mut inv = s.scripts().dispatch_task.prepare_invoke();
         inv.key(k.task(&task)).key(k.payload(&task)).key(k.waiting()).key(k.deadlines()).key(k.alive());
-        inv.key(k.load(&pool)).key(k.node("n1"));
+        inv.key(k.pool(&pool)).key(k.node("n1"));
         inv.arg(&task).arg(attempt).arg("n1").arg(job).arg(10_000).arg(serde_json::to_string(&spec).unwrap());
         inv.arg(serde_json::to_string(&payload).unwrap()).arg(600_000).arg(3).arg(2_000).arg(100).arg("");
         inv

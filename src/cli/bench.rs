@@ -454,11 +454,12 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
                     pipe.cmd("EVALSHA")
                         .arg(scripts.candidates.get_hash())
                         .arg(1)
-                        .arg(k.load(&pool))
+                        .arg(k.pool(&pool))
                         .arg(cfg.candidates)
                         .arg("")
                         .arg("")
-                        .arg(cfg.liveness_ms());
+                        .arg(cfg.liveness_ms())
+                        .arg(cfg.candidate_classes);
                     pipe.cmd("EVALSHA")
                         .arg(scripts.dispatch_task.get_hash())
                         .arg(7)
@@ -467,7 +468,7 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
                         .arg(k.waiting())
                         .arg(k.deadlines())
                         .arg(k.alive())
-                        .arg(k.load(&pool))
+                        .arg(k.pool(&pool))
                         .arg(k.node(&node))
                         .arg(&task)
                         .arg(0)

@@ -47,9 +47,13 @@ impl CellKeys {
     pub fn alive(&self) -> String {
         format!("{}alive", self.base)
     }
-    /// The load index of one language pair (`src>tgt`).
-    pub fn load(&self, pair: &str) -> String {
-        format!("{}load:{pair}", self.base)
+    /// The pool of one language pair (`src>tgt`): the set of capability classes serving it.
+    pub fn pool(&self, pair: &str) -> String {
+        format!("{}pool:{pair}", self.base)
+    }
+    /// The load index of one capability class (lua/lib.lua, "class").
+    pub fn class(&self, class: &str) -> String {
+        format!("{}class:{class}", self.base)
     }
     pub fn task(&self, task_id: &str) -> String {
         format!("{}task:{task_id}", self.base)
@@ -286,6 +290,6 @@ mod tests {
         let keys = CellKeys::new("sb", 0);
         let tag = cell_tag(0);
         assert_eq!(keys.node("n1"), format!("sb:{{{tag}}}:node:n1"));
-        assert!(keys.load("en>zh").contains(&format!("{{{tag}}}")));
+        assert!(keys.pool("en>zh").contains(&format!("{{{tag}}}")));
     }
 }

@@ -67,6 +67,9 @@ pub struct SchedulerConfig {
     pub sweep_limit: u32,
     /// Candidates read per dispatch (the K of top-K).
     pub candidates: u32,
+    /// Capability classes read per dispatch: a pool served by more node shapes than this is read
+    /// from a random sample of them (docs/redis.md, "Load index").
+    pub candidate_classes: u32,
     /// Timeout of one Redis command.
     pub redis_timeout_ms: u64,
 }
@@ -87,6 +90,7 @@ impl Default for SchedulerConfig {
             sweep_interval_ms: 200,
             sweep_limit: 100,
             candidates: 8,
+            candidate_classes: 32,
             redis_timeout_ms: 3_000,
         }
     }
@@ -304,11 +308,12 @@ impl MinimalSchedulerService {
         affinity: Option<&str>,
     ) -> Result<Vec<Candidate>> {
         let mut inv = self.scripts.candidates.prepare_invoke();
-        inv.key(k.load(pool));
+        inv.key(k.pool(pool));
         inv.arg(self.config.candidates)
             .arg(excluded.join(","))
             .arg(affinity.unwrap_or(""))
-            .arg(self.config.liveness_ms());
+            .arg(self.config.liveness_ms())
+            .arg(self.config.candidate_classes);
         let raw: String = self.invoke("candidates", &inv).await?;
         if raw == "{}" {
             return Ok(Vec::new());
@@ -324,7 +329,7 @@ impl MinimalSchedulerService {
         }
         let mut inv = self.scripts.availability.prepare_invoke();
         for pool in pools {
-            inv.key(k.load(pool));
+            inv.key(k.pool(pool));
         }
         inv.arg(self.config.liveness_ms());
         let raw: String = self.invoke("availability", &inv).await?;
@@ -360,7 +365,7 @@ impl MinimalSchedulerService {
             .key(k.waiting())
             .key(k.deadlines())
             .key(k.alive())
-            .key(k.load(req.pool))
+            .key(k.pool(req.pool))
             .key(node_key);
         inv.arg(req.task_id)
             .arg(req.attempt)

@@ -80,7 +80,8 @@ pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
         let persistent_by_design = matches!(
             kind,
             "nodes" | "alive" | "deadlines" | "waiting" | "inbox" | "sessions" | "gateways" | "dead"
-        ) || kind.starts_with("load:")
+        ) || kind.starts_with("pool:")
+            || kind.starts_with("class:")
             || key.contains("{policy}")
             || (kind.starts_with("node:") && node_is_online(&mut conn, key).await)
             || (kind == "session" && hget(&mut conn, key, "state").await.as_deref() == Some("attached"));
@@ -88,6 +89,7 @@ pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
             problems.push(format!("{key} has no TTL"));
         }
         if kind.starts_with("node:") && !kind.ends_with(":jobs") {
+            problems.extend(index_problems(&mut conn, key).await);
             let running: i64 =
                 hget(&mut conn, key, "running").await.and_then(|r| r.parse().ok()).unwrap_or(0);
             let jobs: Vec<String> =
@@ -101,6 +103,76 @@ pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
                 if node.as_deref() != key.rsplit_once("node:").map(|(_, id)| id) {
                     problems.push(format!("{key}: job {job} is not this node's ({node:?})"));
                 }
+            }
+        }
+    }
+    problems.extend(class_problems(&mut conn, &keys).await);
+    problems
+}
+
+/// A node is in its class's load index, at running / capacity, exactly when it is online and not
+/// draining.
+async fn index_problems(conn: &mut switchboard::scheduler::RedisConn, node_key: &str) -> Vec<String> {
+    let (base, id) = node_key.split_once("node:").unwrap();
+    let Some(class) = hget(conn, node_key, "class").await else { return Vec::new() };
+    let fields: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(node_key)
+        .arg(&["state", "draining", "running", "capacity"])
+        .query_async(conn)
+        .await
+        .unwrap();
+    let [state, draining, running, capacity]: [Option<String>; 4] = fields.try_into().unwrap();
+    let score: Option<f64> =
+        redis::cmd("ZSCORE").arg(format!("{base}class:{class}")).arg(id).query_async(conn).await.unwrap();
+    let indexed = state.as_deref() == Some("online") && draining.as_deref() == Some("0");
+    let want = indexed.then(|| {
+        let running: f64 = running.and_then(|r| r.parse().ok()).unwrap_or(0.0);
+        running / capacity.and_then(|c| c.parse::<f64>().ok()).unwrap_or(1.0).max(1.0)
+    });
+    if score != want {
+        return vec![format!("{node_key}: load index score {score:?}, want {want:?}")];
+    }
+    Vec::new()
+}
+
+/// Every class counts its online nodes and is in the pool of each of its pairs, and only there;
+/// no class outlives its last online node.
+async fn class_problems(conn: &mut switchboard::scheduler::RedisConn, keys: &[String]) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut problems = Vec::new();
+    // (cell base, class) → online nodes of the class.
+    let mut online: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for key in keys.iter().filter(|k| k.contains("}:node:") && !k.ends_with(":jobs")) {
+        if hget(conn, key, "state").await.as_deref() == Some("online")
+            && let Some(class) = hget(conn, key, "class").await
+        {
+            let base = key.split_once("node:").unwrap().0.to_owned();
+            *online.entry((base, class)).or_default() += 1;
+        }
+    }
+    let mut pools: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for key in keys.iter().filter(|k| k.contains("}:pool:")) {
+        let members: Vec<String> = redis::cmd("SMEMBERS").arg(key).query_async(conn).await.unwrap();
+        pools.insert(key.clone(), members.into_iter().collect());
+    }
+    for ((base, class), nodes) in &online {
+        let info = format!("{base}class:{class}:info");
+        let counted: usize = hget(conn, &info, "nodes").await.and_then(|n| n.parse().ok()).unwrap_or(0);
+        if counted != *nodes {
+            problems.push(format!("{info}: counts {counted} online nodes, {nodes} are"));
+        }
+        let pairs = hget(conn, &info, "pairs").await.unwrap_or_default();
+        for pair in pairs.split(',').filter(|p| !p.is_empty()) {
+            if !pools.get(&format!("{base}pool:{pair}")).is_some_and(|p| p.contains(class)) {
+                problems.push(format!("class {class} is missing from pool {pair}"));
+            }
+        }
+    }
+    for (pool, classes) in &pools {
+        let base = pool.split_once("pool:").unwrap().0;
+        for class in classes {
+            if !online.contains_key(&(base.to_owned(), class.clone())) {
+                problems.push(format!("{pool} names class {class}, which has no online node"));
             }
         }
     }

@@ -500,6 +500,20 @@ pub mod direct {
         let mut conn = s.connection();
         redis::cmd("HGET").arg(key).arg(field).query_async(&mut conn).await.unwrap()
     }
+
+    /// A node's score in the load index of its capability class (cell 0), if it is indexed.
+    pub async fn index_score(s: &MinimalSchedulerService, node: &str) -> Option<f64> {
+        let k = s.cell(0);
+        let class = hget(s, &k.node(node), "class").await?;
+        let mut conn = s.connection();
+        redis::cmd("ZSCORE").arg(k.class(&class)).arg(node).query_async(&mut conn).await.unwrap()
+    }
+
+    /// The capability classes serving `pair` in cell 0.
+    pub async fn pool_classes(s: &MinimalSchedulerService, pair: &str) -> Vec<String> {
+        let mut conn = s.connection();
+        redis::cmd("SMEMBERS").arg(s.cell(0).pool(pair)).query_async(&mut conn).await.unwrap()
+    }
 }
 
 /// A policy component the build made from `policies/<name>`.
