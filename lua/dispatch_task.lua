@@ -23,8 +23,9 @@
 --                                        already tried); the task waits, try another node
 --   waiting                              no node given; the task waits for a slot
 --   failed    {code, spec}               no node given and the dispatch wait is over
---   duplicate                            a task with this id exists (first call only; a record
---                                        left by an earlier move out of this cell does not count)
+--   duplicate {state}                    a task with this id exists, in `state` (first call only;
+--                                        a record left by an earlier move out of this cell does
+--                                        not count)
 --   stale                                the task is not waiting at this attempt (someone else
 --                                        dispatched it, or it ended)
 --
@@ -51,7 +52,7 @@ if t[1] and t[6] == ARGV[4] then
 end
 if creating then
   if t[1] and not (moved_in and t[1] == 'moved') then
-    return cjson.encode({ status = 'duplicate' })
+    return cjson.encode({ status = 'duplicate', state = t[1] })
   end
   local wait_until = moved_in and ARGV[12] or tostring(now + tonumber(ARGV[10]))
   t = { 'waiting', ARGV[2], '', wait_until, ARGV[6] }

@@ -79,11 +79,16 @@ pub struct SessionsConfig {
     /// A result held behind a missing earlier one is released after this long, the missing one
     /// reported as `missing_result{reason:"gap_timeout"}`.
     pub result_gap_timeout_ms: u64,
+    /// An outcome awaited this long is looked up in Redis, and again every this long: once all
+    /// its tasks have ended (or are gone) for one more round without it arriving, it is reported
+    /// as `missing_result{reason:"outcome_unavailable"}` — it was lost with a gateway that died
+    /// while it held it.
+    pub outcome_audit_ms: u64,
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
-        Self { resume_grace_ms: 30_000, backlog: 256, result_gap_timeout_ms: 3_000 }
+        Self { resume_grace_ms: 30_000, backlog: 256, result_gap_timeout_ms: 3_000, outcome_audit_ms: 5_000 }
     }
 }
 

@@ -91,8 +91,19 @@ impl RedisServer {
     /// Kills redis-server (`kill -9`) and starts an empty one on the same port, as after a crash
     /// of a Redis without persistence.
     pub fn restart_empty(&mut self) -> Result<(), DevRedisError> {
+        self.kill();
+        self.start_again()
+    }
+
+    /// `kill -9`: the port stops answering until [`RedisServer::start_again`].
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts an empty redis-server on the same port after [`RedisServer::kill`]; returns once it
+    /// answers PING.
+    pub fn start_again(&mut self) -> Result<(), DevRedisError> {
         // The port is free again once the old process is gone; retry while the kernel lets go.
         let mut last = None;
         for _ in 0..50 {
@@ -130,9 +141,19 @@ fn spawn(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
     spawn_with(port, dir, &["--appendonly", "no"])
 }
 
-/// A cluster primary keeps an append-only file, so a restart brings its data back.
+/// A cluster primary keeps an append-only file, synced on every write, so a restart — even after
+/// `kill -9` — brings its data back (these primaries have no replicas to fail over to).
 fn spawn_cluster_node(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
-    let cluster = ["--appendonly", "yes", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+    let cluster = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ];
     spawn_with(port, dir, &[&cluster[..], &["--cluster-node-timeout", "5000"]].concat())
 }
 
@@ -270,9 +291,21 @@ impl RedisCluster {
     /// Stops primary `i` (SIGTERM: it writes its append-only file) and starts it again on the same
     /// port with the same data and cluster identity; returns once the cluster is ok again.
     pub fn restart(&mut self, i: usize) -> Result<(), DevRedisError> {
+        signal(self.nodes[i].1.id(), "-TERM");
+        let _ = self.nodes[i].1.wait();
+        self.start_node(i)
+    }
+
+    /// `kill -9` of primary `i`: its slots stop answering until [`RedisCluster::start_node`].
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.nodes[i].1.kill();
+        let _ = self.nodes[i].1.wait();
+    }
+
+    /// Starts primary `i` again after a stop, with its data (every write is in its append-only
+    /// file) and cluster identity; returns once the cluster is ok again.
+    pub fn start_node(&mut self, i: usize) -> Result<(), DevRedisError> {
         let (port, child) = &mut self.nodes[i];
-        signal(child.id(), "-TERM");
-        let _ = child.wait();
         *child = spawn_cluster_node(*port, &self.dir.path().join(format!("n{i}")))?;
         let port = *port;
         wait(Duration::from_secs(10), || ping(port).is_ok())

@@ -120,8 +120,9 @@ async fn duplicate_task_and_stale_attempts() {
     register(&s, &node("n1", &["zh>en"], 4)).await;
     let spec = spec("s-1", 0);
     job_id(&create(&s, &spec, Some("n1")).await);
-    assert_eq!(create(&s, &spec, Some("n1")).await, DispatchReply::Duplicate);
-    assert_eq!(create(&s, &spec, None).await, DispatchReply::Duplicate);
+    let duplicate = DispatchReply::Duplicate { state: "assigned".into() };
+    assert_eq!(create(&s, &spec, Some("n1")).await, duplicate);
+    assert_eq!(create(&s, &spec, None).await, duplicate);
     // An assigned task cannot be dispatched again at the old attempt number.
     assert_eq!(retry(&s, &spec, 0, Some("n1")).await, DispatchReply::Stale);
     assert_eq!(retry(&s, &spec, 1, Some("n1")).await, DispatchReply::Stale);
@@ -551,7 +552,7 @@ async fn a_task_moves_to_another_cell_once_and_keeps_its_attempts_and_wait() {
     assert_eq!(hget(&s, &b.task(&task), "wait_until").await, Some(wait_until.to_string()));
     // A new task with this id in the old cell is a duplicate: the moved record holds its place.
     let request = DispatchRequest { cell: &a, moved_in: None, attempt: 0, node_id: None, ..request };
-    assert_eq!(s.dispatch_task(&request).await.unwrap(), DispatchReply::Duplicate);
+    assert_eq!(s.dispatch_task(&request).await.unwrap(), DispatchReply::Duplicate { state: "moved".into() });
 }
 
 /// The cluster client sends a call again when its connection broke before the reply: the script then
@@ -589,7 +590,10 @@ async fn dispatch_and_complete_sent_again_after_a_lost_reply_answer_the_same() {
     assert_eq!(hget(&s, &k.node("n1"), "running").await.as_deref(), Some("1"), "one slot taken");
     // Another call for the same utterance (a new job id) is a duplicate.
     let other: String = again("job-other", "0").invoke_async(&mut s.connection()).await.unwrap();
-    assert_eq!(serde_json::from_str::<DispatchReply>(&other).unwrap(), DispatchReply::Duplicate);
+    assert_eq!(
+        serde_json::from_str::<DispatchReply>(&other).unwrap(),
+        DispatchReply::Duplicate { state: "assigned".into() }
+    );
 
     // complete_task: the same call id again answers `completed`; a node's second result is stale.
     let complete = |call: &str| {

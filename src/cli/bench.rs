@@ -47,24 +47,46 @@ pub struct BenchArgs {
     /// Regenerate this Markdown report (docs/benchmarks.md) from the run.
     #[arg(long)]
     write_docs: Option<PathBuf>,
+    /// Instead of the scenarios: a steady load with churn for this many minutes, sampling the
+    /// gateway's RSS, descriptors and tasks and Redis's memory and keys (docs/reliability.md).
+    #[arg(long, value_name = "MINUTES", conflicts_with_all = ["url", "write_docs", "quick"])]
+    soak: Option<f64>,
+    /// Utterances per second of the soak.
+    #[arg(long, default_value_t = 200.0)]
+    soak_rate: f64,
 }
 
 /// A gateway child process.
-struct GatewayProc {
+pub(super) struct GatewayProc {
     child: Option<Child>,
-    ws: String,
-    admin: String,
+    pub(super) ws: String,
+    pub(super) admin: String,
 }
 
 impl GatewayProc {
     async fn start(redis_url: &str) -> anyhow::Result<Self> {
-        Self::start_with_cells(redis_url, 1).await
+        Self::start_with(redis_url, 1, None).await
     }
 
     async fn start_with_cells(redis_url: &str, cells: u32) -> anyhow::Result<Self> {
+        Self::start_with(redis_url, cells, None).await
+    }
+
+    /// A gateway on `redis_url` with `cells` cells, and the settings of `config` if given.
+    pub(super) async fn start_with(
+        redis_url: &str,
+        cells: u32,
+        config: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let (port, admin_port) = (free_port()?, free_port()?);
-        let child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cells", &cells.to_string()])
+        let mut command = Command::new(std::env::current_exe()?);
+        if let Some(config) = config {
+            command.arg("serve").arg("--config").arg(config);
+        } else {
+            command.arg("serve");
+        }
+        let child = command
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--cells", &cells.to_string()])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}"), "--redis-url", redis_url])
             // Every simulated peer comes from 127.0.0.1 and may send as fast as it can.
             .args(["--max-connections-per-address", "0", "--max-messages-per-second", "0"])
@@ -92,7 +114,7 @@ impl GatewayProc {
         }
     }
 
-    fn pid(&self) -> Option<u32> {
+    pub(super) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 }
@@ -119,7 +141,7 @@ fn cpu_micros(pid: u32) -> u64 {
     ticks * 10_000 // USER_HZ is 100 on Linux
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(super) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -278,15 +300,29 @@ impl Bench {
         Ok(())
     }
 
+    /// A node spec of the fleet's `shape` with `capacity` slots.
+    fn shaped(&self, shape: &Shape, capacity: u32) -> NodeSpec {
+        let mut spec = self.node_spec(capacity, Duration::from_secs(5));
+        spec.asr_languages = shape.asr.clone();
+        spec.semantic_languages = shape.semantic.clone();
+        spec
+    }
+
     async fn sessions(&self, n: usize) -> anyhow::Result<Vec<Session>> {
+        self.sessions_over(n, &[("zh".into(), "en".into())]).await
+    }
+
+    /// `n` one-way sessions, their language pairs taken round robin from `pairs`.
+    async fn sessions_over(&self, n: usize, pairs: &[(String, String)]) -> anyhow::Result<Vec<Session>> {
         let url = format!("{}/ws/session", self.gateway.ws);
         let mut sessions = Vec::with_capacity(n);
         while sessions.len() < n {
             let batch = (n - sessions.len()).min(64);
             let mut joins = Vec::new();
-            for _ in 0..batch {
+            for i in 0..batch {
+                let (src, tgt) = pairs[(sessions.len() + i) % pairs.len()].clone();
                 let (url, audio) = (url.clone(), self.audio.clone());
-                joins.push(tokio::spawn(async move { Session::open(&url, "zh", "en", audio).await }));
+                joins.push(tokio::spawn(async move { Session::open(&url, &src, &tgt, audio).await }));
             }
             for join in joins {
                 sessions.push(join.await??);
@@ -408,10 +444,11 @@ impl Bench {
 /// complete_task, the same scripts and keys as the gateway — pipelined: 8 connections, each with a
 /// pipeline of 32 tasks (96 EVALSHA) in flight. Nodes are taken round robin, so no call waits for
 /// another's reply.
-async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
+async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result<f64> {
     const NODES: usize = 10;
     const BATCH: usize = 32;
-    let config = SchedulerConfig { prefix: "bench-ceiling".into(), ..SchedulerConfig::default() };
+    let prefix = format!("bench-ceiling-{}", shape.pairs());
+    let config = SchedulerConfig { prefix, ..SchedulerConfig::default() };
     let service = MinimalSchedulerService::connect(redis_url, config.clone()).await?;
     for i in 0..NODES {
         let node = NodeRegistration {
@@ -421,7 +458,7 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
             conn: format!("c{i}"),
             gateway: "bench".into(),
             capacity: 1_000_000,
-            pairs: vec!["zh>en".into()],
+            pairs: shape.pair_list(),
             ready: vec!["asr".into(), "nmt".into(), "tts".into()],
             labels: Default::default(),
             info: serde_json::json!({}),
@@ -519,10 +556,43 @@ async fn ceiling(redis_url: &str, seconds: u64) -> anyhow::Result<f64> {
     Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The languages of the fleet's nodes, in the order node shapes take them (the sessions speak zh → en).
+const FLEET_LANGS: [&str; 16] =
+    ["zh", "en", "ja", "ko", "fr", "de", "es", "it", "ru", "pt", "ar", "hi", "vi", "th", "id", "tr"];
+
+/// A node shape as the fleet registers it: `asr_languages × semantic_languages`.
+#[derive(Debug, Clone)]
+struct Shape {
+    asr: Vec<String>,
+    semantic: Vec<String>,
+}
+
+impl Shape {
+    /// `n` languages both ways: n² pairs. `n == 1` is zh → {zh, en}: 2 pairs.
+    fn languages(n: usize) -> Self {
+        let langs: Vec<String> = FLEET_LANGS[..n.max(2)].iter().map(|l| l.to_string()).collect();
+        let asr = if n == 1 { vec!["zh".to_owned()] } else { langs.clone() };
+        Self { asr, semantic: langs }
+    }
+
+    fn pairs(&self) -> usize {
+        self.asr.len() * self.semantic.len()
+    }
+
+    fn pair_list(&self) -> Vec<String> {
+        let mut pairs: Vec<String> =
+            self.asr.iter().flat_map(|a| self.semantic.iter().map(move |b| format!("{a}>{b}"))).collect();
+        pairs.sort();
+        pairs
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     machine: String,
     command: String,
+    /// The Redis ceiling with nodes of 2 and of 256 pairs.
+    ceilings: Vec<(usize, f64)>,
     ceiling_tasks_per_s: f64,
     best_tasks_per_s: f64,
     ratio_to_ceiling: f64,
@@ -534,6 +604,9 @@ struct Report {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(minutes) = args.soak {
+        return super::soak::run(minutes, args.soak_rate, args.redis_url).await;
+    }
     let private = match &args.redis_url {
         Some(_) => None,
         None => Some(RedisServer::start()?),
@@ -551,7 +624,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (max_nodes, session_steps): (usize, &[usize]) =
         if args.quick { (1_000, &[10, 100, 500]) } else { (10_000, &[10, 100, 1_000, 5_000]) };
     let node_steps: Vec<usize> = [10, 1_000, 10_000].into_iter().filter(|n| *n <= max_nodes).collect();
-    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2 + 1 + 2 + 2;
+    let steps = 1 + 3 + 1 + node_steps.len() + session_steps.len() + 2 + 1 + 2 + 2 + 10;
     let progress = ProgressBar::new(steps as u64);
     progress
         .set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("template"));
@@ -561,7 +634,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let seconds = bench.args.seconds;
 
     bench.progress.set_message("ceiling: Redis alone");
-    let ceiling = ceiling(&redis_url, seconds).await?;
+    let mut ceilings = Vec::new();
+    for langs in [1, 16] {
+        let shape = Shape::languages(langs);
+        ceilings.push((shape.pairs(), ceiling(&redis_url, seconds, &shape).await?));
+    }
+    let ceiling = ceilings[0].1;
     bench.progress.inc(1);
 
     // Closed loop: throughput at growing concurrency, nodes never the bottleneck.
@@ -593,6 +671,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bench.nodes(nodes, bench.node_spec(64, Duration::from_secs(5)), &stop).await?;
         let s = bench.sessions(100).await?;
         let name = format!("{nodes} nodes, 100 sessions × 2");
+        scenarios.push(bench.measure(&name, nodes, s, Load::Closed { in_flight: 2 }).await);
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The fleet's node shapes: 2, 16, 144 and 256 language pairs per node, and a mixed fleet (a
+    // third each of 4-, 36- and 144-pair nodes, requests over 20 pairs), with 10 and 1,000 nodes.
+    // Redis commands and µs per task must stay flat in the pairs.
+    for nodes in [10usize, 1_000] {
+        for langs in [1usize, 4, 12, 16] {
+            let shape = Shape::languages(langs);
+            let stop = CancellationToken::new();
+            bench.progress.set_message(format!("{nodes} nodes of {} pairs", shape.pairs()));
+            bench.nodes(nodes, bench.shaped(&shape, 64), &stop).await?;
+            let s = bench.sessions(100).await?;
+            let name = format!("{nodes} nodes × {} pairs, 100 × 2", shape.pairs());
+            scenarios.push(bench.measure(&name, nodes, s, Load::Closed { in_flight: 2 }).await);
+            stop.cancel();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let stop = CancellationToken::new();
+        bench.progress.set_message(format!("{nodes} nodes, mixed fleet"));
+        for langs in [2usize, 6, 12] {
+            bench.nodes(nodes / 3 + 1, bench.shaped(&Shape::languages(langs), 64), &stop).await?;
+        }
+        let pairs: Vec<(String, String)> = FLEET_LANGS[..6]
+            .iter()
+            .flat_map(|a| FLEET_LANGS[..6].iter().filter(move |b| *b != a).map(move |b| (a.to_string(), b.to_string())))
+            .take(20)
+            .collect();
+        let s = bench.sessions_over(100, &pairs).await?;
+        let name = format!("{nodes} nodes mixed 4/36/144 pairs, 20 pairs");
         scenarios.push(bench.measure(&name, nodes, s, Load::Closed { in_flight: 2 }).await);
         stop.cancel();
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -721,6 +831,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let report = Report {
         machine: machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        ceilings,
         ceiling_tasks_per_s: ceiling,
         best_tasks_per_s: best,
         ratio_to_ceiling: best / ceiling.max(1.0),
@@ -776,10 +887,12 @@ fn table(r: &Report) -> String {
             s.policy_us_per_decision,
         );
     }
-    out += &format!(
-        "\nRedis ceiling (candidates + dispatch_task + complete_task pipelined, 8 × 32 tasks in flight): {:.0} tasks/s\n",
-        r.ceiling_tasks_per_s
-    );
+    for (pairs, rate) in &r.ceilings {
+        out += &format!(
+            "\nRedis ceiling (candidates + dispatch_task + complete_task pipelined, 8 × 32 tasks in flight), nodes of {pairs} pairs: {rate:.0} tasks/s",
+        );
+    }
+    out += "\n";
     out += &format!(
         "best end-to-end: {:.0} tasks/s = {:.0} % of the ceiling\n",
         r.best_tasks_per_s,

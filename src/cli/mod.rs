@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod policy;
 pub mod sim;
+pub mod soak;

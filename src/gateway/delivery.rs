@@ -6,16 +6,17 @@
 //! appends to the inboxes in one pipeline per batch, in the order the frames were produced: an
 //! expectation is always appended before the outcome it announces.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::ordering::Overdue;
 use super::peers::{Frame, SessionPeer};
 use super::{AppState, Metrics};
-use crate::protocol::{ToClient, ToNode};
-use crate::scheduler::{CellKeys, InboxEntry, is_cell_tag};
+use crate::protocol::{ErrorCode, ErrorFrame, ToClient, ToNode};
+use crate::scheduler::{CellKeys, InboxEntry, TaskRef, TaskSpec, is_cell_tag};
 
 /// Frames queued for the forwarder before producers start dropping them.
 const FORWARD_QUEUE: usize = 65_536;
@@ -45,7 +46,12 @@ pub enum Item {
     /// A frame delivered as it comes (UI events, partials, room members, …).
     Frame { frame: String },
     /// A task of the speaker's utterance `index` is meant for this session (ordering).
-    Expect { speaker: String, index: u64 },
+    Expect {
+        speaker: String,
+        index: u64,
+        #[serde(default)]
+        task: Option<TaskRef>,
+    },
     /// That task's outcome (result, `missing_result`, failure), released in the speaker's order.
     Outcome { speaker: String, index: u64, frame: String },
 }
@@ -59,7 +65,7 @@ impl Item {
 }
 
 /// A frame for the forwarder.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Queued {
     envelope: Envelope,
     /// This gateway holds the session's record but no longer its socket: keep the frame.
@@ -90,13 +96,73 @@ impl AppState {
     }
 
     /// Announces to `session_id` that a task of `speaker`'s utterance `index` is meant for it.
-    pub fn expect_outcome(&self, session_id: &str, speaker: &str, index: u64) {
-        self.deliver(session_id, Item::Expect { speaker: speaker.to_owned(), index });
+    pub fn expect_outcome(&self, session_id: &str, speaker: &str, index: u64, task: TaskRef) {
+        self.deliver(session_id, Item::Expect { speaker: speaker.to_owned(), index, task: Some(task) });
     }
 
     /// A task's outcome to one recipient, in the speaker's utterance order.
     pub fn outcome_to(&self, session_id: &str, speaker: &str, index: u64, message: &ToClient) {
         self.deliver(session_id, Item::Outcome { speaker: speaker.to_owned(), index, frame: json(message) });
+    }
+
+    /// A speaker sent again an utterance whose task exists — typically after resuming on this
+    /// gateway because the one it was on died, with what it knew of the utterance. Unless this
+    /// gateway has or awaits an outcome for it already:
+    /// - the task still runs: its outcome is awaited here, so it keeps its place in the order
+    ///   (it would otherwise be dropped as late behind the speaker's next results);
+    /// - the task `ended`: its outcome went to the dead gateway (held behind a gap, or on its way
+    ///   to the socket), so the speaker gets `missing_result{reason:"outcome_unavailable"}` and the
+    ///   utterance still ends in exactly one outcome; one that does turn up later is dropped.
+    pub fn resent(&self, spec: &TaskSpec, task: TaskRef, ended: bool) {
+        if !spec.recipients.contains(&spec.session_id) {
+            return;
+        }
+        let Some(peer) = self.peers.session(&spec.session_id) else { return };
+        if !ended {
+            peer.sequencer.lock().unwrap().expect_unless_known(&spec.session_id, spec.utterance_index, task);
+            return;
+        }
+        let frame = super::ordering::missing(&spec.session_id, spec.utterance_index, "outcome_unavailable");
+        let released =
+            peer.sequencer.lock().unwrap().outcome_unless_known(&spec.session_id, spec.utterance_index, frame);
+        for frame in released.frames {
+            peer.outbox.send_frame(Frame::Text(frame));
+        }
+    }
+
+    /// Looks up the tasks of outcomes this gateway's sessions have awaited for
+    /// `sessions.outcome_audit_ms`, and gives up those whose tasks ended and whose outcome still
+    /// has not come one round later (see [`Sequencer::audited`]).
+    pub async fn audit_outcomes(&self) -> crate::scheduler::Result<()> {
+        let after = Duration::from_millis(self.config.sessions.outcome_audit_ms);
+        let now = Instant::now();
+        let overdue: Vec<(String, SessionPeer, Overdue)> = self
+            .peers
+            .sessions()
+            .into_iter()
+            .flat_map(|(id, peer)| {
+                let overdue = peer.sequencer.lock().unwrap().overdue(now, after);
+                overdue.into_iter().map(move |o| (id.clone(), peer.clone(), o))
+            })
+            .collect();
+        if overdue.is_empty() {
+            return Ok(());
+        }
+        let tasks: Vec<TaskRef> = overdue.iter().flat_map(|(_, _, o)| o.tasks.iter().cloned()).collect();
+        let mut ended = self.scheduler.tasks_ended(&tasks).await?.into_iter();
+        for (session_id, peer, o) in overdue {
+            let all_ended = o.tasks.iter().map(|_| ended.next().unwrap_or(false)).fold(true, |a, b| a && b);
+            let released = peer.sequencer.lock().unwrap().audited(&o.speaker, o.index, all_ended, Instant::now());
+            if !released.frames.is_empty() {
+                warn!(session.id = %session_id, speaker = %o.speaker, utterance = o.index,
+                    "An outcome was lost (its tasks ended long ago); reported as missing.");
+                Metrics::inc(&self.metrics.undeliverable);
+            }
+            for frame in released.frames {
+                peer.outbox.send_frame(Frame::Text(frame));
+            }
+        }
+        Ok(())
     }
 
     /// A frame to a node of `cell`, on this gateway or another.
@@ -125,7 +191,7 @@ impl AppState {
             Item::Frame { frame } => {
                 peer.outbox.send_frame(Frame::Text(frame));
             }
-            Item::Expect { speaker, index } => peer.sequencer.lock().unwrap().expect(&speaker, index),
+            Item::Expect { speaker, index, task } => peer.sequencer.lock().unwrap().expect(&speaker, index, task),
             Item::Outcome { speaker, index, frame } => {
                 let (released, arm) = {
                     let mut sequencer = peer.sequencer.lock().unwrap();
@@ -144,6 +210,29 @@ impl AppState {
                 }
             }
         }
+    }
+
+    /// Redis lost its data (restarted empty): the tasks this gateway's sessions still wait for
+    /// are gone with it and no outcome will come for them. Each such utterance announced before
+    /// `before` gets an `error` now, in its speaker's order, so the client knows to send it again.
+    pub fn give_up_lost_outcomes(&self, before: Instant) {
+        let lost = |speaker: &str, index: u64| {
+            let frame = ErrorFrame::new(
+                ErrorCode::SchedulerDependencyDown,
+                "the scheduler store restarted and lost this utterance's task; send it again",
+            )
+            .with_details(serde_json::json!({ "session_id": speaker, "utterance_index": index }));
+            json(&ToClient::Error(frame))
+        };
+        let mut given_up = 0;
+        for (_, peer) in self.peers.sessions() {
+            let frames = peer.sequencer.lock().unwrap().give_up(before, lost);
+            given_up += frames.len();
+            for frame in frames {
+                peer.outbox.send_frame(Frame::Text(frame));
+            }
+        }
+        warn!(frames = given_up, "Redis lost its data; outcomes still awaited were given up.");
     }
 
     /// After the gap timeout, skips what still holds this session's results up (again each
@@ -232,6 +321,21 @@ impl AppState {
     }
 }
 
+/// Audits long-awaited outcomes every second (see [`AppState::audit_outcomes`]).
+pub async fn run_outcome_audit(state: AppState) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        if let Err(err) = state.audit_outcomes().await {
+            debug!(%err, "Auditing awaited outcomes failed; next round.");
+        }
+    }
+}
+
 /// The forwarder: resolves where each queued frame's peer is and appends it to that gateway's
 /// inbox, batch by batch, in order.
 pub async fn run_forwarder(state: AppState, mut rx: mpsc::Receiver<Queued>) {
@@ -255,9 +359,30 @@ pub async fn run_forwarder(state: AppState, mut rx: mpsc::Receiver<Queued>) {
             return;
         }
         let frames = batch.len();
-        if let Err(err) = forward_batch(&state, std::mem::take(&mut batch)).await {
+        if let Err(err) = forward_with_retries(&state, std::mem::take(&mut batch)).await {
             state.metrics.undeliverable.fetch_add(frames as u64, std::sync::atomic::Ordering::Relaxed);
             warn!(%err, frames, "Forwarding frames to other gateways failed; they are lost.");
+        }
+    }
+}
+
+/// Forwards a batch, trying again while Redis is away for a moment (frozen, restarting, failing
+/// over): the frames are results and job assignments whose loss would leave an utterance without
+/// an outcome. Later frames wait behind the batch, so order holds. Past the job timeout the batch
+/// is given up: by then the tasks' own deadlines have acted on them. A try that timed out may have
+/// run after all; a frame appended twice is harmless (a listener drops an outcome it already had,
+/// a node's second result for a job is stale).
+async fn forward_with_retries(state: &AppState, batch: Vec<Queued>) -> crate::scheduler::Result<()> {
+    let give_up = Instant::now() + Duration::from_millis(state.config.scheduler.job_timeout_ms);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match forward_batch(state, batch.clone()).await {
+            Err(err) if err.is_transient() && Instant::now() + backoff < give_up => {
+                debug!(%err, frames = batch.len(), "Forwarding again after a Redis error.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            done => return done,
         }
     }
 }

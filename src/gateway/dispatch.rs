@@ -14,7 +14,7 @@ use crate::protocol::{
 };
 use crate::scheduler::{
     CellKeys, DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, MoveReply, Payload, Released,
-    Result, TaskSpec,
+    Result, TaskRef, TaskSpec,
 };
 
 /// Nodes tried per candidates read before reading candidates again.
@@ -201,7 +201,7 @@ impl AppState {
                 Metrics::inc(&self.metrics.dispatch_script_calls);
                 let reply = self.scheduler.dispatch_task(&request).await?;
                 if first && creating == Creating::New {
-                    self.announce(spec, &reply);
+                    self.announce(cell, spec, &reply);
                 }
                 match reply {
                     DispatchReply::Assigned { attempt, job_id } => {
@@ -236,19 +236,22 @@ impl AppState {
         Metrics::inc(&self.metrics.dispatch_script_calls);
         let reply = self.scheduler.dispatch_task(&request).await?;
         if creating == Creating::New {
-            self.announce(spec, &reply);
+            self.announce(cell, spec, &reply);
         }
         Ok(self.settle(reply))
     }
 
     /// Tells each recipient's gateway that this task's outcome will come, so results of the
-    /// speaker's later utterances wait for it (ordering). A duplicate created nothing.
-    fn announce(&self, spec: &TaskSpec, reply: &DispatchReply) {
-        if matches!(reply, DispatchReply::Duplicate) {
+    /// speaker's later utterances wait for it (ordering). A duplicate created nothing: see
+    /// [`AppState::resent`].
+    fn announce(&self, cell: &CellKeys, spec: &TaskSpec, reply: &DispatchReply) {
+        let task = TaskRef { cell: cell.tag().to_owned(), id: spec.task_id() };
+        if let DispatchReply::Duplicate { .. } = reply {
+            self.resent(spec, task, reply.ended_duplicate());
             return;
         }
         for recipient in &spec.recipients {
-            self.expect_outcome(recipient, &spec.session_id, spec.utterance_index);
+            self.expect_outcome(recipient, &spec.session_id, spec.utterance_index, task.clone());
         }
     }
 
@@ -260,7 +263,7 @@ impl AppState {
                 self.fail_task(&spec, &code, None);
                 Dispatched::Failed
             }
-            DispatchReply::Duplicate => {
+            DispatchReply::Duplicate { .. } => {
                 Metrics::inc(&self.metrics.tasks_duplicate);
                 Dispatched::Duplicate
             }

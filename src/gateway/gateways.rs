@@ -5,7 +5,7 @@
 //! A dead gateway's nodes need nothing here: their liveness deadline expires like any silent
 //! node's, the sweep takes them offline and their jobs get new attempts (docs/rooms.md).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -68,12 +68,24 @@ pub async fn run_presence(state: AppState) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    // Since when this gateway's own refreshes have gone through on time. Another gateway's stale
+    // presence proves it dead only if Redis took refreshes all that while: after Redis froze or
+    // was away (or this process stalled), every presence looks stale, live gateways' included, and
+    // taking over a live gateway would end its connected sessions.
+    let mut in_contact_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = state.shutdown.cancelled() => break,
         }
-        match state.scheduler.gateway_presence(&state.gateway_id, window).await {
+        let asked = Instant::now();
+        let refreshed = state.scheduler.gateway_presence(&state.gateway_id, window).await;
+        if refreshed.is_err() || asked.elapsed() > interval {
+            in_contact_since = None;
+        } else {
+            in_contact_since.get_or_insert(asked);
+        }
+        match refreshed {
             Ok(true) if !first => {
                 warn!(
                     "This gateway had been taken for dead (no presence for {window} ms); attaching its sessions again."
@@ -85,7 +97,8 @@ pub async fn run_presence(state: AppState) {
             Ok(_) => first = false,
             Err(err) => warn!(%err, "Refreshing this gateway's presence failed."),
         }
-        if let Err(err) = take_over_dead(&state).await {
+        let judged = in_contact_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(window));
+        if judged && let Err(err) = take_over_dead(&state).await {
             warn!(%err, "Taking over dead gateways failed; retrying next interval.");
         }
         if let Err(err) = expire_rooms(&state).await {

@@ -157,6 +157,7 @@ impl Gateway {
         state.spawn(tracing::info_span!("sweeper"), sweeper::run(state.clone()));
         state.spawn(tracing::info_span!("inbox"), gateways::run_inbox(state.clone()));
         state.spawn(tracing::info_span!("presence"), gateways::run_presence(state.clone()));
+        state.spawn(tracing::info_span!("outcome_audit"), delivery::run_outcome_audit(state.clone()));
         state.spawn(tracing::info_span!("scripts"), readiness::keep_scripts_loaded(state.clone()));
         // The forwarder ends when every producer (the state's clones) is gone; shutdown does not
         // wait for it.

@@ -315,7 +315,8 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
             debug!(job.id = %result.job_id, "Result dropped: unknown job.");
         }
         Err(err) => {
-            // The job stays assigned; its deadline re-dispatches it if the node does not resend.
+            // Redis stayed away for the whole job timeout (complete_task retries until then): the
+            // job stays assigned and its deadline dispatches it again.
             warn!(%err, job.id = %result.job_id, "Completing a job failed.");
             reply_error(socket, error_frame(&err));
         }

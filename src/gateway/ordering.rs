@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{MissingResult, ToClient, now_ms};
+use crate::scheduler::TaskRef;
 
 /// Utterances one speaker may have pending for one listener; beyond this the oldest is skipped
 /// (a speaker cannot grow a listener's memory without bound).
@@ -36,6 +37,22 @@ struct Slot {
     frames: Vec<String>,
     /// When its first outcome arrived (and, if it cannot go yet, started waiting).
     held_since: Option<Instant>,
+    /// When its first task was announced.
+    expected_at: Option<Instant>,
+    /// Its announced tasks, looked up when the outcome is long awaited.
+    tasks: Vec<TaskRef>,
+    /// When an audit last found every task ended with an outcome still awaited.
+    ended_seen: Option<Instant>,
+    /// When it was last audited.
+    audited_at: Option<Instant>,
+}
+
+/// An outcome awaited long enough to look its tasks up (see [`Sequencer::overdue`]).
+#[derive(Debug, Clone)]
+pub struct Overdue {
+    pub speaker: String,
+    pub index: u64,
+    pub tasks: Vec<TaskRef>,
 }
 
 /// What an update released, in order, and whether outcomes still wait behind a gap (the caller
@@ -67,12 +84,15 @@ impl Sequencer {
     }
 
     /// A task of `speaker`'s utterance `index` is meant for this listener.
-    pub fn expect(&mut self, speaker: &str, index: u64) {
+    pub fn expect(&mut self, speaker: &str, index: u64, task: Option<TaskRef>) {
         let line = self.speakers.entry(speaker.to_owned()).or_default();
         if line.floor.is_some_and(|f| index <= f) {
             return; // already skipped: its outcome will be dropped as late
         }
-        line.slots.entry(index).or_default().awaited += 1;
+        let slot = line.slots.entry(index).or_default();
+        slot.awaited += 1;
+        slot.expected_at.get_or_insert_with(Instant::now);
+        slot.tasks.extend(task);
         while line.slots.len() > MAX_PENDING {
             let (skipped, _) = line.slots.pop_first().expect("not empty");
             line.floor = Some(skipped);
@@ -93,6 +113,66 @@ impl Sequencer {
         release(speaker, line, now, self.gap)
     }
 
+    /// Whether an outcome of `speaker`'s utterance `index` was released, is held or is awaited.
+    fn known(&self, speaker: &str, index: u64) -> bool {
+        self.speakers.get(speaker).is_some_and(|line| {
+            line.floor.is_some_and(|f| index <= f)
+                || line.slots.get(&index).is_some_and(|s| s.awaited > 0 || !s.frames.is_empty())
+        })
+    }
+
+    /// Expects an outcome of `speaker`'s utterance `index` unless it is known here already.
+    pub fn expect_unless_known(&mut self, speaker: &str, index: u64, task: TaskRef) {
+        if !self.known(speaker, index) {
+            self.expect(speaker, index, Some(task));
+        }
+    }
+
+    /// Outcomes awaited (or last audited) at least `after` ago whose tasks are known.
+    pub fn overdue(&mut self, now: Instant, after: Duration) -> Vec<Overdue> {
+        let mut out = Vec::new();
+        for (speaker, line) in &mut self.speakers {
+            for (&index, slot) in &mut line.slots {
+                let since = slot.audited_at.or(slot.expected_at);
+                if slot.awaited == 0 || slot.tasks.is_empty() || since.is_none_or(|t| now - t < after) {
+                    continue;
+                }
+                slot.audited_at = Some(now);
+                out.push(Overdue { speaker: speaker.clone(), index, tasks: slot.tasks.clone() });
+            }
+        }
+        out
+    }
+
+    /// What an audit found of an overdue outcome: once its tasks were found `ended` by two audits
+    /// in a row and it still has not come, it never will (it was lost with a gateway that died):
+    /// it is reported as `missing_result{reason:"outcome_unavailable"}`.
+    pub fn audited(&mut self, speaker: &str, index: u64, ended: bool, now: Instant) -> Released {
+        let Some(line) = self.speakers.get_mut(speaker) else { return Released::default() };
+        let Some(slot) = line.slots.get_mut(&index) else { return Released::default() };
+        if !ended || slot.awaited == 0 {
+            slot.ended_seen = None;
+            return Released::default();
+        }
+        if slot.ended_seen.replace(now).is_none() {
+            return Released::default();
+        }
+        slot.awaited = 0;
+        if slot.frames.is_empty() {
+            slot.frames.push(missing(speaker, index, "outcome_unavailable"));
+        }
+        slot.held_since.get_or_insert(now);
+        release(speaker, line, now, self.gap)
+    }
+
+    /// An outcome for `speaker`'s utterance `index` unless one is known here already.
+    pub fn outcome_unless_known(&mut self, speaker: &str, index: u64, frame: String) -> Released {
+        if self.known(speaker, index) {
+            return Released::default();
+        }
+        self.outcome(speaker, index, frame)
+    }
+
     /// Skips gaps held longer than the timeout; returns what that released.
     pub fn expire(&mut self, now: Instant) -> Released {
         let mut out = Released::default();
@@ -100,6 +180,25 @@ impl Sequencer {
             let released = release(speaker, line, now, self.gap);
             out.frames.extend(released.frames);
             out.held |= released.held;
+        }
+        out
+    }
+
+    /// Gives up the outcomes awaited for utterances announced before `before` (their tasks are
+    /// gone: Redis lost its data): each such utterance gets `frame(speaker, index)` as its outcome,
+    /// in order; returns what that released.
+    pub fn give_up(&mut self, before: Instant, frame: impl Fn(&str, u64) -> String) -> Vec<String> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (speaker, line) in &mut self.speakers {
+            for (&index, slot) in &mut line.slots {
+                if slot.awaited > 0 && slot.expected_at.is_some_and(|t| t < before) {
+                    slot.awaited = 0;
+                    slot.frames.push(frame(speaker, index));
+                    slot.held_since.get_or_insert(now);
+                }
+            }
+            out.extend(release(speaker, line, now, self.gap).frames);
         }
         out
     }
@@ -127,7 +226,7 @@ fn release(speaker: &str, line: &mut Line, now: Instant, gap: Duration) -> Relea
                 break;
             }
             if slot.frames.is_empty() {
-                out.frames.push(gap_timeout(speaker, index));
+                out.frames.push(missing(speaker, index, "gap_timeout"));
             }
         }
         let slot = line.slots.remove(&index).expect("the first key");
@@ -138,11 +237,11 @@ fn release(speaker: &str, line: &mut Line, now: Instant, gap: Duration) -> Relea
     out
 }
 
-fn gap_timeout(speaker: &str, index: u64) -> String {
+pub fn missing(speaker: &str, index: u64, reason: &str) -> String {
     let frame = ToClient::MissingResult(MissingResult {
         session_id: speaker.to_owned(),
         utterance_index: index,
-        reason: "gap_timeout".into(),
+        reason: reason.into(),
         created_at_ms: now_ms(),
         trace_id: None,
     });
@@ -157,11 +256,37 @@ mod tests {
         Sequencer::new(Duration::from_millis(100))
     }
 
+    fn task(index: u64) -> TaskRef {
+        TaskRef { cell: "c0-101".into(), id: format!("a:{index}:en") }
+    }
+
+    #[test]
+    fn an_outcome_whose_tasks_ended_is_given_up_after_two_audits() {
+        let mut s = seq();
+        let start = Instant::now();
+        s.expect("a", 0, Some(task(0)));
+        s.expect("a", 1, Some(task(1)));
+        assert!(s.outcome("a", 1, "r1".into()).held);
+        let after = Duration::from_secs(5);
+        assert!(s.overdue(start, after).is_empty(), "not awaited long yet");
+        let later = Instant::now() + after;
+        let overdue = s.overdue(later, after);
+        assert_eq!(overdue.len(), 1, "only the awaited one: {overdue:?}");
+        assert_eq!(overdue[0].tasks, [task(0)]);
+        assert!(s.overdue(later, after).is_empty(), "audited just now");
+        assert!(s.audited("a", 0, false, later).frames.is_empty(), "still running");
+        assert!(s.audited("a", 0, true, later).frames.is_empty(), "ended: one more round");
+        let r = s.audited("a", 0, true, later + after);
+        assert!(r.frames[0].contains("outcome_unavailable") && r.frames[0].contains("\"utterance_index\":0"));
+        assert_eq!(r.frames[1], "r1");
+        assert!(s.outcome("a", 0, "r0".into()).late, "the lost one turning up is dropped");
+    }
+
     #[test]
     fn releases_in_index_order() {
         let mut s = seq();
         for i in 0..3 {
-            s.expect("a", i);
+            s.expect("a", i, None);
         }
         let r = s.outcome("a", 2, "r2".into());
         assert!(r.frames.is_empty() && r.held);
@@ -170,19 +295,34 @@ mod tests {
     }
 
     #[test]
+    fn an_outcome_unless_known_only_fills_what_nothing_answers() {
+        let mut s = seq();
+        s.expect("a", 0, None);
+        assert!(s.outcome_unless_known("a", 0, "x0".into()).frames.is_empty(), "awaited here");
+        assert_eq!(s.outcome("a", 0, "r0".into()).frames, ["r0"]);
+        assert!(s.outcome_unless_known("a", 0, "x0".into()).frames.is_empty(), "released already");
+        assert_eq!(s.outcome_unless_known("a", 1, "x1".into()).frames, ["x1"]);
+        assert!(s.outcome("a", 1, "r1".into()).late);
+        s.expect_unless_known("a", 1, task(1));
+        s.expect_unless_known("a", 2, task(2));
+        s.expect_unless_known("a", 2, task(2));
+        assert_eq!(s.outcome("a", 2, "r2".into()).frames, ["r2"], "expected once");
+    }
+
+    #[test]
     fn speakers_do_not_wait_for_each_other() {
         let mut s = seq();
-        s.expect("a", 0);
-        s.expect("b", 0);
+        s.expect("a", 0, None);
+        s.expect("b", 0, None);
         assert_eq!(s.outcome("b", 0, "b0".into()).frames, ["b0"]);
     }
 
     #[test]
     fn a_gap_is_skipped_after_the_timeout_and_its_late_outcome_dropped() {
         let mut s = seq();
-        s.expect("a", 0);
-        s.expect("a", 1);
-        s.expect("a", 2);
+        s.expect("a", 0, None);
+        s.expect("a", 1, None);
+        s.expect("a", 2, None);
         let start = Instant::now();
         assert!(s.outcome("a", 1, "r1".into()).held);
         assert!(s.expire(start).frames.is_empty(), "not before the timeout");
@@ -205,19 +345,34 @@ mod tests {
     #[test]
     fn two_outcomes_for_one_utterance_wait_for_each_other() {
         let mut s = seq();
-        s.expect("a", 0);
-        s.expect("a", 0);
-        s.expect("a", 1);
+        s.expect("a", 0, None);
+        s.expect("a", 0, None);
+        s.expect("a", 1, None);
         assert!(s.outcome("a", 1, "r1".into()).frames.is_empty());
         assert!(s.outcome("a", 0, "en".into()).frames.is_empty());
         assert_eq!(s.outcome("a", 0, "zh".into()).frames, ["en", "zh", "r1"]);
     }
 
     #[test]
+    fn given_up_utterances_get_their_outcome_in_order_and_later_ones_still_wait() {
+        let mut s = seq();
+        s.expect("a", 0, None);
+        s.expect("a", 1, None);
+        assert!(s.outcome("a", 1, "r1".into()).frames.is_empty());
+        let cut = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        s.expect("a", 2, None);
+        let released = s.give_up(cut, |speaker, index| format!("lost {speaker} {index}"));
+        assert_eq!(released, ["lost a 0", "r1"]);
+        assert!(s.outcome("a", 0, "r0".into()).late, "the real outcome comes too late");
+        assert_eq!(s.outcome("a", 2, "r2".into()).frames, ["r2"], "announced after: not given up");
+    }
+
+    #[test]
     fn flush_releases_everything_held() {
         let mut s = seq();
-        s.expect("a", 0);
-        s.expect("a", 1);
+        s.expect("a", 0, None);
+        s.expect("a", 1, None);
         s.outcome("a", 1, "r1".into());
         assert_eq!(s.flush(), ["r1"]);
     }

@@ -32,6 +32,9 @@ pub async fn render(state: &AppState) -> String {
             let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"live\"}} {live}");
         }
     }
+    // Tasks alive on the runtime: sockets, timers, background loops; flat under a steady load.
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let _ = writeln!(out, "# TYPE switchboard_tokio_tasks gauge\nswitchboard_tokio_tasks {tasks}");
     let rooms = state.peers.rooms().len();
     let _ = writeln!(out, "# TYPE switchboard_rooms gauge\nswitchboard_rooms {rooms}");
     let (nodes, sessions) = state.peers.counts();

@@ -4,7 +4,7 @@
 //! out of rotation for ever. So the probe reloads what is missing, and so does a keeper loop, so a
 //! gateway nobody probes is ready too before its next call.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -29,15 +29,23 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     }
 }
 
-/// Reloads the scripts whenever Redis lost them, until shutdown.
+/// Reloads the scripts whenever Redis lost them, and gives up the outcomes this gateway's
+/// sessions wait for when Redis lost its data, until shutdown.
 pub async fn keep_scripts_loaded(state: AppState) {
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
+    // The first call sets this gateway's marks.
+    let _ = state.scheduler.data_intact(&state.gateway_id).await;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = state.shutdown.cancelled() => return,
+        }
+        let checked = Instant::now();
+        if let Ok(Ok(false)) = tokio::time::timeout(PROBE_TIMEOUT, state.scheduler.data_intact(&state.gateway_id)).await
+        {
+            state.give_up_lost_outcomes(checked);
         }
         match tokio::time::timeout(PROBE_TIMEOUT, state.scheduler.ensure_scripts()).await {
             Ok(Ok(true)) if !healthy => {

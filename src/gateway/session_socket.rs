@@ -90,7 +90,7 @@ async fn serve(state: AppState, ws: WebSocket) {
                 _ = sleep_until(pause), if pause.is_some() => {
                     let session = session.as_mut().expect("a pause needs a session");
                     if let Some(cut) = session.audio.pause() {
-                        speak_cut(&state, &socket, session, &mut membership, cut).await;
+                        speak_cut(&state, session, &mut membership, cut).await;
                     }
                     continue;
                 }
@@ -414,7 +414,7 @@ async fn utter(
             return reply(socket, frame);
         }
     };
-    speak(state, socket, membership, spec, payload, None).await;
+    speak(state, membership, spec, payload, None).await;
 }
 
 async fn stream(
@@ -441,7 +441,7 @@ async fn stream(
     }
     match session.audio.push(c.seq, &audio, c.is_final, Instant::now()) {
         (Pushed::Duplicate, _) => tracing::debug!(seq = c.seq, "Repeated audio chunk ignored."),
-        (Pushed::Buffered, Some(cut)) => speak_cut(state, socket, session, membership, cut).await,
+        (Pushed::Buffered, Some(cut)) => speak_cut(state, session, membership, cut).await,
         (Pushed::Buffered, None) => {}
     }
 }
@@ -450,7 +450,6 @@ async fn stream(
 /// dropped; the stream goes on with the next one.
 async fn speak_cut(
     state: &AppState,
-    socket: &Socket,
     session: &mut Session,
     membership: &mut Membership,
     cut: Cut,
@@ -469,7 +468,7 @@ async fn speak_cut(
         "Audio cut."
     );
     let payload = Payload { audio: Some(BASE64.encode(&cut.audio)), text: None };
-    if let Some(node_id) = speak(state, socket, membership, spec, payload, cut.affinity.as_deref()).await {
+    if let Some(node_id) = speak(state, membership, spec, payload, cut.affinity.as_deref()).await {
         session.audio.assigned(&cut.turn_id, &node_id);
     }
 }
@@ -478,18 +477,20 @@ async fn speak_cut(
 /// dispatches them; returns the node the first task went to.
 async fn speak(
     state: &AppState,
-    socket: &Socket,
     membership: &mut Membership,
     spec: TaskSpec,
     payload: Payload,
     affinity: Option<&str>,
 ) -> Option<String> {
     let received = Instant::now();
+    // The failure is the utterance's outcome: it goes through the speaker's ordering, after the
+    // outcomes of its earlier utterances still in flight.
     let fail = |err: SchedulerError| {
         warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
         let details =
             serde_json::json!({ "session_id": spec.session_id, "utterance_index": spec.utterance_index });
-        reply(socket, error_frame(&err).with_details(details));
+        let frame = ToClient::Error(error_frame(&err).with_details(details));
+        state.outcome_to(&spec.session_id, &spec.session_id, spec.utterance_index, &frame);
     };
     // In a room, one task per route of the room-routing policy; alone (or with nobody to route
     // to), the single-session task.

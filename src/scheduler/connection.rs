@@ -124,6 +124,12 @@ impl RedisConn {
     /// The servers that hold data: `[None]` for a single Redis (the one server), else each primary
     /// with slots (from `CLUSTER NODES`). For commands that read a whole keyspace (SCAN).
     pub async fn primaries(&self) -> RedisResult<Vec<Option<Server>>> {
+        self.slot_owners(false).await
+    }
+
+    /// Like [`primaries`](Self::primaries), and with `failed`, also the primaries the cluster
+    /// marked failed that still own slots: readiness must count those, their slots are unserved.
+    pub async fn slot_owners(&self, failed: bool) -> RedisResult<Vec<Option<Server>>> {
         let Self::Cluster(conn) = self else { return Ok(vec![None]) };
         let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn.clone()).await?;
         Ok(nodes
@@ -131,7 +137,7 @@ impl RedisConn {
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split(' ').collect();
                 let flags = fields.get(2)?;
-                let serves = flags.contains("master") && !flags.contains("fail") && fields.len() > 8;
+                let serves = flags.contains("master") && (failed || !flags.contains("fail")) && fields.len() > 8;
                 let (host, port) = fields.get(1)?.split(['@', ',']).next()?.rsplit_once(':')?;
                 let port: u16 = port.parse().ok()?;
                 serves.then(|| Some((host.to_owned(), port)))

@@ -73,6 +73,10 @@ impl CellKeys {
     pub fn sweep_lock(&self) -> String {
         format!("{}sweep_lock", self.base)
     }
+    /// Set by gateway `gateway` and kept alive by it: gone means Redis lost this cell's data.
+    pub fn intact_mark(&self, gateway: &str) -> String {
+        format!("{}mark:{gateway}", self.base)
+    }
 }
 
 /// The keys of one room: its own tag, `{r:<code>}`.

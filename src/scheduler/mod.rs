@@ -112,6 +112,14 @@ pub enum SchedulerError {
 
 pub type Result<T> = std::result::Result<T, SchedulerError>;
 
+impl SchedulerError {
+    /// A later try may succeed: a timeout, a dropped or refused connection, a cluster moving
+    /// slots — not a script's own error nor a reply it could not parse.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SchedulerError::Redis(e) if transient(e))
+    }
+}
+
 /// A new job attempt for a task; see `dispatch_task.lua`.
 #[derive(Debug)]
 pub struct DispatchRequest<'a> {
@@ -233,13 +241,38 @@ impl MinimalSchedulerService {
         Ok(())
     }
 
-    /// Redis answers and holds every script (on a cluster: every primary does).
+    /// Redis answers and holds every script (on a cluster: every primary that owns slots does —
+    /// asked one by one, so a primary that is down makes the gateway not ready).
     pub async fn ready(&self) -> Result<bool> {
-        let mut conn = self.conn.clone();
         let hashes: Vec<&str> = self.scripts.all().iter().map(|(_, s)| s.get_hash()).collect();
-        let loaded: Vec<bool> =
-            redis::cmd("SCRIPT").arg("EXISTS").arg(&hashes).query_async(&mut conn).await?;
-        Ok(loaded.iter().all(|l| *l))
+        for server in self.conn.slot_owners(true).await? {
+            let mut exists = redis::cmd("SCRIPT");
+            exists.arg("EXISTS").arg(&hashes);
+            let loaded: Vec<bool> = self.conn.query_on(server.as_ref(), exists).await?;
+            if !loaded.iter().all(|l| *l) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether every cell still holds `gateway`'s mark since the last call, i.e. Redis kept its
+    /// data; a missing mark (Redis restarted empty, a primary lost its data) is set again. The
+    /// first call after a gateway starts answers false.
+    pub async fn data_intact(&self, gateway: &str) -> Result<bool> {
+        const MARK_TTL_MS: u64 = 24 * 3_600_000;
+        let mut conn = self.conn.clone();
+        let mut intact = true;
+        for cell in self.cells.iter() {
+            let key = cell.intact_mark(gateway);
+            let kept: i64 = redis::cmd("PEXPIRE").arg(&key).arg(MARK_TTL_MS).query_async(&mut conn).await?;
+            if kept == 0 {
+                intact = false;
+                let _: () =
+                    redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(MARK_TTL_MS).query_async(&mut conn).await?;
+            }
+        }
+        Ok(intact)
     }
 
     /// Like [`ready`](Self::ready), but loads the scripts again first when Redis lost any (a
@@ -426,7 +459,22 @@ impl MinimalSchedulerService {
                 Outcome::Failed => "failed",
             })
             .arg(new_id("", 16));
-        self.call("complete_task", &inv).await
+        // A node's result is not dropped because Redis was away for a moment (frozen, restarting,
+        // failing over): the call is sent again — with the same call id, so one that did run is
+        // answered again, not run twice — until Redis answers, or until the job's own timeout
+        // would have dispatched it again anyway.
+        let give_up = std::time::Instant::now() + Duration::from_millis(self.config.job_timeout_ms);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.call("complete_task", &inv).await {
+                Err(SchedulerError::Redis(e)) if transient(&e) && std::time::Instant::now() + backoff < give_up => {
+                    tracing::debug!(%e, job.id = job_id, "complete_task again after a Redis error.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                reply => return reply,
+            }
+        }
     }
 
     pub async fn node_offline(&self, k: &CellKeys, node_id: &str, conn_id: &str) -> Result<OfflineReply> {
@@ -510,6 +558,12 @@ impl MinimalSchedulerService {
     pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
+}
+
+/// An error a later try may not get: a timeout, a dropped or refused connection, a cluster
+/// moving slots — not a script's own error.
+fn transient(e: &redis::RedisError) -> bool {
+    !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
 }
 
 /// FNV-1a: a hash that is the same in every process (std's is seeded per process).

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{
-    Batch, CellKeys, GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys,
+    Batch, CellKeys, TaskRef, is_cell_tag, GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys,
 };
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +247,46 @@ impl MinimalSchedulerService {
                 gateway.map(|gateway| NodeRoute { gateway, online: state.as_deref() == Some("online") })
             })
             .collect())
+    }
+
+    /// Whether each task has ended: `completed`, `failed` or no record left count as ended; a task
+    /// that moved is looked up in the cell it moved to. A tag that is not a cell's counts as ended.
+    pub async fn tasks_ended(&self, tasks: &[TaskRef]) -> Result<Vec<bool>> {
+        let lookup = |refs: &[(usize, String, &str)]| {
+            let mut batch = Batch::new(&self.conn);
+            for (_, tag, id) in refs {
+                let key = CellKeys::from_tag(&self.config.prefix, tag).task(id);
+                batch.on(&key).cmd("HMGET").arg(&key).arg("state").arg("moved_to");
+            }
+            batch
+        };
+        let mut ended = vec![true; tasks.len()];
+        let mut refs: Vec<(usize, String, &str)> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| is_cell_tag(&t.cell))
+            .map(|(i, t)| (i, t.cell.clone(), t.id.as_str()))
+            .collect();
+        for (i, _, _) in &refs {
+            ended[*i] = false;
+        }
+        // A move is followed once (a task that moved again counts as running until next time).
+        for _ in 0..2 {
+            if refs.is_empty() {
+                break;
+            }
+            let rows: Vec<(Option<String>, Option<String>)> = lookup(&refs).query(&self.conn).await?;
+            let mut moved = Vec::new();
+            for ((i, _, id), (state, moved_to)) in refs.into_iter().zip(rows) {
+                match (state.as_deref(), moved_to) {
+                    (Some("moved"), Some(to)) if is_cell_tag(&to) => moved.push((i, to, id)),
+                    (Some("completed" | "failed" | "moved") | None, _) => ended[i] = true,
+                    (Some(_), _) => ended[i] = false,
+                }
+            }
+            refs = moved;
+        }
+        Ok(ended)
     }
 
     /// Refreshes this gateway's presence; true when it was missing from the registry.

@@ -192,8 +192,26 @@ pub enum DispatchReply {
         #[serde(deserialize_with = "json_string")]
         spec: TaskSpec,
     },
-    Duplicate,
+    /// The task exists, in `state` (`waiting`, `assigned`, `completed`, `failed`, …).
+    Duplicate {
+        state: String,
+    },
     Stale,
+}
+
+/// Where a task lives: its cell's tag and its id (an expectation carries it, so the listener's
+/// gateway can look the task up when its outcome is long awaited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub cell: String,
+    pub id: String,
+}
+
+impl DispatchReply {
+    /// A duplicate of a task that already ended: its outcome went out when it did.
+    pub fn ended_duplicate(&self) -> bool {
+        matches!(self, DispatchReply::Duplicate { state } if state == "completed" || state == "failed")
+    }
 }
 
 /// A task that ended with a node's result.

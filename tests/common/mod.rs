@@ -258,6 +258,13 @@ impl Drop for ChildGateway {
     }
 }
 
+/// What a peer got within a wait.
+pub enum Next {
+    Message(Value),
+    Quiet,
+    Closed,
+}
+
 /// One WebSocket peer.
 pub struct Peer {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -267,6 +274,30 @@ impl Peer {
     pub async fn connect(url: &str) -> Self {
         let (ws, _) = connect_async_with_config(url, None, true).await.expect("websocket connects");
         Self { ws }
+    }
+
+    /// A connection, or `None` when nothing listens there (a killed gateway).
+    pub async fn try_connect(url: &str) -> Option<Self> {
+        connect_async_with_config(url, None, true).await.ok().map(|(ws, _)| Self { ws })
+    }
+
+    /// Sends; false once the socket is gone.
+    pub async fn try_send(&mut self, message: Value) -> bool {
+        self.ws.send(Message::Text(message.to_string().into())).await.is_ok()
+    }
+
+    /// The next JSON message within `wait`, telling a quiet socket from a closed one.
+    pub async fn next(&mut self, wait: Duration) -> Next {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => return Next::Quiet,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Next::Message(serde_json::from_str(&text).expect("JSON"));
+                }
+                Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return Next::Closed,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
     }
 
     pub async fn connect_with_bearer(url: &str, token: &str) -> Self {
