@@ -94,7 +94,7 @@ pub async fn run(minutes: f64, rate: f64, redis_url: Option<String>) -> anyhow::
         NODE_LIFETIME.as_secs(),
         every.as_secs_f64()
     );
-    println!("| t (s) | results | errors | gateway RSS (MiB) | open fds | tokio tasks | Redis memory (MiB) | Redis keys |");
+    println!("| t (s) | results (of ended sessions) | errors | gateway RSS (MiB) | open fds | tokio tasks | Redis memory (MiB) | Redis keys |");
     println!("|---|---|---|---|---|---|---|---|");
     let start = Instant::now();
     let mut samples = Vec::new();
@@ -135,9 +135,13 @@ pub async fn run(minutes: f64, rate: f64, redis_url: Option<String>) -> anyhow::
         println!("{v}");
         failed |= v.starts_with("GROWS");
     }
-    let stalled = samples.windows(2).any(|w| w[1].results == w[0].results);
+    // A session's results are counted when it ends: growth is seen once per session lifetime.
+    let span = 2.0 * SESSION_LIFETIME.as_secs_f64();
+    let stalled = samples.iter().any(|a| {
+        samples.iter().find(|b| b.at_s >= a.at_s + span).is_some_and(|b| b.results == a.results)
+    });
     if stalled {
-        println!("STALLED  results stopped growing between two samples");
+        println!("STALLED  no result for {span:.0} s");
     }
     if failed || stalled {
         anyhow::bail!("the soak did not hold steady");

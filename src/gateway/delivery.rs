@@ -114,6 +114,7 @@ impl AppState {
     ///   to the socket), so the speaker gets `missing_result{reason:"outcome_unavailable"}` and the
     ///   utterance still ends in exactly one outcome; one that does turn up later is dropped.
     pub fn resent(&self, spec: &TaskSpec, task: TaskRef, ended: bool) {
+        debug!(utterance = spec.utterance_index, ended, "An utterance sent again; its task exists.");
         if !spec.recipients.contains(&spec.session_id) {
             return;
         }
@@ -123,11 +124,9 @@ impl AppState {
             return;
         }
         let frame = super::ordering::missing(&spec.session_id, spec.utterance_index, "outcome_unavailable");
-        let released =
-            peer.sequencer.lock().unwrap().outcome_unless_known(&spec.session_id, spec.utterance_index, frame);
-        for frame in released.frames {
-            peer.outbox.send_frame(Frame::Text(frame));
-        }
+        let mut sequencer = peer.sequencer.lock().unwrap();
+        let released = sequencer.outcome_unless_known(&spec.session_id, spec.utterance_index, frame);
+        send_released(&peer, released.frames);
     }
 
     /// Looks up the tasks of outcomes this gateway's sessions have awaited for
@@ -152,15 +151,14 @@ impl AppState {
         let mut ended = self.scheduler.tasks_ended(&tasks).await?.into_iter();
         for (session_id, peer, o) in overdue {
             let all_ended = o.tasks.iter().map(|_| ended.next().unwrap_or(false)).fold(true, |a, b| a && b);
-            let released = peer.sequencer.lock().unwrap().audited(&o.speaker, o.index, all_ended, Instant::now());
+            let mut sequencer = peer.sequencer.lock().unwrap();
+            let released = sequencer.audited(&o.speaker, o.index, all_ended, Instant::now());
             if !released.frames.is_empty() {
                 warn!(session.id = %session_id, speaker = %o.speaker, utterance = o.index,
                     "An outcome was lost (its tasks ended long ago); reported as missing.");
                 Metrics::inc(&self.metrics.undeliverable);
             }
-            for frame in released.frames {
-                peer.outbox.send_frame(Frame::Text(frame));
-            }
+            send_released(&peer, released.frames);
         }
         Ok(())
     }
@@ -193,17 +191,15 @@ impl AppState {
             }
             Item::Expect { speaker, index, task } => peer.sequencer.lock().unwrap().expect(&speaker, index, task),
             Item::Outcome { speaker, index, frame } => {
-                let (released, arm) = {
+                let (late, arm) = {
                     let mut sequencer = peer.sequencer.lock().unwrap();
                     let released = sequencer.outcome(&speaker, index, frame);
                     let arm = released.held && sequencer.arm();
-                    (released, arm)
+                    send_released(peer, released.frames);
+                    (released.late, arm)
                 };
-                if released.late {
+                if late {
                     Metrics::inc(&self.metrics.results_late);
-                }
-                for frame in released.frames {
-                    peer.outbox.send_frame(Frame::Text(frame));
                 }
                 if arm {
                     self.gap_timer(session_id.to_owned(), peer.clone());
@@ -226,11 +222,10 @@ impl AppState {
         };
         let mut given_up = 0;
         for (_, peer) in self.peers.sessions() {
-            let frames = peer.sequencer.lock().unwrap().give_up(before, lost);
+            let mut sequencer = peer.sequencer.lock().unwrap();
+            let frames = sequencer.give_up(before, lost);
             given_up += frames.len();
-            for frame in frames {
-                peer.outbox.send_frame(Frame::Text(frame));
-            }
+            send_released(&peer, frames);
         }
         warn!(frames = given_up, "Redis lost its data; outcomes still awaited were given up.");
     }
@@ -242,18 +237,16 @@ impl AppState {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(gap).await;
-                let released = {
+                let held = {
                     let mut sequencer = peer.sequencer.lock().unwrap();
                     let released = sequencer.expire(Instant::now());
                     if !released.held || peer.outbox.closed().is_cancelled() {
                         sequencer.disarm();
                     }
-                    released
+                    send_released(&peer, released.frames);
+                    released.held
                 };
-                for frame in released.frames {
-                    peer.outbox.send_frame(Frame::Text(frame));
-                }
-                if !released.held || peer.outbox.closed().is_cancelled() {
+                if !held || peer.outbox.closed().is_cancelled() {
                     return;
                 }
                 debug!(session.id = %session_id, "Results still held behind a gap.");
@@ -318,6 +311,14 @@ impl AppState {
                 entry.id
             })
             .collect()
+    }
+}
+
+/// Sends what a sequencer released. Callers hold the sequencer's lock while they do: two
+/// deliveries on two runtime threads would otherwise send their releases in either order.
+fn send_released(peer: &SessionPeer, frames: Vec<String>) {
+    for frame in frames {
+        peer.outbox.send_frame(Frame::Text(frame));
     }
 }
 
