@@ -41,7 +41,7 @@ fn task(index: u64, src: &str, tgt: &str) -> TaskSpec {
 /// Commands the primaries ran since the last reset: (all, set and sorted-set writes), summed over
 /// the primaries.
 async fn commands(s: &MinimalSchedulerService) -> (u64, u64) {
-    let mut conn = s.connection();
+    let conn = s.connection();
     let (mut all, mut index) = (0, 0);
     for server in conn.primaries().await.unwrap() {
         let mut info = redis::cmd("INFO");
@@ -63,7 +63,7 @@ async fn commands(s: &MinimalSchedulerService) -> (u64, u64) {
 }
 
 async fn reset_stats(s: &MinimalSchedulerService) {
-    let mut conn = s.connection();
+    let conn = s.connection();
     for server in conn.primaries().await.unwrap() {
         let mut reset = redis::cmd("CONFIG");
         reset.arg("RESETSTAT");
