@@ -361,10 +361,22 @@ fn report(name: &str, outage: Duration, first_result: Option<Duration>, ready: O
 }
 
 /// Two gateway processes on `redis_url`, their probes, and load over both.
-async fn two_gateways(redis_url: &str, scheduler_toml: &str) -> (Vec<ChildGateway>, Vec<Probe>, CancellationToken) {
+async fn two_gateways(
+    redis_url: &str,
+    scheduler_toml: &str,
+) -> (Vec<ChildGateway>, Vec<Probe>, CancellationToken) {
     let mut gateways = Vec::new();
     for id in ["gw-a", "gw-b"] {
-        gateways.push(ChildGateway::launch_at(redis_url, id, ADMIN, scheduler_toml, std::env::var("CHAOS_DEBUG").is_ok()).await);
+        gateways.push(
+            ChildGateway::launch_at(
+                redis_url,
+                id,
+                ADMIN,
+                scheduler_toml,
+                std::env::var("CHAOS_DEBUG").is_ok(),
+            )
+            .await,
+        );
     }
     let probes_stop = CancellationToken::new();
     let probes = gateways.iter().map(|g| Probe::start(&g.admin_url, probes_stop.clone())).collect();
@@ -382,8 +394,7 @@ async fn stop_probes(probes: Vec<Probe>, stop: CancellationToken) -> Vec<Probe> 
 }
 
 /// A Redis outage of the single Redis both gateways use: `outage` causes it and returns when Redis
-/// answers again. Asserts readiness dropped during it (when `visible`) and came back within
-/// `ready_bound` after, and results within 10 s.
+/// answers again.
 async fn redis_outage(
     name: &str,
     visible: bool,
@@ -391,12 +402,28 @@ async fn redis_outage(
     outage: impl AsyncFnOnce(&mut switchboard::devredis::RedisServer),
 ) {
     let mut redis = redis();
-    let (gateways, probes, probes_stop) = two_gateways(&redis.url(), "").await;
-    let load = Load::start(gateways.iter().map(|g| g.url.clone()).collect(), 8, 4).await;
+    let url = redis.url();
+    under_load(name, &url, 1, 4, visible, ready_bound, async || outage(&mut redis).await).await;
+}
+
+/// Two gateways with `cells` cells on `redis_url`, load through both, and `outage`, which returns
+/// when Redis answers again. Asserts readiness dropped during it (when `visible`) and came back
+/// within `ready_bound` after, results within 10 s, and Redis consistent afterwards.
+async fn under_load(
+    name: &str,
+    redis_url: &str,
+    cells: u32,
+    nodes: usize,
+    visible: bool,
+    ready_bound: Duration,
+    outage: impl AsyncFnOnce(),
+) {
+    let (gateways, probes, probes_stop) = two_gateways(redis_url, &format!("cells = {cells}")).await;
+    let load = Load::start(gateways.iter().map(|g| g.url.clone()).collect(), 8, nodes).await;
     load.wait_results(200).await;
 
     let start = Instant::now();
-    outage(&mut redis).await;
+    outage().await;
     let end = Instant::now();
     load.wait_results(300).await;
     let first_result = load.first_result_after(end);
@@ -413,7 +440,7 @@ async fn redis_outage(
     let ready = ready.unwrap_or_else(|| panic!("{name}: /readyz never came back"));
     assert!(ready <= ready_bound, "{name}: ready {ready:?} after the outage ended");
     assert!(first_result.is_some_and(|d| d < Duration::from_secs(10)), "{name}: results did not resume");
-    settled(&redis.url(), 1).await;
+    settled(redis_url, cells).await;
     drop(gateways);
 }
 
@@ -440,7 +467,8 @@ async fn redis_frozen_for_five_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_flushed_under_load() {
     redis_outage("SCRIPT FLUSH", false, Duration::from_secs(1), async |redis| {
-        let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut conn =
+            redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
         let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
     })
     .await;
@@ -449,7 +477,8 @@ async fn scripts_flushed_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_redis_connections_killed() {
     redis_outage("CLIENT KILL of every gateway connection", false, Duration::from_secs(1), async |redis| {
-        let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut conn =
+            redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
         for kind in ["normal", "pubsub"] {
             let _: i64 = redis::cmd("CLIENT")
                 .arg("KILL")
@@ -467,30 +496,15 @@ async fn the_gateways_redis_connections_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_primary_killed_and_started_again() {
-    let name = "cluster primary kill -9, started again 2 s later";
     let mut cluster = switchboard::devredis::RedisCluster::start(3).expect("a local cluster");
-    let (gateways, probes, probes_stop) = two_gateways(&cluster.url(), "cells = 3").await;
-    let load = Load::start(gateways.iter().map(|g| g.url.clone()).collect(), 8, 6).await;
-    load.wait_results(200).await;
-
-    let start = Instant::now();
-    cluster.kill(1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.start_node(1).unwrap(); // returns once every primary says cluster_state:ok
-    let end = Instant::now();
-    load.wait_results(300).await;
-    let first_result = load.first_result_after(end);
-    let tally = load.finish(&gateways.iter().collect::<Vec<_>>()).await;
-    let probes = stop_probes(probes, probes_stop).await;
-    let ready = probes.iter().map(|p| p.ready_after(end)).max().flatten();
-    report(name, end - start, first_result, ready, &tally);
-    for p in &probes {
-        assert!(p.unready_between(start, end), "/readyz said 200 with a primary down");
-    }
-    let ready = ready.expect("/readyz came back");
-    assert!(ready <= Duration::from_secs(2), "ready {ready:?} after the cluster was ok again");
-    settled(&cluster.url(), 3).await;
-    drop(gateways);
+    let url = cluster.url();
+    let name = "cluster primary kill -9, started again 2 s later";
+    under_load(name, &url, 3, 6, true, Duration::from_secs(2), async || {
+        cluster.kill(1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.start_node(1).unwrap(); // returns once every primary says cluster_state:ok
+    })
+    .await;
 }
 
 /// One of two gateways `kill -9` with sessions and nodes on both: its nodes reconnect to the
@@ -529,15 +543,14 @@ async fn a_gateway_killed_its_peers_move_and_the_policy_changes_meanwhile() {
     let launched = Instant::now();
     let again = ChildGateway::launch_at(&redis.url(), "gw-a", ADMIN, "", false).await;
     let (end, ready) = (Instant::now(), launched.elapsed());
-    let (status, body) =
-        switchboard::admin_client::request(
-            "GET",
-            &format!("{}/admin/policies", again.admin_url),
-            Some("chaos-admin-token"),
-            b"",
-        )
-            .await
-            .unwrap();
+    let (status, body) = switchboard::admin_client::request(
+        "GET",
+        &format!("{}/admin/policies", again.admin_url),
+        Some("chaos-admin-token"),
+        b"",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     let body: Value = serde_json::from_str(&body).unwrap();
     let active = body["policies"].as_array().unwrap().iter().find(|r| r["role"] == "node-selection").unwrap();

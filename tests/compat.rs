@@ -103,7 +103,11 @@ impl Replay {
     async fn until(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !done(&self.received) {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", self.received);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.received
+            );
             if let Some(m) = self.peer.try_recv(Duration::from_millis(200)).await {
                 assert_ne!(m["type"], "error", "the fleet's client shows every error frame as an alert: {m}");
                 self.received.push(m);
@@ -212,15 +216,21 @@ async fn fixture_sessions_replay_with_opus_labelled_and_no_error_frame() {
     let mut two_way = Replay::open(&gw, &frames).await;
     replay_all(&mut two_way, &frames, &BTreeMap::new()).await;
     let sent_finals = frames.iter().filter(|(d, m)| d == "sent" && m["is_final"] == true).count();
-    two_way.until("a result per turn", |r| r.iter().filter(|m| m["type"] == "translation_result").count() >= sent_finals).await;
-
+    two_way
+        .until("a result per turn", |r| {
+            r.iter().filter(|m| m["type"] == "translation_result").count() >= sent_finals
+        })
+        .await;
 
     // 81 s of continuous speech: cut every 10 s (max_duration_ms) by the audio's own duration,
     // the rest when the stream pauses.
     let frames = fixture("long-speech-81s");
     let mut long = Replay::open(&gw, &frames).await;
     replay_all(&mut long, &frames, &BTreeMap::new()).await;
-    long.until("the 81 s speech's results", |r| r.iter().filter(|m| m["type"] == "translation_result").count() >= 9).await;
+    long.until("the 81 s speech's results", |r| {
+        r.iter().filter(|m| m["type"] == "translation_result").count() >= 9
+    })
+    .await;
     long.drain(Duration::from_millis(500)).await;
     let results = long.of("translation_result");
     assert_eq!(results.len(), 9, "8 cuts at 10 s and the remainder at the pause");
@@ -233,15 +243,24 @@ async fn fixture_sessions_replay_with_opus_labelled_and_no_error_frame() {
     let (group, trace) = (results[0]["group_id"].clone(), results[0]["trace_id"].clone());
     long.peer.send(json!({"type":"tts_started","session_id":long.session,"trace_id":trace,"group_id":group,"ts_start_ms":protocol_now()})).await;
     long.peer.send(json!({"type":"tts_play_ended","session_id":long.session,"trace_id":trace,"group_id":group,"ts_end_ms":protocol_now()})).await;
-    long.peer.send(json!({"type":"client_heartbeat","session_id":long.session,"timestamp":protocol_now()})).await;
+    long.peer
+        .send(json!({"type":"client_heartbeat","session_id":long.session,"timestamp":protocol_now()}))
+        .await;
     long.until("the heartbeat's answer", |r| r.last().is_some_and(|m| m["type"] == "server_heartbeat")).await;
 
     let jobs = node.await.unwrap();
     two_way.drain(Duration::from_millis(300)).await;
     let per_session = |id: &str| jobs.iter().filter(|j| j["session_id"] == id).count();
-    assert_eq!(per_session(&two_way.session), two_way.of("translation_result").len(), "every utterance answered");
+    assert_eq!(
+        per_session(&two_way.session),
+        two_way.of("translation_result").len(),
+        "every utterance answered"
+    );
     assert_eq!(per_session(&long.session), 9);
-    assert!(jobs.iter().all(|j| j["audio_format"] == "opus" && j["sample_rate"] == 16000), "audio labelled as sent");
+    assert!(
+        jobs.iter().all(|j| j["audio_format"] == "opus" && j["sample_rate"] == 16000),
+        "audio labelled as sent"
+    );
     assert_eq!(gw.metric("invalid_messages"), 0);
     gw.stop().await;
 }
@@ -268,43 +287,71 @@ async fn fixture_room_replays_across_two_gateways_with_signalling_relayed() {
 
     let join = joiner_frames.iter().find(|(_, m)| m["type"] == "room_join").unwrap().1.clone();
     joiner.send(&join, &names).await;
-    creator.until("two members", |r| r.iter().any(|m| m["type"] == "room_members" && m["members"].as_array().unwrap().len() == 2)).await;
+    creator
+        .until("two members", |r| {
+            r.iter().any(|m| m["type"] == "room_members" && m["members"].as_array().unwrap().len() == 2)
+        })
+        .await;
 
     // The offer and ICE candidates the creator sent reach the joiner on the other gateway, `to`
     // naming the sender, payloads intact.
-    let signals: Vec<Value> = creator_frames.iter().filter(|(_, m)| m["type"].as_str().unwrap().starts_with("webrtc_")).map(|(_, m)| m.clone()).collect();
+    let signals: Vec<Value> = creator_frames
+        .iter()
+        .filter(|(_, m)| m["type"].as_str().unwrap().starts_with("webrtc_"))
+        .map(|(_, m)| m.clone())
+        .collect();
     for s in &signals {
         creator.send(s, &names).await;
     }
-    joiner.until("the relayed signals", |r| r.iter().filter(|m| m["type"].as_str().unwrap().starts_with("webrtc_")).count() == signals.len()).await;
-    let relayed: Vec<&Value> = joiner.received.iter().filter(|m| m["type"].as_str().unwrap().starts_with("webrtc_")).collect();
+    joiner
+        .until("the relayed signals", |r| {
+            r.iter().filter(|m| m["type"].as_str().unwrap().starts_with("webrtc_")).count() == signals.len()
+        })
+        .await;
+    let relayed: Vec<&Value> =
+        joiner.received.iter().filter(|m| m["type"].as_str().unwrap().starts_with("webrtc_")).collect();
     for (sent, got) in signals.iter().zip(&relayed) {
         assert_eq!(got["type"], sent["type"]);
         assert_eq!(got["to"], creator.session.as_str(), "`to` names the sender for the receiver");
         assert_eq!(got["from"], creator.session.as_str());
         assert_eq!(got["room_code"], code.as_str());
-        assert_eq!((&got["sdp"], &got["candidate"]), (sent.get("sdp").unwrap_or(&Value::Null), sent.get("candidate").unwrap_or(&Value::Null)));
+        assert_eq!(
+            (&got["sdp"], &got["candidate"]),
+            (sent.get("sdp").unwrap_or(&Value::Null), sent.get("candidate").unwrap_or(&Value::Null))
+        );
     }
     // The joiner answers.
     joiner.peer.send(json!({"type":"webrtc_answer","room_code":code,"to":creator.session,"sdp":{"type":"answer","sdp":"v=0\r\n"}})).await;
     creator.until("the answer", |r| r.iter().any(|m| m["type"] == "webrtc_answer")).await;
 
     // The raw-voice checkbox: stored on the creator's record, shown to every member.
-    let pref = creator_frames.iter().find(|(_, m)| m["type"] == "room_raw_voice_preference").unwrap().1.clone();
+    let pref =
+        creator_frames.iter().find(|(_, m)| m["type"] == "room_raw_voice_preference").unwrap().1.clone();
     creator.send(&pref, &names).await;
-    joiner.until("members with the preference", |r| r.iter().any(|m| m["type"] == "room_members" && m["members"][0]["raw_voice_preferences"].get(joiner_session(r)).is_some())).await;
+    joiner
+        .until("members with the preference", |r| {
+            r.iter().any(|m| {
+                m["type"] == "room_members"
+                    && m["members"][0]["raw_voice_preferences"].get(joiner_session(r)).is_some()
+            })
+        })
+        .await;
     // The creator turned the joiner's voice off: the joiner's signals to it are withheld.
     let dropped = gw_b.metric("signals_dropped");
     joiner.peer.send(json!({"type":"webrtc_ice","room_code":code,"to":creator.session,"candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}})).await;
     eventually("the withheld signal", || async { gw_b.metric("signals_dropped") > dropped }).await;
 
     // Both speak (the rest of each fixture); each hears the other in its language.
-    for (dir, msg) in creator_frames.iter().filter(|(_, m)| m["type"] == "audio_chunk" || m["type"] == "client_heartbeat") {
+    for (dir, msg) in
+        creator_frames.iter().filter(|(_, m)| m["type"] == "audio_chunk" || m["type"] == "client_heartbeat")
+    {
         if dir == "sent" {
             creator.send(msg, &names).await;
         }
     }
-    for (dir, msg) in joiner_frames.iter().filter(|(_, m)| m["type"] == "audio_chunk" || m["type"] == "client_heartbeat") {
+    for (dir, msg) in
+        joiner_frames.iter().filter(|(_, m)| m["type"] == "audio_chunk" || m["type"] == "client_heartbeat")
+    {
         if dir == "sent" {
             joiner.send(msg, &names).await;
         }
@@ -314,7 +361,10 @@ async fn fixture_room_replays_across_two_gateways_with_signalling_relayed() {
     creator.drain(Duration::from_millis(300)).await;
     joiner.drain(Duration::from_millis(300)).await;
     let heard = joiner.of("translation_result")[0];
-    assert_eq!((heard["speaker_session_id"].as_str(), heard["tgt_lang"].as_str()), (Some(creator.session.as_str()), Some("en")));
+    assert_eq!(
+        (heard["speaker_session_id"].as_str(), heard["tgt_lang"].as_str()),
+        (Some(creator.session.as_str()), Some("en"))
+    );
     assert!(!heard["group_id"].as_str().unwrap().is_empty());
 
     drop(node);
@@ -323,7 +373,10 @@ async fn fixture_room_replays_across_two_gateways_with_signalling_relayed() {
 }
 
 fn create_ack_code(frames: &[(String, Value)]) -> String {
-    frames.iter().find(|(_, m)| m["type"] == "room_create_ack").unwrap().1["room_code"].as_str().unwrap().to_owned()
+    frames.iter().find(|(_, m)| m["type"] == "room_create_ack").unwrap().1["room_code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The joiner's own session id, from the `room_members` it received (the later-joined member).
@@ -355,10 +408,13 @@ async fn signalling_is_only_between_members_of_one_room_and_bounded() {
     a.expect("room_members").await;
 
     // Not a member: refused with room_error (never an `error` frame), nothing relayed.
-    outsider.send(json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"x"}})).await;
+    outsider
+        .send(json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"x"}}))
+        .await;
     assert_eq!(outsider.expect("room_error").await["code"], "ROOM_NOT_FOUND");
     // To someone outside the room.
-    a.send(json!({"type":"webrtc_offer","room_code":code,"to":outsider_id,"sdp":{"type":"offer","sdp":"x"}})).await;
+    a.send(json!({"type":"webrtc_offer","room_code":code,"to":outsider_id,"sdp":{"type":"offer","sdp":"x"}}))
+        .await;
     assert_eq!(a.expect("room_error").await["code"], "MEMBER_NOT_FOUND");
     // Missing payload, oversized payload.
     a.send(json!({"type":"webrtc_ice","room_code":code,"to":b_id})).await;
@@ -371,10 +427,15 @@ async fn signalling_is_only_between_members_of_one_room_and_bounded() {
     assert_eq!((got["from"].as_str(), got["to"].as_str()), (Some(a_id.as_str()), Some(a_id.as_str())));
     // Offers that cross (both members offer at once, as the fleet's client does): the first wins,
     // the crossing one is withheld; once answered, either side may offer again.
-    b.send(json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"crossing"}})).await;
-    b.send(json!({"type":"webrtc_answer","room_code":code,"to":a_id,"sdp":{"type":"answer","sdp":"v=0"}})).await;
+    b.send(json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"crossing"}}))
+        .await;
+    b.send(json!({"type":"webrtc_answer","room_code":code,"to":a_id,"sdp":{"type":"answer","sdp":"v=0"}}))
+        .await;
     assert_eq!(a.expect("webrtc_answer").await["from"], b_id.as_str(), "the crossing offer never reached a");
-    b.send(json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"renegotiate"}})).await;
+    b.send(
+        json!({"type":"webrtc_offer","room_code":code,"to":a_id,"sdp":{"type":"offer","sdp":"renegotiate"}}),
+    )
+    .await;
     assert_eq!(a.expect("webrtc_offer").await["sdp"]["sdp"], "renegotiate");
     // Over the rate: dropped, told once.
     for _ in 0..20 {
@@ -410,7 +471,10 @@ async fn page_server() -> (String, Reports) {
     let reports = Reports::default();
     let (r1, r2) = (reports.clone(), reports.clone());
     let app = axum::Router::new()
-        .route("/page.html", get(|| async { axum::response::Html(include_str!("browser/fleet-client.html")) }))
+        .route(
+            "/page.html",
+            get(|| async { axum::response::Html(include_str!("browser/fleet-client.html")) }),
+        )
         .route(
             "/report",
             post(move |body: String| async move {
@@ -503,14 +567,20 @@ async fn two_browser_pages_on_two_gateways_connect_webrtc_and_hear_each_other() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for role in ["creator", "joiner"] {
-        assert!(reports.of(role, "rtc").iter().any(|e| e["state"] == "connected"), "{role}: WebRTC connected");
+        assert!(
+            reports.of(role, "rtc").iter().any(|e| e["state"] == "connected"),
+            "{role}: WebRTC connected"
+        );
         assert_eq!(reports.of(role, "session")[0]["codec"], "opus");
         let result = &reports.of(role, "result")[0];
         assert!(!result["group_id"].as_str().unwrap_or("").is_empty(), "{role}: group_id on results");
     }
     assert_eq!(reports.of("joiner", "result")[0]["tgt_lang"], "en");
     assert_eq!(reports.of("creator", "result")[0]["tgt_lang"], "zh");
-    assert!(gw_a.metric("signals_relayed") > 0 && gw_b.metric("signals_relayed") > 0, "both directions relayed");
+    assert!(
+        gw_a.metric("signals_relayed") > 0 && gw_b.metric("signals_relayed") > 0,
+        "both directions relayed"
+    );
 
     drop((_creator, _joiner));
     let jobs = node.await.unwrap();

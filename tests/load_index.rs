@@ -20,7 +20,8 @@ async fn connect(backend: &Backend) -> MinimalSchedulerService {
 
 /// `src>tgt` for every pair of `langs` (same-language pairs included, as a fleet node registers).
 fn pairs(langs: &[&str]) -> Vec<String> {
-    let mut out: Vec<String> = langs.iter().flat_map(|a| langs.iter().map(move |b| format!("{a}>{b}"))).collect();
+    let mut out: Vec<String> =
+        langs.iter().flat_map(|a| langs.iter().map(move |b| format!("{a}>{b}"))).collect();
     out.sort();
     out
 }
@@ -86,7 +87,9 @@ async fn a_slot_costs_the_same_whatever_the_pairs(backend: Backend) {
     register(&s, &registration("narrow", &["l98>l99".to_owned()], 4)).await;
 
     let mut cost = Vec::new();
-    for (index, (node_id, src, tgt)) in [("wide", "l03", "l07"), ("narrow", "l98", "l99")].into_iter().enumerate() {
+    for (index, (node_id, src, tgt)) in
+        [("wide", "l03", "l07"), ("narrow", "l98", "l99")].into_iter().enumerate()
+    {
         let spec = task(index as u64, src, tgt);
         reset_stats(&s).await;
         let found = s.candidates(s.cell(0), &spec.pool(), &[], None).await.unwrap();
@@ -137,7 +140,8 @@ async fn classes_follow_registration_change_drain_and_loss(backend: Backend) {
     }
     assert!(pool_classes(&s, "zh>en").await.is_empty(), "no online node: no class");
     let mut conn = s.connection();
-    let left: Vec<String> = redis::cmd("KEYS").arg(format!("*class:{shared}*")).query_async(&mut conn).await.unwrap();
+    let left: Vec<String> =
+        redis::cmd("KEYS").arg(format!("*class:{shared}*")).query_async(&mut conn).await.unwrap();
     assert!(left.is_empty() || backend.cells() > 1, "class keys removed: {left:?}");
     // Back online: the class comes back.
     register(&s, &registration("a", &zh_en, 2)).await;
@@ -165,7 +169,10 @@ async fn candidates_merge_the_classes_of_a_pool(backend: Backend) {
     // An affinity node that does not serve the pair is not a candidate.
     let found = s.candidates(s.cell(0), "ja>zh", &[], Some("busy")).await.unwrap();
     assert_eq!(found.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["idle"]);
-    assert_eq!(s.availability(s.cell(0), &["zh>en".into(), "ko>zh".into(), "fr>zh".into()]).await.unwrap(), [3, 1, 0]);
+    assert_eq!(
+        s.availability(s.cell(0), &["zh>en".into(), "ko>zh".into(), "fr>zh".into()]).await.unwrap(),
+        [3, 1, 0]
+    );
     consistent(&s).await;
 }
 

@@ -10,8 +10,7 @@ use common::*;
 use serde_json::json;
 use switchboard::policy::{
     CallError, Limits, LoadError, Loaded, Member, Policies, PolicyHost, Rejected, Role, RoomView, Utterance,
-    samples,
-    sha256_hex,
+    samples, sha256_hex,
 };
 
 fn policies() -> Policies {

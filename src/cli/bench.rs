@@ -698,7 +698,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         let pairs: Vec<(String, String)> = FLEET_LANGS[..6]
             .iter()
-            .flat_map(|a| FLEET_LANGS[..6].iter().filter(move |b| *b != a).map(move |b| (a.to_string(), b.to_string())))
+            .flat_map(|a| {
+                FLEET_LANGS[..6].iter().filter(move |b| *b != a).map(move |b| (a.to_string(), b.to_string()))
+            })
             .take(20)
             .collect();
         let s = bench.sessions_over(100, &pairs).await?;

@@ -94,7 +94,9 @@ pub async fn run(minutes: f64, rate: f64, redis_url: Option<String>) -> anyhow::
         NODE_LIFETIME.as_secs(),
         every.as_secs_f64()
     );
-    println!("| t (s) | results (of ended sessions) | errors | gateway RSS (MiB) | open fds | tokio tasks | Redis memory (MiB) | Redis keys |");
+    println!(
+        "| t (s) | results (of ended sessions) | errors | gateway RSS (MiB) | open fds | tokio tasks | Redis memory (MiB) | Redis keys |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let start = Instant::now();
     let mut samples = Vec::new();
@@ -137,9 +139,9 @@ pub async fn run(minutes: f64, rate: f64, redis_url: Option<String>) -> anyhow::
     }
     // A session's results are counted when it ends: growth is seen once per session lifetime.
     let span = 2.0 * SESSION_LIFETIME.as_secs_f64();
-    let stalled = samples.iter().any(|a| {
-        samples.iter().find(|b| b.at_s >= a.at_s + span).is_some_and(|b| b.results == a.results)
-    });
+    let stalled = samples
+        .iter()
+        .any(|a| samples.iter().find(|b| b.at_s >= a.at_s + span).is_some_and(|b| b.results == a.results));
     if stalled {
         println!("STALLED  no result for {span:.0} s");
     }
@@ -190,7 +192,10 @@ async fn session_lane(
         let life = stop.child_token();
         let ends = tokio::spawn({
             let life = life.clone();
-            async move { tokio::time::sleep(SESSION_LIFETIME).await; life.cancel() }
+            async move {
+                tokio::time::sleep(SESSION_LIFETIME).await;
+                life.cancel()
+            }
         });
         let tally = session.run(Load::Open { interval }, latency.clone(), life, Duration::from_secs(2)).await;
         ends.abort();

@@ -189,7 +189,9 @@ impl AppState {
             Item::Frame { frame } => {
                 peer.outbox.send_frame(Frame::Text(frame));
             }
-            Item::Expect { speaker, index, task } => peer.sequencer.lock().unwrap().expect(&speaker, index, task),
+            Item::Expect { speaker, index, task } => {
+                peer.sequencer.lock().unwrap().expect(&speaker, index, task)
+            }
             Item::Outcome { speaker, index, frame } => {
                 let (late, arm) = {
                     let mut sequencer = peer.sequencer.lock().unwrap();

@@ -43,7 +43,8 @@ pub async fn keep_scripts_loaded(state: AppState) {
             _ = state.shutdown.cancelled() => return,
         }
         let checked = Instant::now();
-        if let Ok(Ok(false)) = tokio::time::timeout(PROBE_TIMEOUT, state.scheduler.data_intact(&state.gateway_id)).await
+        if let Ok(Ok(false)) =
+            tokio::time::timeout(PROBE_TIMEOUT, state.scheduler.data_intact(&state.gateway_id)).await
         {
             state.give_up_lost_outcomes(checked);
         }

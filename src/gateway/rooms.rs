@@ -206,7 +206,13 @@ impl AppState {
     /// `room_raw_voice_preference`: whether this member hears `target`'s original voice. Stored on
     /// the member's record (every member sees it in `room_members`, the room-routing policy through
     /// `host.raw-voice-off`) and enforced on the WebRTC signalling between the two.
-    pub async fn room_raw_voice(&self, outbox: &Outbox, session_id: &str, m: &mut Membership, msg: RawVoicePreference) {
+    pub async fn room_raw_voice(
+        &self,
+        outbox: &Outbox,
+        session_id: &str,
+        m: &mut Membership,
+        msg: RawVoicePreference,
+    ) {
         m.sync();
         let Some((room, member)) = m.room.as_mut().filter(|(room, _)| *room == msg.room_code) else {
             return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
@@ -217,7 +223,13 @@ impl AppState {
         }
         match self.scheduler.room_member(room, &target).await {
             Ok(Some(_)) => {}
-            Ok(None) => return room_error(outbox, "MEMBER_NOT_FOUND", "target_session_id is not a member of this room"),
+            Ok(None) => {
+                return room_error(
+                    outbox,
+                    "MEMBER_NOT_FOUND",
+                    "target_session_id is not a member of this room",
+                );
+            }
             Err(err) => return self.store_error(outbox, &err),
         }
         // Absent means "hears it": only the voices turned off are kept.

@@ -152,13 +152,19 @@ async fn serve(state: AppState, ws: WebSocket) {
                     state.room_raw_voice(&socket.outbox, &open.id, &mut membership, msg).await
                 }
                 FromClient::WebrtcOffer(signal) => {
-                    state.relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Offer, signal).await
+                    state
+                        .relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Offer, signal)
+                        .await
                 }
                 FromClient::WebrtcAnswer(signal) => {
-                    state.relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Answer, signal).await
+                    state
+                        .relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Answer, signal)
+                        .await
                 }
                 FromClient::WebrtcIce(signal) => {
-                    state.relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Ice, signal).await
+                    state
+                        .relay_signal(&socket.outbox, &open.id, &mut membership, SignalKind::Ice, signal)
+                        .await
                 }
                 FromClient::TtsStarted(playback) => {
                     tracing::debug!(group.id = %truncate(&playback.group_id), "Client playing speech.");
@@ -448,12 +454,7 @@ async fn stream(
 
 /// Dispatches one utterance cut from streamed audio. A cut that fails to dispatch is reported and
 /// dropped; the stream goes on with the next one.
-async fn speak_cut(
-    state: &AppState,
-    session: &mut Session,
-    membership: &mut Membership,
-    cut: Cut,
-) {
+async fn speak_cut(state: &AppState, session: &mut Session, membership: &mut Membership, cut: Cut) {
     let s = &session.settings;
     let spec = TaskSpec {
         turn_id: Some(cut.turn_id.clone()),

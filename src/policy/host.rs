@@ -38,7 +38,8 @@ const PACKAGE_VERSIONS: &[&str] = &["0.1.0", "0.1.1"];
 /// Whether a component may import `name`: the host or types interface of a known version.
 fn allowed_import(name: &str) -> bool {
     let Some((interface, version)) = name.split_once('@') else { return false };
-    matches!(interface, "switchboard:policy/host" | "switchboard:policy/types") && PACKAGE_VERSIONS.contains(&version)
+    matches!(interface, "switchboard:policy/host" | "switchboard:policy/types")
+        && PACKAGE_VERSIONS.contains(&version)
 }
 
 /// A policy's role: which WIT world it implements.

@@ -137,7 +137,8 @@ impl RedisConn {
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split(' ').collect();
                 let flags = fields.get(2)?;
-                let serves = flags.contains("master") && (failed || !flags.contains("fail")) && fields.len() > 8;
+                let serves =
+                    flags.contains("master") && (failed || !flags.contains("fail")) && fields.len() > 8;
                 let (host, port) = fields.get(1)?.split(['@', ',']).next()?.rsplit_once(':')?;
                 let port: u16 = port.parse().ok()?;
                 serves.then(|| Some((host.to_owned(), port)))

@@ -268,8 +268,13 @@ impl MinimalSchedulerService {
             let kept: i64 = redis::cmd("PEXPIRE").arg(&key).arg(MARK_TTL_MS).query_async(&mut conn).await?;
             if kept == 0 {
                 intact = false;
-                let _: () =
-                    redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(MARK_TTL_MS).query_async(&mut conn).await?;
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(MARK_TTL_MS)
+                    .query_async(&mut conn)
+                    .await?;
             }
         }
         Ok(intact)
@@ -467,7 +472,9 @@ impl MinimalSchedulerService {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.call("complete_task", &inv).await {
-                Err(SchedulerError::Redis(e)) if transient(&e) && std::time::Instant::now() + backoff < give_up => {
+                Err(SchedulerError::Redis(e))
+                    if transient(&e) && std::time::Instant::now() + backoff < give_up =>
+                {
                     tracing::debug!(%e, job.id = job_id, "complete_task again after a Redis error.");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));

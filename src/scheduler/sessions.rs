@@ -5,7 +5,8 @@
 use serde::Deserialize;
 
 use super::{
-    Batch, CellKeys, TaskRef, is_cell_tag, GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys,
+    Batch, CellKeys, GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys,
+    TaskRef, is_cell_tag,
 };
 
 #[derive(Debug, Deserialize)]
