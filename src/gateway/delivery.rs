@@ -53,7 +53,14 @@ pub enum Item {
         task: Option<TaskRef>,
     },
     /// That task's outcome (result, `missing_result`, failure), released in the speaker's order.
-    Outcome { speaker: String, index: u64, frame: String },
+    /// One that `closes` the utterance is its last: anything after it for the index is dropped.
+    Outcome {
+        speaker: String,
+        index: u64,
+        frame: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        closes: bool,
+    },
 }
 
 impl Item {
@@ -102,31 +109,32 @@ impl AppState {
 
     /// A task's outcome to one recipient, in the speaker's utterance order.
     pub fn outcome_to(&self, session_id: &str, speaker: &str, index: u64, message: &ToClient) {
-        self.deliver(session_id, Item::Outcome { speaker: speaker.to_owned(), index, frame: json(message) });
+        let frame = json(message);
+        self.deliver(session_id, Item::Outcome { speaker: speaker.to_owned(), index, frame, closes: false });
+    }
+
+    /// A speaker's utterance failed before its tasks were known to exist: `error` is its only
+    /// outcome. A submission that timed out may still create its task once Redis answers again,
+    /// and that task's result is then dropped rather than sent as a second outcome.
+    pub fn failure_to_speaker(&self, speaker: &str, index: u64, error: &ToClient) {
+        let frame = json(error);
+        self.deliver(speaker, Item::Outcome { speaker: speaker.to_owned(), index, frame, closes: true });
     }
 
     /// A speaker sent again an utterance whose task exists — typically after resuming on this
     /// gateway because the one it was on died, with what it knew of the utterance. Unless this
-    /// gateway has or awaits an outcome for it already:
-    /// - the task still runs: its outcome is awaited here, so it keeps its place in the order
-    ///   (it would otherwise be dropped as late behind the speaker's next results);
-    /// - the task `ended`: its outcome went to the dead gateway (held behind a gap, or on its way
-    ///   to the socket), so the speaker gets `missing_result{reason:"outcome_unavailable"}` and the
-    ///   utterance still ends in exactly one outcome; one that does turn up later is dropped.
-    pub fn resent(&self, spec: &TaskSpec, task: TaskRef, ended: bool) {
-        debug!(utterance = spec.utterance_index, ended, "An utterance sent again; its task exists.");
+    /// gateway has or awaits an outcome for it already, its outcome is awaited here so it keeps
+    /// its place in the order: a running task's result comes here; an ended task's outcome may be
+    /// on its way (through the dead gateway's inbox, taken over) or lost with that gateway, in
+    /// which case the outcome audit gives it up as `missing_result{reason:"outcome_unavailable"}`
+    /// (or the gap timeout skips it), so the utterance still ends in exactly one outcome.
+    pub fn resent(&self, spec: &TaskSpec, task: TaskRef, state: &str) {
+        debug!(utterance = spec.utterance_index, state, "An utterance sent again; its task exists.");
         if !spec.recipients.contains(&spec.session_id) {
             return;
         }
         let Some(peer) = self.peers.session(&spec.session_id) else { return };
-        if !ended {
-            peer.sequencer.lock().unwrap().expect_unless_known(&spec.session_id, spec.utterance_index, task);
-            return;
-        }
-        let frame = super::ordering::missing(&spec.session_id, spec.utterance_index, "outcome_unavailable");
-        let mut sequencer = peer.sequencer.lock().unwrap();
-        let released = sequencer.outcome_unless_known(&spec.session_id, spec.utterance_index, frame);
-        send_released(&peer, released.frames);
+        peer.sequencer.lock().unwrap().expect_unless_known(&spec.session_id, spec.utterance_index, task);
     }
 
     /// Looks up the tasks of outcomes this gateway's sessions have awaited for
@@ -192,10 +200,10 @@ impl AppState {
             Item::Expect { speaker, index, task } => {
                 peer.sequencer.lock().unwrap().expect(&speaker, index, task)
             }
-            Item::Outcome { speaker, index, frame } => {
+            Item::Outcome { speaker, index, frame, closes } => {
                 let (late, arm) = {
                     let mut sequencer = peer.sequencer.lock().unwrap();
-                    let released = sequencer.outcome(&speaker, index, frame);
+                    let released = sequencer.outcome(&speaker, index, frame, closes);
                     let arm = released.held && sequencer.arm();
                     send_released(peer, released.frames);
                     (released.late, arm)
@@ -232,13 +240,13 @@ impl AppState {
         warn!(frames = given_up, "Redis lost its data; outcomes still awaited were given up.");
     }
 
-    /// After the gap timeout, skips what still holds this session's results up (again each
-    /// timeout while results stay held).
+    /// After the gap timeout (or once a resumed session settled), releases what is held and skips
+    /// what still holds this session's results up (again each timeout while results stay held).
     fn gap_timer(&self, session_id: String, peer: SessionPeer) {
-        let gap = peer.sequencer.lock().unwrap().gap();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(gap).await;
+                let wait = peer.sequencer.lock().unwrap().next_check(Instant::now());
+                tokio::time::sleep(wait).await;
                 let held = {
                     let mut sequencer = peer.sequencer.lock().unwrap();
                     let released = sequencer.expire(Instant::now());

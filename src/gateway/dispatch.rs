@@ -246,8 +246,8 @@ impl AppState {
     /// [`AppState::resent`].
     fn announce(&self, cell: &CellKeys, spec: &TaskSpec, reply: &DispatchReply) {
         let task = TaskRef { cell: cell.tag().to_owned(), id: spec.task_id() };
-        if let DispatchReply::Duplicate { .. } = reply {
-            self.resent(spec, task, reply.ended_duplicate());
+        if let DispatchReply::Duplicate { state } = reply {
+            self.resent(spec, task, state);
             return;
         }
         for recipient in &spec.recipients {

@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 use crate::protocol::{MissingResult, ToClient, now_ms};
 use crate::scheduler::TaskRef;
 
+/// How long a resumed session holds every outcome back: the utterances its client sends again
+/// right after resuming announce themselves meanwhile (the expectations the dead gateway held
+/// are gone), so a later utterance's result cannot pass one of them.
+pub const RESUME_SETTLE: Duration = Duration::from_secs(1);
+
 /// Utterances one speaker may have pending for one listener; beyond this the oldest is skipped
 /// (a speaker cannot grow a listener's memory without bound).
 const MAX_PENDING: usize = 1024;
@@ -20,6 +25,8 @@ pub struct Sequencer {
     speakers: HashMap<String, Line>,
     /// A gap timer is running for this listener.
     armed: bool,
+    /// Nothing is released before this (a resumed session, see [`RESUME_SETTLE`]).
+    settle_until: Option<Instant>,
 }
 
 /// One speaker's utterances for this listener.
@@ -45,6 +52,9 @@ struct Slot {
     ended_seen: Option<Instant>,
     /// When it was last audited.
     audited_at: Option<Instant>,
+    /// Its outcome was decided here (a failure, or given up): later outcomes and expectations for
+    /// it are dropped, so the utterance still ends in exactly one outcome.
+    closed: bool,
 }
 
 /// An outcome awaited long enough to look its tasks up (see [`Sequencer::overdue`]).
@@ -67,11 +77,24 @@ pub struct Released {
 
 impl Sequencer {
     pub fn new(gap: Duration) -> Self {
-        Self { gap, speakers: HashMap::new(), armed: false }
+        Self { gap, speakers: HashMap::new(), armed: false, settle_until: None }
     }
 
-    pub fn gap(&self) -> Duration {
-        self.gap
+    /// The sequencer of a session that resumed here: it releases nothing for [`RESUME_SETTLE`].
+    pub fn resumed(gap: Duration) -> Self {
+        Self { settle_until: Some(Instant::now() + RESUME_SETTLE), ..Self::new(gap) }
+    }
+
+    /// When the gap timer should look again: at the end of the settling, else after the gap.
+    pub fn next_check(&self, now: Instant) -> Duration {
+        match self.settle_until {
+            Some(until) if until > now => until - now,
+            _ => self.gap,
+        }
+    }
+
+    fn settling(&self, now: Instant) -> bool {
+        self.settle_until.is_some_and(|until| now < until)
     }
 
     /// Marks the gap timer running; false when it already was.
@@ -90,6 +113,9 @@ impl Sequencer {
             return; // already skipped: its outcome will be dropped as late
         }
         let slot = line.slots.entry(index).or_default();
+        if slot.closed {
+            return;
+        }
         slot.awaited += 1;
         slot.expected_at.get_or_insert_with(Instant::now);
         slot.tasks.extend(task);
@@ -99,18 +125,25 @@ impl Sequencer {
         }
     }
 
-    /// An outcome of `speaker`'s utterance `index`.
-    pub fn outcome(&mut self, speaker: &str, index: u64, frame: String) -> Released {
+    /// An outcome of `speaker`'s utterance `index`; one that `closes` it is its last (a failure:
+    /// a task whose submission timed out may still be created and answer later).
+    pub fn outcome(&mut self, speaker: &str, index: u64, frame: String, closes: bool) -> Released {
         let now = Instant::now();
+        let settling = self.settling(now);
         let line = self.speakers.entry(speaker.to_owned()).or_default();
-        if !line.slots.contains_key(&index) && line.floor.is_some_and(|f| index <= f) {
+        let late = match line.slots.get(&index) {
+            Some(slot) => slot.closed,
+            None => line.floor.is_some_and(|f| index <= f),
+        };
+        if late {
             return Released { late: true, ..Released::default() };
         }
         let slot = line.slots.entry(index).or_default();
-        slot.awaited = slot.awaited.saturating_sub(1);
+        slot.awaited = if closes { 0 } else { slot.awaited.saturating_sub(1) };
+        slot.closed = closes;
         slot.frames.push(frame);
         slot.held_since.get_or_insert(now);
-        release(speaker, line, now, self.gap)
+        release(speaker, line, now, self.gap, settling)
     }
 
     /// Whether an outcome of `speaker`'s utterance `index` was released, is held or is awaited.
@@ -148,6 +181,7 @@ impl Sequencer {
     /// in a row and it still has not come, it never will (it was lost with a gateway that died):
     /// it is reported as `missing_result{reason:"outcome_unavailable"}`.
     pub fn audited(&mut self, speaker: &str, index: u64, ended: bool, now: Instant) -> Released {
+        let settling = self.settling(now);
         let Some(line) = self.speakers.get_mut(speaker) else { return Released::default() };
         let Some(slot) = line.slots.get_mut(&index) else { return Released::default() };
         if !ended || slot.awaited == 0 {
@@ -158,26 +192,20 @@ impl Sequencer {
             return Released::default();
         }
         slot.awaited = 0;
+        slot.closed = true;
         if slot.frames.is_empty() {
             slot.frames.push(missing(speaker, index, "outcome_unavailable"));
         }
         slot.held_since.get_or_insert(now);
-        release(speaker, line, now, self.gap)
-    }
-
-    /// An outcome for `speaker`'s utterance `index` unless one is known here already.
-    pub fn outcome_unless_known(&mut self, speaker: &str, index: u64, frame: String) -> Released {
-        if self.known(speaker, index) {
-            return Released::default();
-        }
-        self.outcome(speaker, index, frame)
+        release(speaker, line, now, self.gap, settling)
     }
 
     /// Skips gaps held longer than the timeout; returns what that released.
     pub fn expire(&mut self, now: Instant) -> Released {
         let mut out = Released::default();
+        let settling = self.settling(now);
         for (speaker, line) in &mut self.speakers {
-            let released = release(speaker, line, now, self.gap);
+            let released = release(speaker, line, now, self.gap, settling);
             out.frames.extend(released.frames);
             out.held |= released.held;
         }
@@ -189,16 +217,18 @@ impl Sequencer {
     /// in order; returns what that released.
     pub fn give_up(&mut self, before: Instant, frame: impl Fn(&str, u64) -> String) -> Vec<String> {
         let now = Instant::now();
+        let settling = self.settling(now);
         let mut out = Vec::new();
         for (speaker, line) in &mut self.speakers {
             for (&index, slot) in &mut line.slots {
                 if slot.awaited > 0 && slot.expected_at.is_some_and(|t| t < before) {
                     slot.awaited = 0;
+                    slot.closed = true;
                     slot.frames.push(frame(speaker, index));
                     slot.held_since.get_or_insert(now);
                 }
             }
-            out.extend(release(speaker, line, now, self.gap).frames);
+            out.extend(release(speaker, line, now, self.gap, settling).frames);
         }
         out
     }
@@ -217,9 +247,13 @@ impl Sequencer {
 
 /// Releases the line's leading slots that have all their outcomes. An awaited slot is given up
 /// (its missing outcome reported as a gap timeout) once an outcome behind it has waited `gap`.
-fn release(speaker: &str, line: &mut Line, now: Instant, gap: Duration) -> Released {
+/// While `settling`, nothing goes.
+fn release(speaker: &str, line: &mut Line, now: Instant, gap: Duration, settling: bool) -> Released {
     let mut out = Released::default();
     while let Some((&index, slot)) = line.slots.first_key_value() {
+        if settling {
+            break;
+        }
         if slot.awaited > 0 {
             let waiting_since = line.slots.values().skip(1).filter_map(|s| s.held_since).min();
             if waiting_since.is_none_or(|t| now.duration_since(t) < gap) {
@@ -266,7 +300,7 @@ mod tests {
         let start = Instant::now();
         s.expect("a", 0, Some(task(0)));
         s.expect("a", 1, Some(task(1)));
-        assert!(s.outcome("a", 1, "r1".into()).held);
+        assert!(s.outcome("a", 1, "r1".into(), false).held);
         let after = Duration::from_secs(5);
         assert!(s.overdue(start, after).is_empty(), "not awaited long yet");
         let later = Instant::now() + after;
@@ -279,7 +313,7 @@ mod tests {
         let r = s.audited("a", 0, true, later + after);
         assert!(r.frames[0].contains("outcome_unavailable") && r.frames[0].contains("\"utterance_index\":0"));
         assert_eq!(r.frames[1], "r1");
-        assert!(s.outcome("a", 0, "r0".into()).late, "the lost one turning up is dropped");
+        assert!(s.outcome("a", 0, "r0".into(), false).late, "the lost one turning up is dropped");
     }
 
     #[test]
@@ -288,25 +322,46 @@ mod tests {
         for i in 0..3 {
             s.expect("a", i, None);
         }
-        let r = s.outcome("a", 2, "r2".into());
+        let r = s.outcome("a", 2, "r2".into(), false);
         assert!(r.frames.is_empty() && r.held);
-        assert!(s.outcome("a", 1, "r1".into()).frames.is_empty());
-        assert_eq!(s.outcome("a", 0, "r0".into()).frames, ["r0", "r1", "r2"]);
+        assert!(s.outcome("a", 1, "r1".into(), false).frames.is_empty());
+        assert_eq!(s.outcome("a", 0, "r0".into(), false).frames, ["r0", "r1", "r2"]);
     }
 
     #[test]
-    fn an_outcome_unless_known_only_fills_what_nothing_answers() {
+    fn an_expectation_unless_known_only_adds_what_nothing_answers() {
         let mut s = seq();
         s.expect("a", 0, None);
-        assert!(s.outcome_unless_known("a", 0, "x0".into()).frames.is_empty(), "awaited here");
-        assert_eq!(s.outcome("a", 0, "r0".into()).frames, ["r0"]);
-        assert!(s.outcome_unless_known("a", 0, "x0".into()).frames.is_empty(), "released already");
-        assert_eq!(s.outcome_unless_known("a", 1, "x1".into()).frames, ["x1"]);
-        assert!(s.outcome("a", 1, "r1".into()).late);
+        assert_eq!(s.outcome("a", 0, "r0".into(), false).frames, ["r0"]);
+        s.expect_unless_known("a", 0, task(0));
+        assert!(s.outcome("a", 0, "r0".into(), false).late, "released already: not awaited again");
         s.expect_unless_known("a", 1, task(1));
-        s.expect_unless_known("a", 2, task(2));
-        s.expect_unless_known("a", 2, task(2));
-        assert_eq!(s.outcome("a", 2, "r2".into()).frames, ["r2"], "expected once");
+        s.expect_unless_known("a", 1, task(1));
+        assert_eq!(s.outcome("a", 1, "r1".into(), false).frames, ["r1"], "expected once");
+    }
+
+    #[test]
+    fn a_failure_closes_its_utterance_even_while_it_is_held() {
+        let mut s = seq();
+        s.expect("a", 0, None);
+        assert!(s.outcome("a", 1, "failed1".into(), true).held, "held behind 0");
+        s.expect("a", 1, None);
+        assert!(s.outcome("a", 1, "r1".into(), false).late, "the task created after all answers late");
+        assert_eq!(s.outcome("a", 0, "r0".into(), false).frames, ["r0", "failed1"]);
+        assert!(s.outcome("a", 1, "r1".into(), false).late);
+    }
+
+    #[test]
+    fn a_resumed_session_holds_outcomes_until_what_is_sent_again_announced_itself() {
+        let mut s = Sequencer::resumed(Duration::from_millis(100));
+        // The result of utterance 25 comes before the resent 24 is announced.
+        let r = s.outcome("a", 25, "r25".into(), false);
+        assert!(r.frames.is_empty() && r.held, "held while settling");
+        assert!(s.next_check(Instant::now()) > Duration::from_millis(100), "first check when settled");
+        s.expect("a", 24, None);
+        assert!(s.outcome("a", 24, "r24".into(), false).frames.is_empty());
+        assert_eq!(s.expire(Instant::now() + RESUME_SETTLE).frames, ["r24", "r25"]);
+        assert_eq!(s.next_check(Instant::now() + RESUME_SETTLE), Duration::from_millis(100));
     }
 
     #[test]
@@ -314,7 +369,7 @@ mod tests {
         let mut s = seq();
         s.expect("a", 0, None);
         s.expect("b", 0, None);
-        assert_eq!(s.outcome("b", 0, "b0".into()).frames, ["b0"]);
+        assert_eq!(s.outcome("b", 0, "b0".into(), false).frames, ["b0"]);
     }
 
     #[test]
@@ -324,22 +379,22 @@ mod tests {
         s.expect("a", 1, None);
         s.expect("a", 2, None);
         let start = Instant::now();
-        assert!(s.outcome("a", 1, "r1".into()).held);
+        assert!(s.outcome("a", 1, "r1".into(), false).held);
         assert!(s.expire(start).frames.is_empty(), "not before the timeout");
         let r = s.expire(Instant::now() + Duration::from_millis(150));
         assert_eq!(r.frames.len(), 2);
         assert!(r.frames[0].contains("gap_timeout") && r.frames[0].contains("\"utterance_index\":0"));
         assert_eq!(r.frames[1], "r1");
-        assert!(s.outcome("a", 0, "r0".into()).late);
+        assert!(s.outcome("a", 0, "r0".into(), false).late);
         // Index 2 is still awaited and nothing waits behind it: no gap.
-        assert_eq!(s.outcome("a", 2, "r2".into()).frames, ["r2"]);
+        assert_eq!(s.outcome("a", 2, "r2".into(), false).frames, ["r2"]);
     }
 
     #[test]
     fn an_unannounced_outcome_passes_when_nothing_is_before_it() {
         let mut s = seq();
-        assert_eq!(s.outcome("a", 7, "r7".into()).frames, ["r7"]);
-        assert!(s.outcome("a", 3, "r3".into()).late, "below the floor");
+        assert_eq!(s.outcome("a", 7, "r7".into(), false).frames, ["r7"]);
+        assert!(s.outcome("a", 3, "r3".into(), false).late, "below the floor");
     }
 
     #[test]
@@ -348,9 +403,9 @@ mod tests {
         s.expect("a", 0, None);
         s.expect("a", 0, None);
         s.expect("a", 1, None);
-        assert!(s.outcome("a", 1, "r1".into()).frames.is_empty());
-        assert!(s.outcome("a", 0, "en".into()).frames.is_empty());
-        assert_eq!(s.outcome("a", 0, "zh".into()).frames, ["en", "zh", "r1"]);
+        assert!(s.outcome("a", 1, "r1".into(), false).frames.is_empty());
+        assert!(s.outcome("a", 0, "en".into(), false).frames.is_empty());
+        assert_eq!(s.outcome("a", 0, "zh".into(), false).frames, ["en", "zh", "r1"]);
     }
 
     #[test]
@@ -358,14 +413,14 @@ mod tests {
         let mut s = seq();
         s.expect("a", 0, None);
         s.expect("a", 1, None);
-        assert!(s.outcome("a", 1, "r1".into()).frames.is_empty());
+        assert!(s.outcome("a", 1, "r1".into(), false).frames.is_empty());
         let cut = Instant::now() + Duration::from_millis(1);
         std::thread::sleep(Duration::from_millis(2));
         s.expect("a", 2, None);
         let released = s.give_up(cut, |speaker, index| format!("lost {speaker} {index}"));
         assert_eq!(released, ["lost a 0", "r1"]);
-        assert!(s.outcome("a", 0, "r0".into()).late, "the real outcome comes too late");
-        assert_eq!(s.outcome("a", 2, "r2".into()).frames, ["r2"], "announced after: not given up");
+        assert!(s.outcome("a", 0, "r0".into(), false).late, "the real outcome comes too late");
+        assert_eq!(s.outcome("a", 2, "r2".into(), false).frames, ["r2"], "announced after: not given up");
     }
 
     #[test]
@@ -373,7 +428,7 @@ mod tests {
         let mut s = seq();
         s.expect("a", 0, None);
         s.expect("a", 1, None);
-        s.outcome("a", 1, "r1".into());
+        s.outcome("a", 1, "r1".into(), false);
         assert_eq!(s.flush(), ["r1"]);
     }
 }

@@ -238,6 +238,7 @@ async fn attach(
         warn!(%err, "Attaching a session failed.");
         error_frame(&err)
     };
+    let resumed = init.resume_session_id.is_some();
     let (id, token, settings, room, backlog, message) = match init.resume_session_id.clone() {
         Some(id) => {
             let token = init.resume_token.clone().unwrap_or_default();
@@ -293,7 +294,7 @@ async fn attach(
         conn: conn.clone(),
         record: Arc::new((token_sha(&token), stored)),
         outbox: socket.outbox.clone(),
-        sequencer: Arc::new(Mutex::new(Sequencer::new(gap))),
+        sequencer: Arc::new(Mutex::new(if resumed { Sequencer::resumed(gap) } else { Sequencer::new(gap) })),
         room: shared_room,
     };
     if let Some(previous) = state.peers.add_session(&id, peer.clone()) {
@@ -491,7 +492,7 @@ async fn speak(
         let details =
             serde_json::json!({ "session_id": spec.session_id, "utterance_index": spec.utterance_index });
         let frame = ToClient::Error(error_frame(&err).with_details(details));
-        state.outcome_to(&spec.session_id, &spec.session_id, spec.utterance_index, &frame);
+        state.failure_to_speaker(&spec.session_id, spec.utterance_index, &frame);
     };
     // In a room, one task per route of the room-routing policy; alone (or with nobody to route
     // to), the single-session task.

@@ -207,13 +207,6 @@ pub struct TaskRef {
     pub id: String,
 }
 
-impl DispatchReply {
-    /// A duplicate of a task that already ended: its outcome went out when it did.
-    pub fn ended_duplicate(&self) -> bool {
-        matches!(self, DispatchReply::Duplicate { state } if state == "completed" || state == "failed")
-    }
-}
-
 /// A task that ended with a node's result.
 #[derive(Debug, Deserialize)]
 pub struct Ended {
