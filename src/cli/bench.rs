@@ -21,11 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A running gateway's WebSocket base URL (ws://host:port) instead of starting one.
-    #[arg(long, requires = "admin_url")]
-    url: Option<String>,
-    /// That gateway's admin URL (http://host:port), for its metrics.
+    /// A running scheduler's WebSocket base URL (ws://host:port) instead of starting a gateway:
+    /// any scheduler that speaks the fleet protocol (Switchboard, or the fleet's old scheduler).
+    /// The bench first waits (up to 60 s) until a node registered there is given work.
     #[arg(long)]
+    url: Option<String>,
+    /// That gateway's admin URL (http://host:port), for its dispatch and policy metrics; without
+    /// it those columns are empty. Give `--redis-url` too for the Redis columns.
+    #[arg(long, requires = "url")]
     admin_url: Option<String>,
     /// Redis the started gateways use (a private redis-server when absent).
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
@@ -60,7 +63,8 @@ pub struct BenchArgs {
 pub(super) struct GatewayProc {
     child: Option<Child>,
     pub(super) ws: String,
-    pub(super) admin: String,
+    /// Its admin URL; None for a scheduler given with `--url` alone.
+    pub(super) admin: Option<String>,
 }
 
 impl GatewayProc {
@@ -98,13 +102,12 @@ impl GatewayProc {
         let gw = Self {
             child: Some(child),
             ws: format!("ws://127.0.0.1:{port}"),
-            admin: format!("http://127.0.0.1:{admin_port}"),
+            admin: Some(format!("http://127.0.0.1:{admin_port}")),
         };
         let start = Instant::now();
+        let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
         loop {
-            if let Ok((200, _)) =
-                admin_client::request("GET", &format!("{}/readyz", gw.admin), None, b"").await
-            {
+            if let Ok((200, _)) = admin_client::request("GET", &readyz, None, b"").await {
                 return Ok(gw);
             }
             if start.elapsed() > Duration::from_secs(60) {
@@ -194,7 +197,8 @@ struct Scrape {
     assigned: f64,
 }
 
-async fn scrape(admin: &str) -> Scrape {
+async fn scrape(admin: Option<&str>) -> Scrape {
+    let Some(admin) = admin else { return Scrape::default() };
     let Ok((200, text)) = admin_client::request("GET", &format!("{admin}/metrics"), None, b"").await else {
         return Scrape::default();
     };
@@ -387,7 +391,7 @@ impl Bench {
         };
         let idle = (per_second(|c| c.0), per_second(|c| c.1), per_second(|c| c.2));
         let (redis_before, scrape_before) =
-            (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
+            (redis_counters(&mut self.redis).await, scrape(self.gateway.admin.as_deref()).await);
         let cpu_now =
             |pid: Option<u32>, other: Option<u32>| pid.map(|p| cpu_micros(p) + other.map_or(0, cpu_micros));
         let cpu_before = cpu_now(self.gateway.pid(), self.other_pid);
@@ -408,7 +412,7 @@ impl Bench {
         }
         let seconds = start.elapsed().as_secs_f64();
         let (redis_after, scrape_after) =
-            (redis_counters(&mut self.redis).await, scrape(&self.gateway.admin).await);
+            (redis_counters(&mut self.redis).await, scrape(self.gateway.admin.as_deref()).await);
         let cpu =
             cpu_now(self.gateway.pid(), self.other_pid).zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
         let done = tally.results.max(1) as f64;
@@ -438,6 +442,39 @@ impl Bench {
                 / (scrape_after.policy_count - scrape_before.policy_count).max(1.0),
         }
     }
+}
+
+/// Waits until the scheduler at `ws` gives a node work: a node registers, a session sends
+/// utterances, and one result comes back (the fleet's old scheduler takes up to ~15 s after a
+/// node registers before it assigns it anything). 60 s at most.
+async fn wait_serving(ws: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stop = CancellationToken::new();
+    let _stop_node = stop.clone().drop_guard();
+    let spec = NodeSpec::new(&["zh"], &["en"], 4);
+    let answered = Arc::new(AtomicU64::new(0));
+    let (_, serve) = node::start(&format!("{ws}/ws/node"), spec, answered, stop.clone())
+        .await
+        .with_context(|| format!("registering a node at {ws}/ws/node"))?;
+    tokio::spawn(serve);
+    while Instant::now() < deadline {
+        let session = Session::open(&format!("{ws}/ws/session"), "zh", "en", "AAAA".into())
+            .await
+            .with_context(|| format!("opening a session at {ws}/ws/session"))?;
+        let try_stop = CancellationToken::new();
+        let run = tokio::spawn(session.run(
+            Load::Closed { in_flight: 1 },
+            Arc::new(Histogram::default()),
+            try_stop.clone(),
+            Duration::from_secs(1),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        try_stop.cancel();
+        if run.await.is_ok_and(|t| t.results > 0) {
+            return Ok(());
+        }
+    }
+    bail!("{ws} gave no node work within 60 s")
 }
 
 /// The rate at which Redis alone runs the dispatch path's scripts — candidates, dispatch_task,
@@ -612,13 +649,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Some(RedisServer::start()?),
     };
     let redis_url = args.redis_url.clone().unwrap_or_else(|| private.as_ref().unwrap().url());
-    let gateway = match (&args.url, &args.admin_url) {
-        (Some(ws), Some(admin)) => GatewayProc {
-            child: None,
-            ws: ws.trim_end_matches('/').into(),
-            admin: admin.trim_end_matches('/').into(),
-        },
-        _ => GatewayProc::start(&redis_url).await?,
+    let gateway = match &args.url {
+        Some(ws) => {
+            let ws = ws.trim_end_matches('/').to_owned();
+            wait_serving(&ws).await?;
+            GatewayProc {
+                child: None,
+                ws,
+                admin: args.admin_url.as_ref().map(|a| a.trim_end_matches('/').into()),
+            }
+        }
+        None => GatewayProc::start(&redis_url).await?,
     };
     let redis = vec![redis::Client::open(redis_url.as_str())?.get_connection_manager().await?];
     let (max_nodes, session_steps): (usize, &[usize]) =
@@ -940,7 +981,11 @@ fn markdown(r: &Report, table: &str) -> String {
     format!(
         "# Benchmarks\n\nRegenerate with `cargo run --release -- bench --write-docs docs/benchmarks.md` (a private redis-server \
 and one gateway process are started; simulated nodes and clients speak the protocol over real WebSockets from the bench \
-process, on the same machine).\n\n- machine: {}\n- command: `{}`\n- JSON: `target/bench/bench.json`\n\n```\n{}```\n\n\
+process, on the same machine).\n\n\
+Another scheduler that speaks the fleet protocol (the fleet's old one included) is measured with the same load by \
+`bench --url ws://HOST:PORT` (add `--admin-url` for a Switchboard gateway's dispatch and policy columns, `--redis-url` for \
+the Redis columns); the bench first waits up to 60 s until a node registered there is given work. Run the target without \
+per-address connection and message limits: every simulated peer comes from one address.\n\n- machine: {}\n- command: `{}`\n- JSON: `target/bench/bench.json`\n\n```\n{}```\n\n\
 {}\n{}\nColumns: `tasks/s` completed translation results per second; `e2e` utterance sent → translation_result received at the \
 simulated client (node answers at once unless `--answer-delay-ms`); `dispatch` utterance received → job_assign sent, \
 inside the gateway (histogram bucket upper bounds); `redis µs` and `cmds` Redis server time and commands per task from \

@@ -109,7 +109,7 @@ pub async fn run(minutes: f64, rate: f64, redis_url: Option<String>) -> anyhow::
             errors: errors.load(Ordering::Relaxed),
             rss_kib: rss_kib(pid),
             fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
-            tokio_tasks: tokio_tasks(&gateway.admin).await,
+            tokio_tasks: tokio_tasks(gateway.admin.as_deref().expect("the soak starts its gateway")).await,
             redis_memory_kib,
             redis_keys,
         };

@@ -36,12 +36,14 @@ pub fn language_pairs(
             }
         }
     }
+    // The limit is on what the node declares (the fleet's cap: 16 × 16 languages); the `auto>`
+    // pools derived from it come on top.
+    if pairs.len() > limit {
+        return Err(CapabilityError::TooManyPairs(pairs.len(), limit));
+    }
     let targets: BTreeSet<&str> = pairs.iter().map(|(_, t)| *t).collect();
     let mut out: BTreeSet<String> = pairs.iter().map(|(s, t)| format!("{s}>{t}")).collect();
     out.extend(targets.iter().map(|t| format!("auto>{t}")));
-    if out.len() > limit {
-        return Err(CapabilityError::TooManyPairs(out.len(), limit));
-    }
     Ok(out.into_iter().collect())
 }
 
@@ -98,7 +100,10 @@ mod tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(matches!(
             language_pairs(None, &caps(&many, &many), 256),
-            Err(CapabilityError::TooManyPairs(420, 256))
+            Err(CapabilityError::TooManyPairs(400, 256))
         ));
+        let sixteen = &many[..16];
+        let pairs = language_pairs(None, &caps(sixteen, sixteen), 256).expect("16 × 16 is the fleet's cap");
+        assert_eq!(pairs.len(), 256 + 16, "plus an auto> pool per target");
     }
 }
