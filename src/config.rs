@@ -28,7 +28,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Largest base64 audio (or text) of one utterance; larger gets PAYLOAD_TOO_LARGE.
     pub max_payload_bytes: usize,
-    /// Most language pairs one node may serve.
+    /// Most language pairs one node may declare (`asr × semantic`, or `language_pairs`); the
+    /// `auto>tgt` pools derived from them come on top.
     pub max_language_pairs: usize,
     /// Time a new socket has to send its first message.
     pub first_message_timeout_ms: u64,

@@ -3,6 +3,9 @@
 //! learns of each task meant for it when the task is created (an *expectation*), so it knows which
 //! earlier outcomes are still coming; a gap held longer than the timeout is skipped with
 //! `missing_result{reason:"gap_timeout"}`, and a late outcome for a skipped index is dropped.
+//!
+//! A resumed session releases nothing for its first second ([`RESUME_SETTLE`]), and a failure closes
+//! its utterance (nothing else goes out for it). The file is over 400 lines for its unit tests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
