@@ -217,27 +217,6 @@ impl Page {
     }
 }
 
-/// A headless-capable Chromium; installed from Debian's packages when missing and allowed (root),
-/// like redis-server.
-fn chromium() -> Option<&'static str> {
-    let find = || {
-        ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| {
-            std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success())
-        })
-    };
-    find().or_else(|| {
-        let root =
-            std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-        if root {
-            let _ = std::process::Command::new("apt-get")
-                .args(["install", "-y", "-q", "chromium"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status();
-        }
-        find()
-    })
-}
-
 #[tokio::test]
 async fn the_dashboard_shows_live_data_and_drains_a_node_in_a_real_browser() {
     let Some(browser) = chromium() else {

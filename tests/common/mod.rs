@@ -588,3 +588,24 @@ pub fn auto_answer(mut node: Peer, name: &'static str) -> tokio::task::JoinHandl
         node
     })
 }
+
+/// A headless-capable Chromium; installed from Debian's packages when missing and allowed (root),
+/// like redis-server.
+pub fn chromium() -> Option<&'static str> {
+    let find = || {
+        ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| {
+            std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success())
+        })
+    };
+    find().or_else(|| {
+        let root =
+            std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if root {
+            let _ = std::process::Command::new("apt-get")
+                .args(["install", "-y", "-q", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+        }
+        find()
+    })
+}
