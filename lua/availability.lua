@@ -16,10 +16,11 @@ for i, key in ipairs(KEYS) do
   for _, cid in ipairs(redis.call('SRANDMEMBER', key, 16)) do
     if live >= 64 then break end
     local ids = redis.call('ZRANGE', P .. 'class:' .. cid, '-inf', '(1', 'BYSCORE', 'LIMIT', 0, 64 - live)
-    for _, id in ipairs(ids) do
-      local n = redis.call('HMGET', node_key(id), 'state', 'draining', 'last_hb')
-      if n[1] == 'online' and n[2] == '0' and tonumber(n[3]) + liveness > now then
-        live = live + 1
+    if #ids > 0 then
+      local fields = {}
+      for j, id in ipairs(ids) do fields[j] = 'n:' .. id end
+      for _, raw in ipairs(redis.call('HMGET', P .. 'class:' .. cid .. ':info', unpack(fields))) do
+        if raw and cjson.decode(raw).last_hb + liveness > now then live = live + 1 end
       end
     end
   end

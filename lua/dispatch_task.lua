@@ -1,26 +1,28 @@
 -- dispatch_task: creates a task on its first call and assigns it to one node as a new job attempt,
 -- or leaves it waiting for a free slot.
 --
--- KEYS[1] task hash          P..task:<task_id>
--- KEYS[2] payload string     P..payload:<task_id>
--- KEYS[3] waiting zset       P..waiting        (task → time of its next dispatch try)
--- KEYS[4] deadlines zset     P..deadlines      (job → deadline)
--- KEYS[5] liveness zset      P..alive
--- KEYS[6] pool set           P..pool:<src>><tgt>  (the classes serving the pair)
--- KEYS[7] node hash          P..node:<node_id>  (P..node: when ARGV[3] is '')
+-- KEYS[1] task               P..task:<task_id>  (one string: lib.lua, load_task)
+-- KEYS[2] waiting zset       P..waiting        (task → time of its next dispatch try)
+-- KEYS[3] deadlines zset     P..deadlines      (job → deadline)
+-- KEYS[4] node hash          P..node:<node_id>  (P..node: when ARGV[3] is '')
 -- ARGV[1] task id            ARGV[2] expected attempt (attempts made so far; 0 for a new task)
--- ARGV[3] node id, or '' when there is no candidate   ARGV[4] new job id
+-- ARGV[3] node id, or '' when there is no candidate   ARGV[4] new job id (job-<tag>-<hex>:<task id>)
 -- ARGV[5] job timeout ms     ARGV[6] task spec JSON on the first call, '' afterwards
--- ARGV[7] payload (first call)   ARGV[8] ttl ms of task, job and payload keys
+-- ARGV[7] payload (first call)   ARGV[8] ttl ms of the task
 -- ARGV[9] max attempts (first call)   ARGV[10] dispatch wait ms (first call)
 -- ARGV[11] retry ms: when the task waits, how soon a sweep tries it again
 -- ARGV[12] '' for a new task; for a task moving in from another cell (task_move.lua), the end of
 --          its dispatch wait (ms): it keeps its attempts (ARGV[2]) and its wait
+-- ARGV[13] the class the node was a candidate in: the pool held that class, and still does while
+--          the node is online in it (a class leaves a pool only with its last online node)
+--          ('' when the caller has no candidate, e.g. a test: the pool ARGV[15] is asked instead)
+-- ARGV[14] liveness window ms: the node is live while its last heartbeat is younger
+-- ARGV[15] the pool (`src>tgt`)
 --
 -- Returns JSON {status=…}:
 --   assigned  {attempt, job_id}          the node's slot is taken; send job_assign
---   refused   {reason}                   the node cannot take it (dead, draining, full, wrong pair,
---                                        already tried); the task waits, try another node
+--   refused   {reason}                   the node cannot take it (offline, expired, draining, full,
+--                                        wrong_pair, already_tried); the task waits, try another
 --   waiting                              no node given; the task waits for a slot
 --   failed    {code, spec}               no node given and the dispatch wait is over
 --   duplicate {state}                    a task with this id exists, in `state` (first call only;
@@ -32,94 +34,113 @@
 -- Safe to re-run: the same call sent again after its reply was lost (same new job id, ARGV[4])
 -- answers what it did the first time — `assigned` with that job, or `waiting` for the task it
 -- created — instead of `duplicate`/`stale`, so the gateway still sends the job or announces the task.
+--
+-- Commands on the common path (a new task assigned at once): TIME, HMGET node, SET task NX,
+-- HSET node, ZADD class, ZADD deadlines.
 
 local tid, node = ARGV[1], ARGV[3]
 local expected = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[8])
 local now = now_ms()
 local creating = ARGV[6] ~= ''
 local moved_in = ARGV[12] ~= ''
 
--- t: state, attempt, tried, wait_until, spec, call, job — one read serves the replay check, the
--- duplicate check and the fence. A new task is written once, below, in the state this call leaves
--- it in (the common path creates and assigns it with one HSET).
-local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'wait_until', 'spec', 'call', 'job')
-if t[1] and t[6] == ARGV[4] then
-  if t[1] == 'assigned' and t[7] == ARGV[4] then
-    return cjson.encode({ status = 'assigned', attempt = tonumber(t[2]), job_id = ARGV[4] })
+-- An existing task, for the replay and duplicate checks and the fence; a new one is only read when
+-- SET NX below finds it exists (the common path writes it without reading).
+local function existing(t)
+  if t and t.call == ARGV[4] then
+    if t.state == 'assigned' and t.job == ARGV[4] then
+      return { status = 'assigned', attempt = t.attempt, job_id = ARGV[4] }
+    end
+    if creating then return { status = 'waiting' } end
   end
-  if creating then return cjson.encode({ status = 'waiting' }) end
-end
-if creating then
-  if t[1] and not (moved_in and t[1] == 'moved') then
-    return cjson.encode({ status = 'duplicate', state = t[1] })
+  if creating and t and not (moved_in and t.state == 'moved') then
+    return { status = 'duplicate', state = t.state }
   end
-  local wait_until = moved_in and ARGV[12] or tostring(now + tonumber(ARGV[10]))
-  t = { 'waiting', ARGV[2], '', wait_until, ARGV[6] }
-elseif t[1] ~= 'waiting' or tonumber(t[2]) ~= expected then
-  return cjson.encode({ status = 'stale' })
+  return nil
 end
 
--- Writes a new task's fields in `state`; the payload only while the task can still run.
-local function create(state, extra)
-  -- A task moving back into a cell it left replaces its `moved` record.
-  if moved_in then redis.call('HDEL', KEYS[1], 'moved_to', 'job', 'node', 'code') end
-  redis.call('HSET', KEYS[1], 'state', state, 'call', ARGV[4], 'attempt', t[2], 'tried', '', 'spec', ARGV[6],
-    'max_attempts', ARGV[9], 'wait_until', t[4], 'created_ms', now, 'ttl_ms', ttl, unpack(extra))
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  if state ~= 'failed' then redis.call('SET', KEYS[2], ARGV[7], 'PX', ttl) end
+local t
+if creating then
+  t = { state = 'waiting', attempt = expected, tried = '', spec = ARGV[6], payload = ARGV[7],
+    max_attempts = tonumber(ARGV[9]), created_ms = now, ttl_ms = tonumber(ARGV[8]),
+    wait_until = moved_in and tonumber(ARGV[12]) or now + tonumber(ARGV[10]) }
+else
+  t = load_task(tid)
+  local reply = existing(t)
+  if reply then return cjson.encode(reply) end
+  if not t or t.state ~= 'waiting' or t.attempt ~= expected then
+    return cjson.encode({ status = 'stale' })
+  end
+end
+
+-- Writes the task in the state this call leaves it in; a new task only if none has its id (a
+-- task moving back into a cell it left replaces its `moved` record). Returns the reply that
+-- overrides this call's, when the task existed.
+local function save()
+  t.call = ARGV[4]
+  if not creating then
+    store_task(tid, t)
+    return nil
+  end
+  if store_task(tid, t, true) then return nil end
+  local reply = existing(load_task(tid))
+  if reply then return reply end
+  store_task(tid, t)
+  return nil
 end
 
 local function wait(reply)
-  if creating then create('waiting', {}) end
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[11]), tid)
+  local other = save()
+  if other then return cjson.encode(other) end
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[11]), tid)
   return cjson.encode(reply)
 end
 
 if node == '' then
-  if now < tonumber(t[4]) then
+  if now < t.wait_until then
     return wait({ status = 'waiting' })
   end
+  local spec = t.spec
   if creating then
-    create('failed', { 'code', 'NO_AVAILABLE_NODE' })
+    t = { state = 'failed', code = 'NO_AVAILABLE_NODE', attempt = t.attempt, ttl_ms = t.ttl_ms }
+    local other = save()
+    if other then return cjson.encode(other) end
   else
-    redis.call('HSET', KEYS[1], 'state', 'failed', 'code', 'NO_AVAILABLE_NODE')
-    redis.call('ZREM', KEYS[3], tid)
-    redis.call('DEL', KEYS[2])
+    end_task(tid, t, 'failed', { code = 'NO_AVAILABLE_NODE' })
+    redis.call('ZREM', KEYS[2], tid)
   end
-  return cjson.encode({ status = 'failed', code = 'NO_AVAILABLE_NODE', spec = t[5] })
+  return cjson.encode({ status = 'failed', code = 'NO_AVAILABLE_NODE', spec = spec })
 end
 
-local n = redis.call('HMGET', KEYS[7], 'state', 'draining', 'running', 'capacity', 'class')
+local n = redis.call('HMGET', KEYS[4], 'state', 'draining', 'capacity', 'class', 'last_hb', 'jobs')
+local jobs = jobs_of(n[6])
 local refused
 if n[1] ~= 'online' then refused = 'offline'
-elseif tonumber(redis.call('ZSCORE', KEYS[5], node) or '0') <= now then refused = 'expired'
+elseif tonumber(n[5]) + tonumber(ARGV[14]) <= now then refused = 'expired'
 elseif n[2] ~= '0' then refused = 'draining'
-elseif tonumber(n[3]) >= tonumber(n[4]) then refused = 'full'
-elseif not n[5] or redis.call('SISMEMBER', KEYS[6], n[5]) == 0 then refused = 'wrong_pair'
-elseif contains(t[3], node) then refused = 'already_tried'
+elseif #jobs >= tonumber(n[3]) then refused = 'full'
+elseif not n[4] or (ARGV[13] ~= '' and n[4] ~= ARGV[13])
+    or (ARGV[13] == '' and redis.call('SISMEMBER', P .. 'pool:' .. ARGV[15], n[4]) == 0) then
+  refused = 'wrong_pair'
+elseif contains(t.tried, node) then refused = 'already_tried'
 end
 if refused then
   return wait({ status = 'refused', reason = refused })
 end
 
-local attempt = expected + 1
 local jid = ARGV[4]
-local running = redis.call('HINCRBY', KEYS[7], 'running', 1)
-reindex(node, n[5], true, running, tonumber(n[4]))
-redis.call('SADD', KEYS[7] .. ':jobs', jid)
-redis.call('HSET', P .. 'job:' .. jid, 'task', tid, 'node', node, 'attempt', attempt,
-  'state', 'assigned', 'assigned_ms', now)
-redis.call('PEXPIRE', P .. 'job:' .. jid, ttl)
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), jid)
-local tried = t[3] == '' and node or (t[3] .. ',' .. node)
-local assigned = { 'attempt', attempt, 'job', jid, 'node', node, 'tried', tried }
-if creating then
-  create('assigned', assigned)
-else
-  redis.call('HSET', KEYS[1], 'state', 'assigned', 'call', ARGV[4], unpack(assigned))
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('ZREM', KEYS[3], tid)
-end
-return cjson.encode({ status = 'assigned', attempt = attempt, job_id = jid })
+t.state = 'assigned'
+t.attempt = expected + 1
+t.job = jid
+t.node = node
+t.tried = t.tried == '' and node or (t.tried .. ',' .. node)
+t.assigned_ms = now
+t.lost = nil
+local other = save()
+if other then return cjson.encode(other) end
+jobs[#jobs + 1] = jid
+redis.call('HSET', KEYS[4], 'running', #jobs, 'jobs', jobs_json(jobs))
+reindex(node, n[4], true, #jobs, tonumber(n[3]))
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), jid)
+if not creating then redis.call('ZREM', KEYS[2], tid) end
+return cjson.encode({ status = 'assigned', attempt = t.attempt, job_id = jid })

@@ -5,10 +5,11 @@
 --
 -- Returns JSON {status="draining"}, or {status="NODE_NOT_REGISTERED"}.
 
-local n = redis.call('HMGET', KEYS[1], 'state', 'conn')
+local n = redis.call('HMGET', KEYS[1], 'state', 'conn', 'class')
 if n[1] ~= 'online' or n[2] ~= ARGV[2] then
   return cjson.encode({ status = 'NODE_NOT_REGISTERED' })
 end
 redis.call('HSET', KEYS[1], 'draining', '1')
-reindex_node(ARGV[1])
+-- Out of its class index (no new jobs); its card and its class stay while it is online.
+if n[3] then redis.call('ZREM', P .. 'class:' .. n[3], ARGV[1]) end
 return cjson.encode({ status = 'draining' })

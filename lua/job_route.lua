@@ -1,13 +1,12 @@
 -- job_route (read only): where an asr_partial of a job goes.
 --
--- KEYS[1] job hash           P..job:<job_id>
--- ARGV[1] node id
+-- KEYS[1] task               P..task:<task id>  (the task the job id names)
+-- ARGV[1] node id            ARGV[2] job id
 --
 -- Returns JSON {status="ok", task_id, spec} when the node holds the job, else {status="stale"}.
 
-local j = redis.call('HMGET', KEYS[1], 'task', 'node', 'state')
-if j[2] ~= ARGV[1] or j[3] ~= 'assigned' then
+local t = load_task(task_of(ARGV[2]))
+if not t or t.job ~= ARGV[2] or t.node ~= ARGV[1] or t.state ~= 'assigned' then
   return cjson.encode({ status = 'stale' })
 end
-local spec = redis.call('HGET', P .. 'task:' .. j[1], 'spec')
-return cjson.encode({ status = 'ok', task_id = j[1], spec = spec })
+return cjson.encode({ status = 'ok', task_id = task_of(ARGV[2]), spec = t.spec })

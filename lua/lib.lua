@@ -28,11 +28,55 @@ local function contains(csv, item)
   return false
 end
 
+local function node_key(id) return P .. 'node:' .. id end
+local function task_key(tid) return P .. 'task:' .. tid end
+
+-- A job id names its cell and its task: job-<cell tag>-<hex>:<task id> (src/scheduler/mod.rs), so
+-- no job record is kept: the task holds its current job.
+local function task_of(jid) return string.match(jid, '^[^:]*:(.+)$') end
+
+-- A task is one string: "<state JSON>\n<spec JSON>\n<payload JSON>". The state part is decoded
+-- here; spec and payload pass through as the gateway wrote them (never decoded in Lua). One GET
+-- reads it and one SET (with its ttl) writes it, so a task costs two commands per transition.
+-- State fields: state call attempt max_attempts tried wait_until created_ms ttl_ms job node
+-- assigned_ms acked_ms started_ms done_ms code moved_to.
+local function load_task(tid)
+  local raw = redis.call('GET', task_key(tid))
+  if not raw then return nil end
+  local i = string.find(raw, '\n', 1, true)
+  local j = string.find(raw, '\n', i + 1, true)
+  local t = cjson.decode(string.sub(raw, 1, i - 1))
+  t.spec = string.sub(raw, i + 1, j - 1)
+  t.payload = string.sub(raw, j + 1)
+  return t
+end
+
+-- Writes task `t` (its ttl_ms renewed); `nx`: only if no task has this id (returns false then).
+local function store_task(tid, t, nx)
+  local spec, payload = t.spec, t.payload
+  t.spec, t.payload = nil, nil
+  local raw = cjson.encode(t) .. '\n' .. (spec or '') .. '\n' .. (payload or '')
+  t.spec, t.payload = spec, payload
+  if nx then return redis.call('SET', task_key(tid), raw, 'PX', t.ttl_ms, 'NX') end
+  return redis.call('SET', task_key(tid), raw, 'PX', t.ttl_ms)
+end
+
+-- An ended task keeps only what duplicate detection, fencing, a replayed call and the admin view
+-- need — not its spec nor its audio (docs/redis.md, "Memory per task").
+local function end_task(tid, t, state, extra)
+  local kept = { state = state, attempt = t.attempt, job = t.job, node = t.node, call = t.call,
+    ttl_ms = t.ttl_ms, assigned_ms = t.assigned_ms }
+  for k, v in pairs(extra or {}) do kept[k] = v end
+  store_task(tid, kept)
+end
+
 -- The load index is per capability class, not per language pair, so that a slot taken or freed
 -- costs one write however many pairs a node serves (docs/redis.md, "Load index"):
 --   P..class:<cid>        zset of the class's online, non-draining nodes, score running / capacity
 --                         (ZRANGE BYSCORE -inf (1 yields the least loaded with a free slot first)
---   P..class:<cid>:info   hash {pairs, nodes}: the class's pairs and how many online nodes it has
+--   P..class:<cid>:info   hash: `pairs` (the class's pairs), `nodes` (how many online nodes it has)
+--                         and `n:<id>`, the card of each of them (JSON: capacity, usage, ready,
+--                         labels, last_hb), which `candidates` reads for K nodes in one HMGET
 --   P..pool:<src>><tgt>   set of the classes that serve the pair
 -- A class is the exact set of pairs a node serves; nodes of one shape share it. Only a class that
 -- appears in or leaves the cell costs O(pairs) (pool sets), at registration, a capability change
@@ -40,10 +84,19 @@ end
 
 local function class_of(pairs) return string.sub(redis.sha1hex(pairs or ''), 1, 12) end
 local function class_key(cid) return P .. 'class:' .. cid end
+local function info_key(cid) return P .. 'class:' .. cid .. ':info' end
+
+-- A node's card: what the node-selection policy sees of it, besides its load.
+local function card(capacity, usage, ready, labels, last_hb)
+  return cjson.encode({ capacity = tonumber(capacity), cpu = tonumber(usage[1]), gpu = tonumber(usage[2]),
+    gpu_mem = tonumber(usage[3]), mem = tonumber(usage[4]), gpu_queue = tonumber(usage[5]),
+    ready = ready, labels = labels, last_hb = tonumber(last_hb) })
+end
 
 -- An online node joins its class (registration, or a capability change).
-local function join_class(cid, pairs)
-  local info = class_key(cid) .. ':info'
+local function join_class(id, cid, pairs, node_card)
+  local info = info_key(cid)
+  redis.call('HSET', info, 'n:' .. id, node_card)
   if redis.call('HINCRBY', info, 'nodes', 1) == 1 then
     redis.call('HSET', info, 'pairs', pairs)
     for _, pair in ipairs(split(pairs)) do redis.call('SADD', P .. 'pool:' .. pair, cid) end
@@ -53,7 +106,8 @@ end
 -- A node leaves its class (it went offline, or its capabilities changed).
 local function leave_class(id, cid)
   redis.call('ZREM', class_key(cid), id)
-  local info = class_key(cid) .. ':info'
+  local info = info_key(cid)
+  redis.call('HDEL', info, 'n:' .. id)
   if redis.call('HINCRBY', info, 'nodes', -1) <= 0 then
     for _, pair in ipairs(split(redis.call('HGET', info, 'pairs'))) do
       redis.call('SREM', P .. 'pool:' .. pair, cid)
@@ -71,47 +125,54 @@ local function reindex(id, cid, online, running, capacity)
   end
 end
 
-local function node_key(id) return P .. 'node:' .. id end
-
--- Re-indexes a node after its running count or state changed.
-local function reindex_node(id)
-  local n = redis.call('HMGET', node_key(id), 'state', 'draining', 'class', 'running', 'capacity')
-  if not n[1] or not n[3] then return end
-  local online = n[1] == 'online' and n[2] == '0'
-  reindex(id, n[3], online, tonumber(n[4]) or 0, tonumber(n[5]) or 1)
+-- A node's jobs in flight: a JSON list in its hash (field `jobs`; `running` is its length), read
+-- with the fields a transition reads anyway and written with the same HSET.
+local function jobs_of(raw)
+  if not raw or raw == '' or raw == '{}' then return {} end
+  return cjson.decode(raw)
 end
 
--- Ends the job `jid` early (its node went away, or its deadline passed): frees the node's slot,
--- marks the job `reason`, and sends the task back to `waiting` for a new attempt, or fails it when
--- its attempts are used up. Appends what the caller must do to `out` (see `released()`).
-local function release_job(jid, reason, fail_code, now, out)
-  local jkey = P .. 'job:' .. jid
-  local j = redis.call('HMGET', jkey, 'task', 'node', 'state')
-  redis.call('ZREM', P .. 'deadlines', jid)
-  if not j[1] or j[3] ~= 'assigned' then return end
-  local tid, node = j[1], j[2]
-  redis.call('HSET', jkey, 'state', reason)
-  redis.call('SREM', node_key(node) .. ':jobs', jid)
-  local running = tonumber(redis.call('HGET', node_key(node), 'running') or '0')
-  if running > 0 then redis.call('HINCRBY', node_key(node), 'running', -1) end
-  reindex_node(node)
-  if reason == 'timed_out' then
-    out.cancel[#out.cancel + 1] = { job_id = jid, node_id = node }
-  end
+local function jobs_json(jobs)
+  if #jobs == 0 then return '[]' end
+  return cjson.encode(jobs)
+end
 
-  local tkey = P .. 'task:' .. tid
-  local t = redis.call('HMGET', tkey, 'state', 'job', 'attempt', 'max_attempts', 'spec', 'ttl_ms')
-  if t[1] ~= 'assigned' or t[2] ~= jid then return end
-  if tonumber(t[3]) >= tonumber(t[4]) then
-    redis.call('HSET', tkey, 'state', 'failed', 'code', fail_code)
-    redis.call('DEL', P .. 'payload:' .. tid)
-    out.failed[#out.failed + 1] = { task_id = tid, code = fail_code, spec = t[5], job_id = jid }
+-- Frees job `jid`'s slot on its node (the job ended, or was taken away): one read, one write and
+-- the node's place in its index.
+local function free_slot(node, jid)
+  local n = redis.call('HMGET', node_key(node), 'state', 'draining', 'class', 'capacity', 'jobs')
+  if not n[1] then return false end
+  local jobs, kept = jobs_of(n[5]), {}
+  for _, j in ipairs(jobs) do if j ~= jid then kept[#kept + 1] = j end end
+  if #kept == #jobs then return false end
+  redis.call('HSET', node_key(node), 'running', #kept, 'jobs', jobs_json(kept))
+  if n[3] then reindex(node, n[3], n[1] == 'online' and n[2] == '0', #kept, tonumber(n[4]) or 1) end
+  return #jobs >= (tonumber(n[4]) or 1)
+end
+
+-- Ends the job `jid` early (its node went away, or its deadline passed): frees the node's slot
+-- and sends the task back to `waiting` for a new attempt, or fails it when its attempts are used
+-- up. Appends what the caller must do to `out` (see `released()`).
+local function release_job(jid, reason, fail_code, now, out)
+  local tid = task_of(jid)
+  if not tid then return end
+  redis.call('ZREM', P .. 'deadlines', jid)
+  local t = load_task(tid)
+  if not t or t.state ~= 'assigned' or t.job ~= jid then return end
+  free_slot(t.node, jid)
+  if reason == 'timed_out' then
+    out.cancel[#out.cancel + 1] = { job_id = jid, node_id = t.node }
+  end
+  if t.attempt >= t.max_attempts then
+    out.failed[#out.failed + 1] = { task_id = tid, code = fail_code, spec = t.spec, job_id = jid }
+    end_task(tid, t, 'failed', { code = fail_code, lost = reason })
   else
-    redis.call('HSET', tkey, 'state', 'waiting')
+    t.state = 'waiting'
+    t.lost = reason
+    store_task(tid, t)
     redis.call('ZADD', P .. 'waiting', now, tid)
     out.requeued[#out.requeued + 1] = tid
   end
-  redis.call('PEXPIRE', tkey, t[6])
 end
 
 local function released()
@@ -122,11 +183,10 @@ end
 -- from liveness and its class, and keeps the record (id, secret) for `retention_ms`.
 local function take_offline(id, retention_ms, now, out)
   local key = node_key(id)
-  for _, jid in ipairs(redis.call('SMEMBERS', key .. ':jobs')) do
+  for _, jid in ipairs(jobs_of(redis.call('HGET', key, 'jobs'))) do
     release_job(jid, 'lost', 'NODE_UNAVAILABLE', now, out)
   end
-  redis.call('DEL', key .. ':jobs')
-  redis.call('HSET', key, 'state', 'offline', 'running', 0, 'conn', '')
+  redis.call('HSET', key, 'state', 'offline', 'running', 0, 'jobs', '[]', 'conn', '')
   local cid = redis.call('HGET', key, 'class')
   if cid then leave_class(id, cid) end
   redis.call('ZREM', P .. 'alive', id)

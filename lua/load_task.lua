@@ -1,13 +1,13 @@
--- load_task (read only): what a gateway needs to dispatch a waiting task again.
+-- load_task (read only): a waiting task's attempt, tried nodes, spec and payload, for a
+-- re-dispatch.
 --
--- KEYS[1] task hash          P..task:<task_id>
--- KEYS[2] payload string     P..payload:<task_id>
+-- KEYS[1] task               P..task:<task_id>
 --
--- Returns JSON {status="waiting", attempt, tried, spec, payload}, or {status=<state>} when the task
--- is not waiting (assigned, completed, failed) or {status="missing"}.
+-- Returns JSON {status="waiting", attempt, tried, spec, payload}, {status="missing"}, or
+-- {status=<its state>} when it is not waiting.
 
-local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'tried', 'spec')
-if not t[1] then return cjson.encode({ status = 'missing' }) end
-if t[1] ~= 'waiting' then return cjson.encode({ status = t[1] }) end
-return cjson.encode({ status = 'waiting', attempt = tonumber(t[2]), tried = t[3], spec = t[4],
-  payload = redis.call('GET', KEYS[2]) or '' })
+local t = load_task(string.match(KEYS[1], ':task:(.+)$'))
+if not t then return cjson.encode({ status = 'missing' }) end
+if t.state ~= 'waiting' then return cjson.encode({ status = t.state }) end
+return cjson.encode({ status = 'waiting', attempt = t.attempt, tried = t.tried, spec = t.spec,
+  payload = t.payload })

@@ -38,14 +38,14 @@ end
 
 redis.call('HSET', KEYS[1],
   'id', id, 'secret', ARGV[3], 'conn', ARGV[4], 'gateway', ARGV[5],
-  'state', 'online', 'draining', '0', 'capacity', ARGV[6], 'running', 0,
+  'state', 'online', 'draining', '0', 'capacity', ARGV[6], 'running', 0, 'jobs', '[]',
   'pairs', ARGV[7], 'class', cid, 'ready', ARGV[9], 'labels', ARGV[10], 'info', ARGV[11],
   'accept_public', ARGV[12], 'registered_ms', now, 'last_hb', now,
   'cpu', 0, 'gpu', 0, 'gpu_mem', 0, 'mem', 0, 'gpu_queue', 0)
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[8]), id)
 redis.call('SADD', KEYS[3], id)
-join_class(cid, ARGV[7])
+join_class(id, cid, ARGV[7], card(ARGV[6], { 0, 0, 0, 0, 0 }, ARGV[9], ARGV[10], now))
 reindex(id, cid, true, 0, tonumber(ARGV[6]))
 
 return cjson.encode({ status = 'registered', released = out })

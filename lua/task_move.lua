@@ -5,26 +5,22 @@
 -- result from their nodes. The caller then creates the task in the other cell with its attempts
 -- and its dispatch wait (dispatch_task ARGV[12]).
 --
--- KEYS[1] task hash          P..task:<task_id>
--- KEYS[2] payload string     P..payload:<task_id>
--- KEYS[3] waiting zset       P..waiting
+-- KEYS[1] task               P..task:<task_id>
+-- KEYS[2] waiting zset       P..waiting
 -- ARGV[1] task id            ARGV[2] expected attempt (attempts made so far)
 -- ARGV[3] the other cell's tag
 --
--- Returns JSON {status="moved", wait_until} or {status="stale"} when the task is not waiting at this
--- attempt (another gateway dispatched or moved it, or it ended). Safe to re-run: a task already
--- moved at this attempt to the same cell answers `moved` again, so the caller goes on to create
--- it there (a second creation there is a duplicate).
+-- Returns JSON {status="moved", wait_until} (also when this same move was made before), or
+-- {status="stale"} when the task is not waiting at that attempt. The `moved` record keeps no spec
+-- nor payload and stays for the task's ttl.
 
-local t = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'wait_until', 'ttl_ms', 'moved_to')
-if t[1] == 'moved' and t[5] == ARGV[3] and tonumber(t[2]) == tonumber(ARGV[2]) then
-  return cjson.encode({ status = 'moved', wait_until = tonumber(t[3]) })
+local t = load_task(ARGV[1])
+if t and t.state == 'moved' and t.moved_to == ARGV[3] and t.attempt == tonumber(ARGV[2]) then
+  return cjson.encode({ status = 'moved', wait_until = t.wait_until })
 end
-if t[1] ~= 'waiting' or tonumber(t[2]) ~= tonumber(ARGV[2]) then
+if not t or t.state ~= 'waiting' or t.attempt ~= tonumber(ARGV[2]) then
   return cjson.encode({ status = 'stale' })
 end
-redis.call('HSET', KEYS[1], 'state', 'moved', 'moved_to', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], t[4])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[2])
-return cjson.encode({ status = 'moved', wait_until = tonumber(t[3]) })
+end_task(ARGV[1], t, 'moved', { moved_to = ARGV[3], wait_until = t.wait_until })
+redis.call('ZREM', KEYS[2], ARGV[1])
+return cjson.encode({ status = 'moved', wait_until = t.wait_until })

@@ -179,11 +179,12 @@ async fn cell_tags_spread_over_a_real_cluster_and_the_client_routes_by_slot() {
             pool: &pool,
             attempt: 0,
             node_id: Some(&id),
+            class: None,
             create: Some((&spec, &payload)),
             moved_in: None,
         };
         let job = job_id(&s.dispatch_task(&request).await.unwrap());
-        assert_eq!(s.job_cell(&job).unwrap().tag(), k.tag(), "{job} names its cell");
+        assert_eq!(s.job_task(&job).unwrap().0.tag(), k.tag(), "{job} names its cell");
         match s.complete_task(&job, &id, Some(1), Outcome::Completed).await.unwrap() {
             CompleteReply::Completed(ended) => assert_eq!(ended.task_id, task),
             other => panic!("{other:?}"),
@@ -344,7 +345,7 @@ async fn a_node_lost_mid_job_moves_its_task_to_another_cell_once() {
     assert_eq!(moved["utterance_index"], 0);
     assert_eq!(moved["attempt_id"], 2, "the move keeps the attempt count");
     let moved_job = moved["job_id"].as_str().unwrap();
-    assert_ne!(s.job_cell(moved_job).unwrap().tag(), s.job_cell(&first_job).unwrap().tag());
+    assert_ne!(s.job_task(moved_job).unwrap().0.tag(), s.job_task(&first_job).unwrap().0.tag());
     y.answer(&moved, &format!("{y_id}: 0")).await;
     let result = client.expect("translation_result").await;
     assert_eq!(answered_by(&result), y_id);
@@ -353,16 +354,10 @@ async fn a_node_lost_mid_job_moves_its_task_to_another_cell_once() {
     // The home cell keeps a `moved` record naming y's cell; the task ended there.
     let task_id = format!("{session}:0:en");
     let home = s.home_cell(&session).clone();
-    let mut conn = s.connection();
-    let (state, moved_to): (Option<String>, Option<String>) = redis::cmd("HMGET")
-        .arg(home.task(&task_id))
-        .arg("state")
-        .arg("moved_to")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let state = direct::task_field(&s, &home, &task_id, "state").await;
+    let moved_to = direct::task_field(&s, &home, &task_id, "moved_to").await;
     assert_eq!(state.as_deref(), Some("moved"));
-    assert_eq!(moved_to.as_deref(), s.job_cell(moved_job).map(|c| c.tag().to_owned()).as_deref());
+    assert_eq!(moved_to.as_deref(), s.job_task(moved_job).map(|(c, _)| c.tag().to_owned()).as_deref());
     let record = s.task_record(&task_id).await.unwrap().unwrap();
     assert_eq!(record["state"], "completed", "{record:?}");
     consistent(&s).await;

@@ -102,8 +102,8 @@ async fn a_slot_costs_the_same_whatever_the_pairs(backend: Backend) {
     }
     println!("commands (all, index writes): 256 pairs {:?}, 1 pair {:?}", cost[0], cost[1]);
     assert_eq!(cost[0], cost[1], "the same commands for 256 pairs as for 1");
-    // Dispatch: the deadline, the node's job set, the class index; completion: the same three.
-    assert!(cost[0].1 <= 6, "set and sorted-set writes per task: {:?}", cost[0]);
+    // Dispatch: the deadline and the class index; completion: the same two.
+    assert!(cost[0].1 <= 4, "set and sorted-set writes per task: {:?}", cost[0]);
     consistent(&s).await;
 }
 

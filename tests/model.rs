@@ -289,7 +289,7 @@ async fn check_nodes(s: &MinimalSchedulerService, m: &Model) {
         let key = s.cell(0).node(id);
         let running: Option<u32> =
             redis::cmd("HGET").arg(&key).arg("running").query_async(&mut conn).await.unwrap();
-        let jobs: u32 = redis::cmd("SCARD").arg(format!("{key}:jobs")).query_async(&mut conn).await.unwrap();
+        let jobs = direct::node_jobs(s, id).await.len() as u32;
         assert_eq!(running.unwrap_or(0), n.jobs.len() as u32, "running of {id}");
         assert_eq!(jobs, n.jobs.len() as u32, "jobs of {id}");
         assert!(n.jobs.len() as u32 <= n.capacity.max(1) || !n.online);

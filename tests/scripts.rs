@@ -75,15 +75,15 @@ async fn dispatch_takes_a_slot_and_complete_frees_it() {
         CompleteReply::Completed(ended) => {
             assert_eq!(ended.task_id, spec.task_id());
             assert_eq!(ended.attempt, 1);
-            assert_eq!(ended.spec, spec);
-            // The refused task is waiting: the freed slot wakes it.
+            assert_eq!(ended.spec, Some(spec.clone()));
+            // The refused task is waiting: the freed slot (the node's last) wakes it.
             assert_eq!(ended.wake, other.task_id());
         }
         other => panic!("{other:?}"),
     }
     let c = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
     assert_eq!(c[0].running, 0);
-    assert_eq!(hget(&s, &s.cell(0).task(&spec.task_id()), "state").await.as_deref(), Some("completed"));
+    assert_eq!(task_field(&s, s.cell(0), &spec.task_id(), "state").await.as_deref(), Some("completed"));
 }
 
 fn spec_with_index(spec: &TaskSpec, index: u64) -> TaskSpec {
@@ -495,6 +495,7 @@ async fn waiting_in(s: &MinimalSchedulerService, cell: &CellKeys, spec: &TaskSpe
         pool: &pool,
         attempt: 0,
         node_id: None,
+        class: None,
         create: Some((spec, &payload)),
         moved_in: None,
     };
@@ -509,7 +510,7 @@ async fn a_task_moves_to_another_cell_once_and_keeps_its_attempts_and_wait() {
     let spec = spec("s-1", 0);
     let task = spec.task_id();
     waiting_in(&s, &a, &spec).await;
-    let wait_until: u64 = hget(&s, &a.task(&task), "wait_until").await.unwrap().parse().unwrap();
+    let wait_until: u64 = task_field(&s, &a, &task, "wait_until").await.unwrap().parse().unwrap();
 
     let moved = s.task_move(&a, &task, 0, &b).await.unwrap();
     assert_eq!(moved, MoveReply::Moved { wait_until });
@@ -524,8 +525,8 @@ async fn a_task_moves_to_another_cell_once_and_keeps_its_attempts_and_wait() {
     let waiting: Vec<String> =
         redis::cmd("ZRANGE").arg(a.waiting()).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
     assert!(waiting.is_empty());
-    let payload_left: bool = redis::cmd("EXISTS").arg(a.payload(&task)).query_async(&mut conn).await.unwrap();
-    assert!(!payload_left);
+    let stored: String = redis::cmd("GET").arg(a.task(&task)).query_async(&mut conn).await.unwrap();
+    assert!(stored.ends_with("\n\n"), "the moved record keeps no spec nor payload: {stored}");
 
     // Created in the new cell with the attempts made so far and the same dispatch wait.
     let mut n = node("n1", &["zh>en"], 1);
@@ -539,17 +540,18 @@ async fn a_task_moves_to_another_cell_once_and_keeps_its_attempts_and_wait() {
         pool: &pool,
         attempt: attempts_so_far,
         node_id: Some("n1"),
+        class: None,
         create: Some((&spec, &p)),
         moved_in: Some(wait_until),
     };
     match s.dispatch_task(&request).await.unwrap() {
         DispatchReply::Assigned { attempt, job_id } => {
             assert_eq!(attempt, 3);
-            assert_eq!(s.job_cell(&job_id).unwrap().tag(), b.tag());
+            assert_eq!(s.job_task(&job_id).unwrap().0.tag(), b.tag());
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(hget(&s, &b.task(&task), "wait_until").await, Some(wait_until.to_string()));
+    assert_eq!(task_field(&s, &b, &task, "wait_until").await, Some(wait_until.to_string()));
     // A new task with this id in the old cell is a duplicate: the moved record holds its place.
     let request = DispatchRequest { cell: &a, moved_in: None, attempt: 0, node_id: None, ..request };
     assert_eq!(s.dispatch_task(&request).await.unwrap(), DispatchReply::Duplicate { state: "moved".into() });
@@ -570,6 +572,7 @@ async fn dispatch_and_complete_sent_again_after_a_lost_reply_answer_the_same() {
         pool: &pool,
         attempt: 0,
         node_id: Some("n1"),
+        class: None,
         create: Some((&spec, &payload)),
         moved_in: None,
     };
@@ -579,17 +582,18 @@ async fn dispatch_and_complete_sent_again_after_a_lost_reply_answer_the_same() {
     let k = s.cell(0);
     let again = |job: &str, attempt: &str| {
         let mut inv = s.scripts().dispatch_task.prepare_invoke();
-        inv.key(k.task(&task)).key(k.payload(&task)).key(k.waiting()).key(k.deadlines()).key(k.alive());
-        inv.key(k.pool(&pool)).key(k.node("n1"));
+        inv.key(k.task(&task)).key(k.waiting()).key(k.deadlines()).key(k.node("n1"));
         inv.arg(&task).arg(attempt).arg("n1").arg(job).arg(10_000).arg(serde_json::to_string(&spec).unwrap());
         inv.arg(serde_json::to_string(&payload).unwrap()).arg(600_000).arg(3).arg(2_000).arg(100).arg("");
+        inv.arg("").arg(15_000).arg(&pool);
         inv
     };
     let replay: String = again(&job, "0").invoke_async(&mut s.connection()).await.unwrap();
     assert_eq!(serde_json::from_str::<DispatchReply>(&replay).unwrap(), assigned);
     assert_eq!(hget(&s, &k.node("n1"), "running").await.as_deref(), Some("1"), "one slot taken");
     // Another call for the same utterance (a new job id) is a duplicate.
-    let other: String = again("job-other", "0").invoke_async(&mut s.connection()).await.unwrap();
+    let other: String =
+        again(&format!("job-other:{task}"), "0").invoke_async(&mut s.connection()).await.unwrap();
     assert_eq!(
         serde_json::from_str::<DispatchReply>(&other).unwrap(),
         DispatchReply::Duplicate { state: "assigned".into() }
@@ -598,15 +602,18 @@ async fn dispatch_and_complete_sent_again_after_a_lost_reply_answer_the_same() {
     // complete_task: the same call id again answers `completed`; a node's second result is stale.
     let complete = |call: &str| {
         let mut inv = s.scripts().complete_task.prepare_invoke();
-        inv.key(k.job(&job)).key(k.node("n1")).key(k.waiting());
+        inv.key(k.node("n1")).key(k.waiting()).key(k.deadlines());
         inv.arg(&job).arg("n1").arg("1").arg("completed").arg(call);
         inv
     };
     let done: String = complete("call-1").invoke_async(&mut s.connection()).await.unwrap();
     let replay: String = complete("call-1").invoke_async(&mut s.connection()).await.unwrap();
-    for reply in [&done, &replay] {
+    // The replay says the same, without the spec: the ended task no longer keeps it.
+    for (reply, spec_kept) in [(&done, true), (&replay, false)] {
         match serde_json::from_str::<CompleteReply>(reply).unwrap() {
-            CompleteReply::Completed(ended) => assert_eq!(ended.task_id, task),
+            CompleteReply::Completed(ended) => {
+                assert_eq!((ended.task_id.as_str(), ended.spec.is_some()), (task.as_str(), spec_kept))
+            }
             other => panic!("{other:?}"),
         }
     }

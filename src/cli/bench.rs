@@ -504,12 +504,19 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
         service.register_node(service.cell(0), &node).await?;
     }
     let client = redis::Client::open(redis_url)?;
+    // Every ceiling node has the same shape, so one class, read once (the gateway has it from
+    // `candidates`).
+    let class: String = redis::cmd("HGET")
+        .arg(service.cell(0).node("ceiling-0"))
+        .arg("class")
+        .query_async(&mut client.get_multiplexed_async_connection().await?)
+        .await?;
     let done = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
     let mut workers = Vec::new();
     for w in 0..8usize {
         let conn = client.get_multiplexed_async_connection().await?;
-        let (service, done, stop) = (service.clone(), done.clone(), stop.clone());
+        let (service, done, stop, class) = (service.clone(), done.clone(), stop.clone(), class.clone());
         workers.push(tokio::spawn(async move {
             let (k, scripts, cfg) = (service.cell(0).clone(), service.scripts(), service.config().clone());
             let payload =
@@ -522,9 +529,9 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
                 for _ in 0..BATCH {
                     let spec = switchboard::sim::task_spec(&format!("ceiling-{w}"), i);
                     let node = format!("ceiling-{}", i as usize % NODES);
-                    let job = format!("job-c{w}-{i}");
-                    i += 1;
                     let (task, pool) = (spec.task_id(), spec.pool());
+                    let job = format!("job-{}-{w}x{i}:{task}", k.tag());
+                    i += 1;
                     pipe.cmd("EVALSHA")
                         .arg(scripts.candidates.get_hash())
                         .arg(1)
@@ -533,16 +540,14 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
                         .arg("")
                         .arg("")
                         .arg(cfg.liveness_ms())
-                        .arg(cfg.candidate_classes);
+                        .arg(cfg.candidate_classes)
+                        .arg(switchboard::protocol::now_ms());
                     pipe.cmd("EVALSHA")
                         .arg(scripts.dispatch_task.get_hash())
-                        .arg(7)
+                        .arg(4)
                         .arg(k.task(&task))
-                        .arg(k.payload(&task))
                         .arg(k.waiting())
                         .arg(k.deadlines())
-                        .arg(k.alive())
-                        .arg(k.pool(&pool))
                         .arg(k.node(&node))
                         .arg(&task)
                         .arg(0)
@@ -555,16 +560,19 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
                         .arg(cfg.max_attempts)
                         .arg(cfg.dispatch_wait_ms)
                         .arg(cfg.retry_ms)
-                        .arg("");
+                        .arg("")
+                        .arg(&class)
+                        .arg(cfg.liveness_ms())
+                        .arg(&pool);
                     jobs.push((job, node));
                 }
                 for (job, node) in &jobs {
                     pipe.cmd("EVALSHA")
                         .arg(scripts.complete_task.get_hash())
                         .arg(3)
-                        .arg(k.job(job))
                         .arg(k.node(node))
                         .arg(k.waiting())
+                        .arg(k.deadlines())
                         .arg(job)
                         .arg(node)
                         .arg("")

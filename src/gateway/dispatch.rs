@@ -189,12 +189,14 @@ impl AppState {
             }
             for node_id in ranked.into_iter().take(TRIES_PER_READ) {
                 let first = create.is_some();
+                let class = candidates.iter().find(|c| c.id == node_id).map(|c| c.class.as_str());
                 let request = DispatchRequest {
                     cell,
                     task_id: &task_id,
                     pool: &pool,
                     attempt,
                     node_id: Some(&node_id),
+                    class,
                     create: create.take(),
                     moved_in: creating.moved_in(),
                 };
@@ -230,6 +232,7 @@ impl AppState {
             pool: &pool,
             attempt,
             node_id: None,
+            class: None,
             create: (creating != Creating::No).then_some((spec, payload)),
             moved_in: creating.moved_in(),
         };

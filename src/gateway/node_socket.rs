@@ -18,8 +18,8 @@ use crate::protocol::{
     NodeRegister, NodeRegisterAck, ToClient, ToNode, UiEventKind, decode,
 };
 use crate::scheduler::{
-    CapabilityUpdate, CellKeys, CompleteReply, JobReply, NodeRegistration, NodeReply, OfflineReply, Outcome,
-    RegisterReply, Usage, new_id,
+    CapabilityUpdate, CellKeys, CompleteReply, Ended, JobReply, NodeRegistration, NodeReply, OfflineReply,
+    Outcome, RegisterReply, Usage, new_id,
 };
 
 pub async fn upgrade(
@@ -292,19 +292,29 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
     let outcome = if result.success { Outcome::Completed } else { Outcome::Failed };
     let reply = state.scheduler.complete_task(&result.job_id, &node.id, result.attempt_id, outcome).await;
     match reply {
-        Ok(CompleteReply::Completed(ended)) => {
+        Ok(
+            CompleteReply::Completed(Ended { spec: None, .. })
+            | CompleteReply::Failed(Ended { spec: None, .. }),
+        ) => {
+            // A replay of a call whose reply was lost on a dropped connection: the task ended, but
+            // it no longer keeps its spec, so the recipients are not known here; the speaker's gap
+            // timer reports the utterance (missing_result).
+            Metrics::inc(&state.metrics.undeliverable);
+            warn!(job.id = %result.job_id, "Result recorded, but its reply was lost and the task's recipients are gone.");
+        }
+        Ok(CompleteReply::Completed(Ended { spec: Some(spec), wake: next, .. })) => {
             if let Some(reason) = result.empty_reason() {
                 debug!(job.id = %result.job_id, reason, "Empty result: silence.");
-                state.deliver_silence(&ended.spec, &result.job_id);
+                state.deliver_silence(&spec, &result.job_id);
             } else {
-                state.deliver_result(&ended.spec, &result.job_id, &result);
+                state.deliver_result(&spec, &result.job_id, &result);
             }
-            wake(state, &result.job_id, ended.wake);
+            wake(state, &result.job_id, next);
         }
-        Ok(CompleteReply::Failed(ended)) => {
+        Ok(CompleteReply::Failed(Ended { spec: Some(spec), wake: next, .. })) => {
             let code = result.error.as_ref().map_or("INTERNAL_ERROR", |e| e.code.as_str());
-            state.fail_task(&ended.spec, code, Some(&result.job_id));
-            wake(state, &result.job_id, ended.wake);
+            state.fail_task(&spec, code, Some(&result.job_id));
+            wake(state, &result.job_id, next);
         }
         Ok(CompleteReply::Stale { state: job_state }) => {
             Metrics::inc(&state.metrics.results_stale);
@@ -325,7 +335,7 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
 
 /// A slot of the job's cell just freed: dispatch the cell's oldest waiting task now.
 fn wake(state: &AppState, job_id: &str, task_id: String) {
-    if let (false, Some(cell)) = (task_id.is_empty(), state.scheduler.job_cell(job_id)) {
+    if let (false, Some((cell, _))) = (task_id.is_empty(), state.scheduler.job_task(job_id)) {
         state.spawn_redispatch(&cell, task_id);
     }
 }

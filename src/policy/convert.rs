@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::bindings::{Availability, LanguagePair, Member, Mode, Node, ServiceTypes, Task, Utterance};
+use super::bindings::{Availability, Member, Mode, Node, ServiceTypes, Task, Utterance};
 use super::host::{Candidates, NodeExtras, RoomView};
 use crate::protocol;
 use crate::scheduler::{Candidate, TaskSpec};
@@ -52,12 +52,7 @@ pub fn candidates(list: &[Candidate], cell: u32) -> Candidates {
         .map(|c| NodeExtras {
             id: c.id.clone(),
             labels: c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            pairs: c
-                .pairs
-                .iter()
-                .filter_map(|p| p.split_once('>'))
-                .map(|(src, tgt)| LanguagePair { src: src.into(), tgt: tgt.into() })
-                .collect(),
+            pairs: Arc::clone(&c.pairs),
         })
         .collect();
     Candidates { nodes, extras: Arc::new(extras) }
@@ -129,7 +124,8 @@ pub mod samples {
                 gpu_queue: (i % 3) as u32,
                 ready: ["asr", "nmt", "tts"].map(String::from).to_vec(),
                 labels: [("region".to_owned(), if i % 2 == 0 { "eu" } else { "us" }.to_owned())].into(),
-                pairs: vec!["zh>en".into()],
+                class: String::new(),
+                pairs: Arc::new(vec!["zh>en".into()]),
                 heartbeat_age_ms: (i as i64 * 37) % 5000,
                 affinity: false,
             })

@@ -137,7 +137,8 @@ impl From<Vec<Member>> for RoomView {
 pub struct NodeExtras {
     pub id: String,
     pub labels: Vec<(String, String)>,
-    pub pairs: Vec<LanguagePair>,
+    /// `src>tgt`, shared by the candidates of one class; turned into records only when asked.
+    pub pairs: Arc<Vec<String>>,
 }
 
 /// The store data of one call.
@@ -221,7 +222,13 @@ impl wit_host::Host for CallState {
     }
 
     fn language_pairs(&mut self, node: String) -> Vec<LanguagePair> {
-        self.extras.iter().find(|e| e.id == node).map(|e| e.pairs.clone()).unwrap_or_default()
+        let Some(extras) = self.extras.iter().find(|e| e.id == node) else { return Vec::new() };
+        extras
+            .pairs
+            .iter()
+            .filter_map(|p| p.split_once('>'))
+            .map(|(src, tgt)| LanguagePair { src: src.into(), tgt: tgt.into() })
+            .collect()
     }
 
     fn raw_voice_off(&mut self, member: String) -> Vec<String> {

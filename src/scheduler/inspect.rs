@@ -33,20 +33,17 @@ impl MinimalSchedulerService {
         for (id, cell) in &ids {
             let key = cell.node(id);
             batch.on(&key).cmd("HGETALL").arg(&key);
-            batch.on(&key).cmd("SCARD").arg(format!("{key}:jobs"));
         }
-        let rows: Vec<redis::Value> = batch.query(&self.conn).await?;
+        let rows: Vec<Record> = batch.query(&self.conn).await?;
         let mut nodes = Vec::new();
-        for (pair, (_, cell)) in rows.chunks(2).zip(&ids) {
-            let mut record: Record =
-                redis::from_redis_value(pair[0].clone()).map_err(redis::RedisError::from)?;
-            let jobs: u64 = redis::from_redis_value(pair[1].clone()).map_err(redis::RedisError::from)?;
+        for (mut record, (_, cell)) in rows.into_iter().zip(&ids) {
             if record.is_empty() {
                 continue;
             }
             record.remove("secret");
             record.remove("conn");
-            record.insert("in_flight".into(), jobs.to_string());
+            let in_flight = record.get("running").cloned().unwrap_or_else(|| "0".into());
+            record.insert("in_flight".into(), in_flight);
             record.insert("cell".into(), cell.tag().to_owned());
             nodes.push(record);
         }
@@ -69,14 +66,18 @@ impl MinimalSchedulerService {
     }
 
     /// A task's record: where it runs or ended (a cell it moved out of keeps a `moved` record).
+    /// The spec is there while the task runs; an ended task no longer keeps it.
     pub async fn task_record(&self, task_id: &str) -> Result<Option<Record>> {
         let mut batch = Batch::new(&self.conn);
         for cell in self.cells() {
-            batch.on(&cell.task(task_id)).cmd("HGETALL").arg(cell.task(task_id));
+            batch.on(&cell.task(task_id)).cmd("GET").arg(cell.task(task_id));
         }
-        let records: Vec<Record> = batch.query(&self.conn).await?;
-        let mut found: Vec<(Record, &CellKeys)> =
-            records.into_iter().zip(self.cells()).filter(|(r, _)| !r.is_empty()).collect();
+        let stored: Vec<Option<String>> = batch.query(&self.conn).await?;
+        let mut found: Vec<(Record, &CellKeys)> = stored
+            .iter()
+            .zip(self.cells())
+            .filter_map(|(raw, cell)| Some((task_fields(raw.as_deref()?)?, cell)))
+            .collect();
         found.sort_by_key(|(r, _)| r.get("state").is_some_and(|s| s == "moved"));
         Ok(found.into_iter().next().map(|(mut record, cell)| {
             record.insert("cell".into(), cell.tag().to_owned());
@@ -84,9 +85,27 @@ impl MinimalSchedulerService {
         }))
     }
 
+    /// A job attempt, from its task (which holds its current job): its node, attempt, state and
+    /// timings; an earlier attempt of a task that moved on is `superseded`.
     pub async fn job_record(&self, job_id: &str) -> Result<Option<Record>> {
-        let Some(cell) = self.job_cell(job_id) else { return Ok(None) };
-        self.record(&cell.job(job_id)).await
+        let Some((cell, task_id)) = self.job_task(job_id) else { return Ok(None) };
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("GET").arg(cell.task(&task_id)).query_async(&mut conn).await?;
+        let Some(task) = raw.as_deref().and_then(task_fields) else { return Ok(None) };
+        let mut job = Record::new();
+        job.insert("job_id".into(), job_id.to_owned());
+        job.insert("task".into(), task_id);
+        if task.get("job").map(String::as_str) != Some(job_id) {
+            job.insert("state".into(), "superseded".into());
+            return Ok(Some(job));
+        }
+        for field in ["node", "attempt", "state", "lost", "assigned_ms", "acked_ms", "started_ms", "done_ms"]
+        {
+            if let Some(value) = task.get(field) {
+                job.insert(field.into(), value.clone());
+            }
+        }
+        Ok(Some(job))
     }
 
     async fn record(&self, key: &str) -> Result<Option<Record>> {
@@ -164,4 +183,19 @@ impl MinimalSchedulerService {
             .query_async(&mut conn)
             .await?)
     }
+}
+
+/// The fields of a stored task (`<state JSON>\n<spec JSON>\n<payload JSON>`, lua/lib.lua) as
+/// strings, with its spec when it still has one; not its payload (the audio).
+fn task_fields(raw: &str) -> Option<Record> {
+    let mut parts = raw.splitn(3, '\n');
+    let state: serde_json::Map<String, serde_json::Value> = serde_json::from_str(parts.next()?).ok()?;
+    let mut record: Record = state
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .collect();
+    if let Some(spec) = parts.next().filter(|s| !s.is_empty()) {
+        record.insert("spec".into(), spec.to_owned());
+    }
+    Some(record)
 }

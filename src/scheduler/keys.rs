@@ -58,12 +58,6 @@ impl CellKeys {
     pub fn task(&self, task_id: &str) -> String {
         format!("{}task:{task_id}", self.base)
     }
-    pub fn payload(&self, task_id: &str) -> String {
-        format!("{}payload:{task_id}", self.base)
-    }
-    pub fn job(&self, job_id: &str) -> String {
-        format!("{}job:{job_id}", self.base)
-    }
     pub fn deadlines(&self) -> String {
         format!("{}deadlines", self.base)
     }

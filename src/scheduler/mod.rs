@@ -130,6 +130,9 @@ pub struct DispatchRequest<'a> {
     pub attempt: u32,
     /// The node to try, or `None` when no candidate was found.
     pub node_id: Option<&'a str>,
+    /// The capability class the node was a candidate in (`Candidate::class`); `None` makes the
+    /// script check the node's class against the pool itself.
+    pub class: Option<&'a str>,
     /// Spec and payload on the first call only: they create the task.
     pub create: Option<(&'a TaskSpec, &'a Payload)>,
     /// For a task moving in from another cell: when its dispatch wait ends (ms since the epoch).
@@ -170,6 +173,10 @@ pub struct MinimalSchedulerService {
     target: Target,
     script_latency: Arc<ScriptLatency>,
     conn: RedisConn,
+    /// For `complete_task` only: a reply may take up to a job timeout, so a call sent while Redis
+    /// is frozen gets its own reply when Redis is back instead of timing out and being sent again
+    /// (a replay is answered without the task's spec, which an ended task no longer keeps).
+    completions: RedisConn,
     scripts: Arc<Scripts>,
     cells: Arc<Vec<CellKeys>>,
     policy_keys: PolicyKeys,
@@ -181,11 +188,14 @@ impl MinimalSchedulerService {
         let timeout = Duration::from_millis(config.redis_timeout_ms);
         let target = Target::discover(redis_url, timeout).await?;
         let conn = target.connect(timeout).await?;
+        let completions =
+            target.connect_blocking(timeout, Duration::from_millis(config.job_timeout_ms)).await?;
         let scripts = Scripts::new();
         let service = Self {
             target,
             script_latency: Arc::new(ScriptLatency::new(&scripts)),
             conn,
+            completions,
             scripts: Arc::new(scripts),
             cells: Arc::new((0..config.cells.max(1)).map(|c| CellKeys::new(&config.prefix, c)).collect()),
             policy_keys: PolicyKeys::new(&config.prefix),
@@ -225,10 +235,12 @@ impl MinimalSchedulerService {
         &self.cells[stable_hash(key) as usize % self.cells.len()]
     }
 
-    /// The cell a job id names (`job-<tag>-<hex>`), if it names one.
-    pub fn job_cell(&self, job_id: &str) -> Option<CellKeys> {
-        let (tag, _) = job_id.strip_prefix("job-")?.rsplit_once('-')?;
-        is_cell_tag(tag).then(|| CellKeys::from_tag(&self.config.prefix, tag))
+    /// The cell and the task a job id names (`job-<tag>-<hex>:<task id>`), if it names them.
+    pub fn job_task(&self, job_id: &str) -> Option<(CellKeys, String)> {
+        let (job, task_id) = job_id.split_once(':')?;
+        let (tag, _) = job.strip_prefix("job-")?.rsplit_once('-')?;
+        (is_cell_tag(tag) && !task_id.is_empty())
+            .then(|| (CellKeys::from_tag(&self.config.prefix, tag), task_id.to_owned()))
     }
 
     /// Loads every script (SCRIPT LOAD; on a cluster, on every primary), so the first EVALSHA of
@@ -351,12 +363,11 @@ impl MinimalSchedulerService {
             .arg(excluded.join(","))
             .arg(affinity.unwrap_or(""))
             .arg(self.config.liveness_ms())
-            .arg(self.config.candidate_classes);
+            .arg(self.config.candidate_classes)
+            .arg(crate::protocol::now_ms());
         let raw: String = self.invoke("candidates", &inv).await?;
-        if raw == "{}" {
-            return Ok(Vec::new());
-        }
-        parse("candidates", &raw)
+        let reply: CandidatesReply = parse("candidates", &raw)?;
+        Ok(reply.into_candidates())
     }
 
     /// Per pool (`src>tgt`), the live nodes of cell `k` with a free slot (at most 64 counted per
@@ -398,17 +409,11 @@ impl MinimalSchedulerService {
             None => (String::new(), String::new()),
         };
         let mut inv = self.scripts.dispatch_task.prepare_invoke();
-        inv.key(k.task(req.task_id))
-            .key(k.payload(req.task_id))
-            .key(k.waiting())
-            .key(k.deadlines())
-            .key(k.alive())
-            .key(k.pool(req.pool))
-            .key(node_key);
+        inv.key(k.task(req.task_id)).key(k.waiting()).key(k.deadlines()).key(node_key);
         inv.arg(req.task_id)
             .arg(req.attempt)
             .arg(req.node_id.unwrap_or(""))
-            .arg(new_id(&format!("job-{}-", k.tag()), 16))
+            .arg(format!("{}:{}", new_id(&format!("job-{}-", k.tag()), 16), req.task_id))
             .arg(c.job_timeout_ms)
             .arg(spec)
             .arg(payload)
@@ -416,7 +421,10 @@ impl MinimalSchedulerService {
             .arg(c.max_attempts)
             .arg(c.dispatch_wait_ms)
             .arg(c.retry_ms)
-            .arg(req.moved_in.map(|at| at.to_string()).unwrap_or_default());
+            .arg(req.moved_in.map(|at| at.to_string()).unwrap_or_default())
+            .arg(req.class.unwrap_or(""))
+            .arg(c.liveness_ms())
+            .arg(req.pool);
         self.call("dispatch_task", &inv).await
     }
 
@@ -428,21 +436,20 @@ impl MinimalSchedulerService {
         attempt: Option<u32>,
         started: bool,
     ) -> Result<JobReply> {
-        let Some(k) = self.job_cell(job_id) else { return Ok(JobReply::Stale) };
+        let Some((k, task_id)) = self.job_task(job_id) else { return Ok(JobReply::Stale) };
         let mut inv = self.scripts.ack_job.prepare_invoke();
-        inv.key(k.job(job_id));
-        inv.arg(node_id).arg(attempt.map(|a| a.to_string()).unwrap_or_default()).arg(if started {
-            "started_ms"
-        } else {
-            "acked_ms"
-        });
+        inv.key(k.task(&task_id));
+        inv.arg(node_id)
+            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
+            .arg(if started { "started_ms" } else { "acked_ms" })
+            .arg(job_id);
         self.call("ack_job", &inv).await
     }
 
     pub async fn job_route(&self, job_id: &str, node_id: &str) -> Result<JobReply> {
-        let Some(k) = self.job_cell(job_id) else { return Ok(JobReply::Stale) };
+        let Some((k, task_id)) = self.job_task(job_id) else { return Ok(JobReply::Stale) };
         let mut inv = self.scripts.job_route.prepare_invoke();
-        inv.key(k.job(job_id)).arg(node_id);
+        inv.key(k.task(&task_id)).arg(node_id).arg(job_id);
         self.call("job_route", &inv).await
     }
 
@@ -453,9 +460,9 @@ impl MinimalSchedulerService {
         attempt: Option<u32>,
         outcome: Outcome,
     ) -> Result<CompleteReply> {
-        let Some(k) = self.job_cell(job_id) else { return Ok(CompleteReply::Unknown) };
+        let Some((k, _)) = self.job_task(job_id) else { return Ok(CompleteReply::Unknown) };
         let mut inv = self.scripts.complete_task.prepare_invoke();
-        inv.key(k.job(job_id)).key(k.node(node_id)).key(k.waiting());
+        inv.key(k.node(node_id)).key(k.waiting()).key(k.deadlines());
         inv.arg(job_id)
             .arg(node_id)
             .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
@@ -471,7 +478,7 @@ impl MinimalSchedulerService {
         let give_up = std::time::Instant::now() + Duration::from_millis(self.config.job_timeout_ms);
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.call("complete_task", &inv).await {
+            match self.call_on(&self.completions, "complete_task", &inv).await {
                 Err(SchedulerError::Redis(e))
                     if transient(&e) && std::time::Instant::now() + backoff < give_up =>
                 {
@@ -505,7 +512,7 @@ impl MinimalSchedulerService {
 
     pub async fn load_task(&self, k: &CellKeys, task_id: &str) -> Result<LoadTaskReply> {
         let mut inv = self.scripts.load_task.prepare_invoke();
-        inv.key(k.task(task_id)).key(k.payload(task_id));
+        inv.key(k.task(task_id));
         self.call("load_task", &inv).await
     }
 
@@ -520,7 +527,7 @@ impl MinimalSchedulerService {
         to: &CellKeys,
     ) -> Result<MoveReply> {
         let mut inv = self.scripts.task_move.prepare_invoke();
-        inv.key(from.task(task_id)).key(from.payload(task_id)).key(from.waiting());
+        inv.key(from.task(task_id)).key(from.waiting());
         inv.arg(task_id).arg(attempt).arg(to.tag());
         self.call("task_move", &inv).await
     }
@@ -535,7 +542,16 @@ impl MinimalSchedulerService {
         name: &'static str,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.conn.clone();
+        self.invoke_on(&self.conn, name, inv).await
+    }
+
+    async fn invoke_on<T: redis::FromRedisValue>(
+        &self,
+        conn: &RedisConn,
+        name: &'static str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = conn.clone();
         let start = std::time::Instant::now();
         let reply = inv.invoke_async(&mut conn).await;
         self.script_latency.record(name, start.elapsed());
@@ -552,7 +568,16 @@ impl MinimalSchedulerService {
         name: &'static str,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        let raw = self.invoke(name, inv).await?;
+        self.call_on(&self.conn, name, inv).await
+    }
+
+    async fn call_on<T: DeserializeOwned>(
+        &self,
+        conn: &RedisConn,
+        name: &'static str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let raw: String = self.invoke_on(conn, name, inv).await?;
         parse(name, &raw)
     }
 

@@ -1,6 +1,7 @@
 //! Typed inputs and replies of the scheduling scripts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,9 @@ pub struct CapabilityUpdate {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Candidate {
     pub id: String,
+    /// The capability class it was found in (lua/lib.lua); `dispatch_task` checks it still is.
+    #[serde(default)]
+    pub class: String,
     pub running: u32,
     pub capacity: u32,
     pub cpu: f64,
@@ -114,8 +118,9 @@ pub struct Candidate {
     pub ready: Vec<String>,
     #[serde(deserialize_with = "json_string")]
     pub labels: BTreeMap<String, String>,
-    #[serde(deserialize_with = "csv")]
-    pub pairs: Vec<String>,
+    /// Its language pairs (`src>tgt`), shared by the candidates of one class.
+    #[serde(skip)]
+    pub pairs: Arc<Vec<String>>,
     pub heartbeat_age_ms: i64,
     /// The node serving this session's current turn.
     pub affinity: bool,
@@ -124,6 +129,33 @@ pub struct Candidate {
 impl Candidate {
     pub fn load(&self) -> f64 {
         self.running as f64 / self.capacity.max(1) as f64
+    }
+}
+
+/// `candidates`: the nodes, and the pairs of each class among them (once per class, not per node).
+#[derive(Debug, Deserialize)]
+pub(crate) struct CandidatesReply {
+    #[serde(deserialize_with = "lua_list")]
+    nodes: Vec<Candidate>,
+    classes: BTreeMap<String, String>,
+}
+
+impl CandidatesReply {
+    pub(crate) fn into_candidates(self) -> Vec<Candidate> {
+        let pairs: BTreeMap<String, Arc<Vec<String>>> = self
+            .classes
+            .into_iter()
+            .map(|(class, csv)| {
+                (class, Arc::new(csv.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()))
+            })
+            .collect();
+        let mut nodes = self.nodes;
+        for node in &mut nodes {
+            if let Some(p) = pairs.get(&node.class) {
+                node.pairs = Arc::clone(p);
+            }
+        }
+        nodes
     }
 }
 
@@ -212,8 +244,10 @@ pub struct TaskRef {
 pub struct Ended {
     pub task_id: String,
     pub attempt: u32,
-    #[serde(deserialize_with = "json_string")]
-    pub spec: TaskSpec,
+    /// `None` when the call was a replay (its first reply was lost): the ended task no longer
+    /// keeps its spec (docs/redis.md, "Memory per task").
+    #[serde(default, deserialize_with = "optional_json_string")]
+    pub spec: Option<TaskSpec>,
     /// The cell's oldest waiting task, or empty: a slot just freed, so it may be dispatched now.
     pub wake: String,
 }
@@ -306,6 +340,16 @@ fn json_string<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T
     let text =
         Option::<String>::deserialize(d)?.ok_or_else(|| serde::de::Error::custom("missing JSON field"))?;
     serde_json::from_str(&text).map_err(serde::de::Error::custom)
+}
+
+/// Like `json_string`, but a missing or empty field is `None`.
+fn optional_json_string<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(text) if !text.is_empty() => {
+            serde_json::from_str(&text).map(Some).map_err(serde::de::Error::custom)
+        }
+        _ => Ok(None),
+    }
 }
 
 fn csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

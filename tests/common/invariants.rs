@@ -64,7 +64,8 @@ impl Ledger {
 }
 
 /// Redis holds a consistent state: every node's running count equals its in-flight jobs, every
-/// job in flight is on its node's list, and every key that is meant to expire has a TTL.
+/// job in flight is its task's current job, every online node has its card in its class, and
+/// every key that is meant to expire has a TTL.
 pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
     let mut conn = s.connection();
     let mut keys: Vec<String> = Vec::new();
@@ -88,20 +89,27 @@ pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
         if ttl == -1 && !persistent_by_design {
             problems.push(format!("{key} has no TTL"));
         }
-        if kind.starts_with("node:") && !kind.ends_with(":jobs") {
+        if kind.starts_with("node:") {
             problems.extend(index_problems(&mut conn, key).await);
             let running: i64 =
                 hget(&mut conn, key, "running").await.and_then(|r| r.parse().ok()).unwrap_or(0);
-            let jobs: Vec<String> =
-                redis::cmd("SMEMBERS").arg(format!("{key}:jobs")).query_async(&mut conn).await.unwrap();
+            let jobs: Vec<String> = hget(&mut conn, key, "jobs")
+                .await
+                .filter(|j| j != "{}")
+                .map(|j| serde_json::from_str(&j).unwrap())
+                .unwrap_or_default();
             if running != jobs.len() as i64 {
                 problems.push(format!("{key}: running {running}, {} jobs in flight", jobs.len()));
             }
-            let base = key.split_once("node:").unwrap().0;
+            let (base, id) = key.split_once("node:").unwrap();
             for job in jobs {
-                let node = hget(&mut conn, &format!("{base}job:{job}"), "node").await;
-                if node.as_deref() != key.rsplit_once("node:").map(|(_, id)| id) {
-                    problems.push(format!("{key}: job {job} is not this node's ({node:?})"));
+                let task_id = job.split_once(':').map(|(_, t)| t).unwrap_or_default();
+                let task = task_state(&mut conn, &format!("{base}task:{task_id}")).await;
+                let holds = task
+                    .as_ref()
+                    .is_some_and(|t| t["job"] == job.as_str() && t["node"] == id && t["state"] == "assigned");
+                if !holds {
+                    problems.push(format!("{key}: job {job} in flight, but its task says {task:?}"));
                 }
             }
         }
@@ -132,7 +140,21 @@ async fn index_problems(conn: &mut switchboard::scheduler::RedisConn, node_key: 
     if score != want {
         return vec![format!("{node_key}: load index score {score:?}, want {want:?}")];
     }
+    let online = state.as_deref() == Some("online");
+    let card = hget(conn, &format!("{base}class:{class}:info"), &format!("n:{id}")).await;
+    if card.is_some() != online {
+        return vec![format!("{node_key}: online {online}, card in its class {card:?}")];
+    }
     Vec::new()
+}
+
+/// The state part of a stored task (lua/lib.lua, `load_task`), if the task exists.
+pub async fn task_state(
+    conn: &mut switchboard::scheduler::RedisConn,
+    key: &str,
+) -> Option<serde_json::Value> {
+    let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    serde_json::from_str(raw?.split('\n').next()?).ok()
 }
 
 /// Every class counts its online nodes and is in the pool of each of its pairs, and only there;
@@ -142,7 +164,7 @@ async fn class_problems(conn: &mut switchboard::scheduler::RedisConn, keys: &[St
     let mut problems = Vec::new();
     // (cell base, class) → online nodes of the class.
     let mut online: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for key in keys.iter().filter(|k| k.contains("}:node:") && !k.ends_with(":jobs")) {
+    for key in keys.iter().filter(|k| k.contains("}:node:")) {
         if hget(conn, key, "state").await.as_deref() == Some("online")
             && let Some(class) = hget(conn, key, "class").await
         {
@@ -188,9 +210,6 @@ async fn hget(conn: &mut switchboard::scheduler::RedisConn, key: &str, field: &s
 }
 
 async fn node_is_online(conn: &mut switchboard::scheduler::RedisConn, key: &str) -> bool {
-    if key.ends_with(":jobs") {
-        return hget(conn, key.trim_end_matches(":jobs"), "state").await.as_deref() == Some("online");
-    }
     hget(conn, key, "state").await.as_deref() == Some("online")
 }
 

@@ -493,6 +493,7 @@ pub mod direct {
             pool: &pool,
             attempt: 0,
             node_id: node,
+            class: None,
             create: Some((spec, &payload)),
             moved_in: None,
         };
@@ -513,6 +514,7 @@ pub mod direct {
             pool: &pool,
             attempt,
             node_id: node,
+            class: None,
             create: None,
             moved_in: None,
         };
@@ -538,6 +540,26 @@ pub mod direct {
         let class = hget(s, &k.node(node), "class").await?;
         let mut conn = s.connection();
         redis::cmd("ZSCORE").arg(k.class(&class)).arg(node).query_async(&mut conn).await.unwrap()
+    }
+
+    /// A node's jobs in flight (cell 0): the `jobs` list of its hash.
+    pub async fn node_jobs(s: &MinimalSchedulerService, node: &str) -> Vec<String> {
+        hget(s, &s.cell(0).node(node), "jobs")
+            .await
+            .filter(|j| j != "{}")
+            .map(|j| serde_json::from_str(&j).unwrap())
+            .unwrap_or_default()
+    }
+
+    /// A field of a stored task's state (cell `k`), as text.
+    pub async fn task_field(
+        s: &MinimalSchedulerService,
+        k: &CellKeys,
+        task_id: &str,
+        field: &str,
+    ) -> Option<String> {
+        let state = super::invariants::task_state(&mut s.connection(), &k.task(task_id)).await?;
+        state.get(field).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
     }
 
     /// The capability classes serving `pair` in cell 0.

@@ -17,7 +17,7 @@ const NAME_FIELDS: &[&str] =
 /// A stored record as JSON: numeric fields as numbers, JSON fields (spec, labels, info) parsed.
 pub(super) fn record_json(record: &Record) -> Value {
     let fields = record.iter().map(|(k, v)| {
-        let value = if matches!(k.as_str(), "spec" | "labels" | "info") {
+        let value = if matches!(k.as_str(), "spec" | "labels" | "info" | "jobs") {
             serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()))
         } else if NAME_FIELDS.contains(&k.as_str()) {
             Value::String(v.clone())
