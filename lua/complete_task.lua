@@ -35,12 +35,12 @@ if t.call == ARGV[5] then
 end
 if t.job ~= jid or t.node ~= node or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= t.attempt)
     or t.state ~= 'assigned' then
-  return cjson.encode({ status = 'stale', state = t.job == jid and t.state or 'superseded' })
+  return cjson.encode({ status = 'stale', state = holds(t, jid) and t.state or 'superseded' })
 end
 
 local outcome = ARGV[4]
 t.call = ARGV[5]
-end_task(tid, t, outcome, { done_ms = now_ms(), acked_ms = t.acked_ms, started_ms = t.started_ms })
+end_task(tid, t, outcome, { done_ms = now_ms() })
 redis.call('ZREM', KEYS[3], jid)
 local was_full = free_slot(node, jid)
 

@@ -32,8 +32,12 @@ local function node_key(id) return P .. 'node:' .. id end
 local function task_key(tid) return P .. 'task:' .. tid end
 
 -- A job id names its cell and its task: job-<cell tag>-<hex>:<task id> (src/scheduler/mod.rs), so
--- no job record is kept: the task holds its current job.
+-- no job record is kept: the task holds its current job. An ended task keeps only the <hex> part.
 local function task_of(jid) return string.match(jid, '^[^:]*:(.+)$') end
+local function job_hex(jid) return string.match(jid, '^[^:]*%-([^:%-]+):') end
+
+-- Whether task `t` holds (or, ended, held) job `jid` as its last attempt.
+local function holds(t, jid) return t.job == jid or (t.job ~= nil and t.job == job_hex(jid)) end
 
 -- A task is one string: "<state JSON>\n<spec JSON>\n<payload JSON>". The state part is decoded
 -- here; spec and payload pass through as the gateway wrote them (never decoded in Lua). One GET
@@ -51,23 +55,25 @@ local function load_task(tid)
   return t
 end
 
--- Writes task `t` (its ttl_ms renewed); `nx`: only if no task has this id (returns false then).
-local function store_task(tid, t, nx)
+-- Writes task `t` for `ttl` ms (its own ttl_ms when nil); `nx`: only if no task has this id
+-- (returns false then).
+local function store_task(tid, t, nx, ttl)
   local spec, payload = t.spec, t.payload
   t.spec, t.payload = nil, nil
   local raw = cjson.encode(t) .. '\n' .. (spec or '') .. '\n' .. (payload or '')
   t.spec, t.payload = spec, payload
-  if nx then return redis.call('SET', task_key(tid), raw, 'PX', t.ttl_ms, 'NX') end
-  return redis.call('SET', task_key(tid), raw, 'PX', t.ttl_ms)
+  if nx then return redis.call('SET', task_key(tid), raw, 'PX', ttl or t.ttl_ms, 'NX') end
+  return redis.call('SET', task_key(tid), raw, 'PX', ttl or t.ttl_ms)
 end
 
--- An ended task keeps only what duplicate detection, fencing, a replayed call and the admin view
--- need — not its spec nor its audio (docs/redis.md, "Memory per task").
+-- An ended task keeps only what duplicate detection (its state), fencing (state, node, attempt,
+-- the <hex> of its last job), a replayed call (call) and the admin view (timings) need — not its
+-- spec nor its audio: ~150 bytes for the task ttl (docs/redis.md, "Memory per task").
 local function end_task(tid, t, state, extra)
-  local kept = { state = state, attempt = t.attempt, job = t.job, node = t.node, call = t.call,
-    ttl_ms = t.ttl_ms, assigned_ms = t.assigned_ms }
+  local kept = { state = state, attempt = t.attempt, job = t.job and (job_hex(t.job) or t.job), node = t.node,
+    call = t.call, assigned_ms = t.assigned_ms }
   for k, v in pairs(extra or {}) do kept[k] = v end
-  store_task(tid, kept)
+  store_task(tid, kept, false, t.ttl_ms)
 end
 
 -- The load index is per capability class, not per language pair, so that a slot taken or freed

@@ -167,6 +167,20 @@ async fn redis_counters(servers: &mut [redis::aio::ConnectionManager]) -> (u64, 
     (calls, usec, evalsha)
 }
 
+/// Redis `used_memory`, summed over the servers.
+async fn redis_memory(servers: &mut [redis::aio::ConnectionManager]) -> u64 {
+    let mut total = 0;
+    for conn in servers {
+        let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap_or_default();
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
 async fn server_counters(conn: &mut redis::aio::ConnectionManager) -> (u64, u64, u64) {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap_or_default();
     let (mut calls, mut usec, mut evalsha) = (0, 0, 0);
@@ -254,6 +268,9 @@ struct ScenarioResult {
     dispatch_us: [f64; 2],
     redis_us_per_task: f64,
     redis_cmds_per_task: f64,
+    /// Growth of Redis `used_memory` per completed task over the run: what a task leaves behind
+    /// for its ttl (tasks in flight at the end count too, a few of thousands).
+    redis_bytes_per_task: f64,
     evalsha_per_task: f64,
     /// Script calls of the dispatch path per assigned job, counted by the gateway.
     dispatch_round_trips: f64,
@@ -392,6 +409,7 @@ impl Bench {
         let idle = (per_second(|c| c.0), per_second(|c| c.1), per_second(|c| c.2));
         let (redis_before, scrape_before) =
             (redis_counters(&mut self.redis).await, scrape(self.gateway.admin.as_deref()).await);
+        let memory_before = redis_memory(&mut self.redis).await;
         let cpu_now =
             |pid: Option<u32>, other: Option<u32>| pid.map(|p| cpu_micros(p) + other.map_or(0, cpu_micros));
         let cpu_before = cpu_now(self.gateway.pid(), self.other_pid);
@@ -413,6 +431,7 @@ impl Bench {
         let seconds = start.elapsed().as_secs_f64();
         let (redis_after, scrape_after) =
             (redis_counters(&mut self.redis).await, scrape(self.gateway.admin.as_deref()).await);
+        let memory_after = redis_memory(&mut self.redis).await;
         let cpu =
             cpu_now(self.gateway.pid(), self.other_pid).zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
         let done = tally.results.max(1) as f64;
@@ -434,6 +453,7 @@ impl Bench {
             dispatch_us: [0.5, 0.99].map(|q| dispatch_quantile(&scrape_before, &scrape_after, q)),
             redis_us_per_task: ((redis_after.1 - redis_before.1) as f64 - idle.1 * seconds).max(0.0) / done,
             redis_cmds_per_task: ((redis_after.0 - redis_before.0) as f64 - idle.0 * seconds).max(0.0) / done,
+            redis_bytes_per_task: memory_after.saturating_sub(memory_before) as f64 / done,
             evalsha_per_task: ((redis_after.2 - redis_before.2) as f64 - idle.2 * seconds).max(0.0) / done,
             dispatch_round_trips: (scrape_after.script_calls - scrape_before.script_calls)
                 / (scrape_after.assigned - scrape_before.assigned).max(1.0),
@@ -577,7 +597,7 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
                         .arg(node)
                         .arg("")
                         .arg("completed")
-                        .arg(job);
+                        .arg(format!("done-{job}"));
                 }
                 let replies = match pipe.query_async::<Vec<String>>(&mut conn).await {
                     Ok(replies) => replies,
@@ -908,7 +928,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 fn table(r: &Report) -> String {
     let mut out = format!(
-        "{:<38} {:>9} {:>33} {:>15} {:>9} {:>6} {:>6} {:>8} {:>7}\n",
+        "{:<38} {:>9} {:>33} {:>15} {:>9} {:>6} {:>7} {:>5} {:>6} {:>9} {:>9}\n",
         "scenario",
         "tasks/s",
         "e2e ms p50/p95/p99/p99.9",
@@ -916,12 +936,14 @@ fn table(r: &Report) -> String {
         "redis µs",
         "cmds",
         "evalsha",
+        "rt",
+        "B/task",
         "gw cpu µs",
         "policy µs"
     );
     for s in &r.scenarios {
         out += &format!(
-            "{:<38} {:>9.0} {:>33} {:>15} {:>9.1} {:>6.2} {:>6.2} {:>5.2} {:>8} {:>7.1}\n",
+            "{:<38} {:>9.0} {:>33} {:>15} {:>9.1} {:>6.2} {:>7.2} {:>5.2} {:>6.0} {:>9} {:>9.1}\n",
             s.name,
             s.tasks_per_s,
             if s.e2e_ms[0].is_nan() {
@@ -934,6 +956,7 @@ fn table(r: &Report) -> String {
             s.redis_cmds_per_task,
             s.evalsha_per_task,
             s.dispatch_round_trips,
+            s.redis_bytes_per_task,
             s.gateway_cpu_us_per_task.map_or("-".into(), |c| format!("{c:.0}")),
             s.policy_us_per_decision,
         );

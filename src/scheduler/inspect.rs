@@ -95,7 +95,10 @@ impl MinimalSchedulerService {
         let mut job = Record::new();
         job.insert("job_id".into(), job_id.to_owned());
         job.insert("task".into(), task_id);
-        if task.get("job").map(String::as_str) != Some(job_id) {
+        // A running task names its job in full; an ended one keeps only its <hex> part.
+        let hex = job_id.split_once(':').and_then(|(job, _)| job.rsplit_once('-')).map(|(_, hex)| hex);
+        let held = task.get("job").is_some_and(|j| j == job_id || Some(j.as_str()) == hex);
+        if !held {
             job.insert("state".into(), "superseded".into());
             return Ok(Some(job));
         }
