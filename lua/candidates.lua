@@ -8,9 +8,12 @@
 -- ARGV[5] most classes read: a pool served by more classes is read from a random sample of them
 -- ARGV[6] the caller's clock (ms): this script only reads, and `dispatch_task` checks liveness
 --         again on Redis' clock, so a TIME call per task is saved here
+-- ARGV[7] classes whose pairs the caller knows, 'cid1,cid2' (a class id is a hash of its pairs,
+--         so they never change): their pairs (up to 1.5 KB for 256) are not sent again
 --
 -- Returns JSON {nodes = [{id, class, running, capacity, cpu, gpu, gpu_mem, mem, gpu_queue, ready,
--- labels, heartbeat_age_ms, affinity}], classes = {cid = pairs}}, least loaded first. Per class
+-- labels, heartbeat_age_ms, affinity}], classes = {cid = pairs}} (the classes not in ARGV[7]), least
+-- loaded first. Per class
 -- read: one ZRANGE of at most 2K + |excluded| entries and one HMGET of their cards (and the
 -- class's pairs) — three commands for a pool of one class, whatever its nodes and their pairs.
 
@@ -20,6 +23,8 @@ local liveness = tonumber(ARGV[4])
 local now = tonumber(ARGV[6])
 local nodes, classes = {}, {}
 local seen = {}
+local known = {}
+for _, cid in ipairs(split(ARGV[7])) do known[cid] = true end
 
 -- SRANDMEMBER with a count returns the whole set when it is smaller.
 local pool = redis.call('SRANDMEMBER', KEYS[1], tonumber(ARGV[5]))
@@ -47,7 +52,7 @@ if ARGV[3] ~= '' and not contains(excluded, ARGV[3]) then
     local c = candidate(id, cid, info[1], tonumber(load), true)
     if c then
       nodes[1] = c
-      classes[cid] = info[2]
+      if not known[cid] then classes[cid] = info[2] end
       seen[id] = true
       k = k + 1
     end
@@ -84,11 +89,12 @@ while #nodes < k and next_entry <= #ranked do
   end
   local cards = {}
   for cid, entries in pairs(by_class) do
-    local fields = { 'pairs' }
+    local fields = {}
     for _, e in ipairs(entries) do fields[#fields + 1] = 'n:' .. e.id end
+    if not known[cid] and classes[cid] == nil then fields[#fields + 1] = 'pairs' end
     local values = redis.call('HMGET', P .. 'class:' .. cid .. ':info', unpack(fields))
-    classes[cid] = values[1]
-    for i, e in ipairs(entries) do cards[e.id] = values[i + 1] end
+    for i, e in ipairs(entries) do cards[e.id] = values[i] end
+    if #values > #entries then classes[cid] = values[#values] end
   end
   for _, e in ipairs(round) do
     local c = candidate(e.id, e.class, cards[e.id], e.load, false)

@@ -163,6 +163,13 @@ async fn candidates_merge_the_classes_of_a_pool(backend: Backend) {
     let found = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
     let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["idle", "small", "busy"], "by load across classes, the full one left out");
+    assert_eq!((found[0].running, found[2].running, found[2].capacity), (0, 2, 4), "running from the load");
+    // Each candidate has its class's pairs: sent once per class, then known to the gateway.
+    for _ in 0..2 {
+        let found = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
+        assert_eq!(*found[0].pairs, pairs(&["zh", "en", "ja"]), "{found:?}");
+        assert_eq!(*found[2].pairs, pairs(&["zh", "en"]));
+    }
     let found = s.candidates(s.cell(0), "zh>en", &["idle".into()], Some("busy")).await.unwrap();
     assert_eq!(found[0].id, "busy");
     assert!(found[0].affinity);

@@ -561,7 +561,8 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
                         .arg("")
                         .arg(cfg.liveness_ms())
                         .arg(cfg.candidate_classes)
-                        .arg(switchboard::protocol::now_ms());
+                        .arg(switchboard::protocol::now_ms())
+                        .arg(&class);
                     pipe.cmd("EVALSHA")
                         .arg(scripts.dispatch_task.get_hash())
                         .arg(4)
@@ -1021,7 +1022,7 @@ per-address connection and message limits: every simulated peer comes from one a
 simulated client (node answers at once unless `--answer-delay-ms`); `dispatch` utterance received → job_assign sent, \
 inside the gateway (histogram bucket upper bounds); `redis µs` and `cmds` Redis server time and commands per task from \
 `INFO commandstats`, less the idle rate measured before the load (heartbeats, sweeps; over one 5 s heartbeat period with many nodes); `evalsha` script calls per \
-task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; room rows: tasks/s counts results \
+task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; `B/task` growth of Redis `used_memory` per completed task over the run (what a task leaves for its ttl; the 2-gateway row also grows the stream inboxes, up to their `MAXLEN`); room rows: tasks/s counts results \
 delivered to listeners (one task per listener language), e2e is not measured there (listeners do not send); `gw cpu µs` gateway process CPU \
 per task (/proc, 10 ms resolution); `policy µs` mean node-selection decision on the live dispatch path.\n\n\
 The `2 gateways` row runs the `closed loop, 100 sessions × 4` load with the sessions on one gateway and the nodes on \
@@ -1108,6 +1109,62 @@ fn targets(r: &Report) -> String {
             open.dispatch_us[1],
             open.tasks_per_s,
             verdict(open.dispatch_us[1] <= 2000.0)
+        );
+    }
+    // The fleet's shapes: per-task Redis cost flat from 2 to 256 pairs per node.
+    for nodes in [10usize, 1_000] {
+        let rows: Vec<&ScenarioResult> = [2, 16, 144, 256]
+            .iter()
+            .filter_map(|p| {
+                r.scenarios.iter().find(|s| s.name == format!("{nodes} nodes × {p} pairs, 100 × 2"))
+            })
+            .collect();
+        if rows.len() < 2 {
+            continue;
+        }
+        let spread = |f: fn(&ScenarioResult) -> f64| {
+            let (lo, hi) =
+                rows.iter().map(|s| f(s)).fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            (lo, hi, (hi - lo) / ((hi + lo) / 2.0).max(f64::MIN_POSITIVE))
+        };
+        let (cmd_lo, cmd_hi, cmd_spread) = spread(|s| s.redis_cmds_per_task);
+        let (us_lo, us_hi, us_spread) = spread(|s| s.redis_us_per_task);
+        out += &format!(
+            "| Redis commands and µs per task flat (±15 %) from 2 to 256 pairs per node, {nodes} nodes | {cmd_lo:.2}–{cmd_hi:.2} commands ({:.0} % apart), {us_lo:.0}–{us_hi:.0} µs ({:.0} % apart) | {} |\n",
+            cmd_spread * 100.0,
+            us_spread * 100.0,
+            verdict(cmd_spread <= 0.30 && us_spread <= 0.30)
+        );
+    }
+    let common: Vec<&ScenarioResult> = r
+        .scenarios
+        .iter()
+        .filter(|s| s.name.starts_with("closed loop") || s.name.contains(" pairs, 100 × 2"))
+        .collect();
+    let worst_cmds = common.iter().map(|s| s.redis_cmds_per_task).fold(0.0, f64::max);
+    out += &format!(
+        "| ≤ 20 Redis commands per task on the common path | at most {worst_cmds:.2} (closed-loop and pair-count rows; a pool of several classes adds a read per class: mixed-fleet rows) | {} |\n",
+        verdict(worst_cmds <= 20.0)
+    );
+    let cpu: Vec<f64> = common.iter().filter_map(|s| s.gateway_cpu_us_per_task).collect();
+    if !cpu.is_empty() {
+        let mut sorted = cpu.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        out += &format!(
+            "| gateway CPU ≤ 120 µs per task | median {median:.0} µs, {:.0}–{:.0} µs over the closed-loop and pair-count rows | {} |\n",
+            sorted[0],
+            sorted[sorted.len() - 1],
+            verdict(median <= 120.0)
+        );
+    }
+    if let Some(row) = r.scenarios.iter().find(|s| s.name == "closed loop, 100 sessions × 4") {
+        let standing_gib = row.redis_bytes_per_task * r.best_tasks_per_s * 600.0 / (1u64 << 30) as f64;
+        out += &format!(
+            "| ≤ 300 Redis bytes per completed task | {:.0} B per task (closed loop, 100 × 4); at the best rate ({:.0} tasks/s) held for the 10 min task ttl: {standing_gib:.2} GiB standing | {} |\n",
+            row.redis_bytes_per_task,
+            r.best_tasks_per_s,
+            verdict(row.redis_bytes_per_task <= 300.0)
         );
     }
     out += &format!(

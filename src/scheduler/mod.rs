@@ -1,7 +1,8 @@
 //! `MinimalSchedulerService`: the typed Rust face of the scheduling scripts in `lua/`.
 //!
 //! Every method is one EVALSHA of one script; all scheduling state lives in Redis. The service is a
-//! `Clone` handle (a multiplexed connection and the compiled scripts) with no lock and no cache.
+//! `Clone` handle (multiplexed connections and the compiled scripts). Its one cache holds the pairs
+//! of each capability class it has seen, which cannot go stale: a class id is a hash of its pairs.
 //! Node, task and job state is split into cells (DESIGN.md §4, docs/scaling.md); the methods on it
 //! take the cell they act in.
 
@@ -177,6 +178,8 @@ pub struct MinimalSchedulerService {
     /// is frozen gets its own reply when Redis is back instead of timing out and being sent again
     /// (a replay is answered without the task's spec, which an ended task no longer keeps).
     completions: RedisConn,
+    /// The pairs of the capability classes `candidates` has named (content-addressed, never stale).
+    class_pairs: Arc<ClassPairs>,
     scripts: Arc<Scripts>,
     cells: Arc<Vec<CellKeys>>,
     policy_keys: PolicyKeys,
@@ -196,6 +199,7 @@ impl MinimalSchedulerService {
             script_latency: Arc::new(ScriptLatency::new(&scripts)),
             conn,
             completions,
+            class_pairs: Arc::default(),
             scripts: Arc::new(scripts),
             cells: Arc::new((0..config.cells.max(1)).map(|c| CellKeys::new(&config.prefix, c)).collect()),
             policy_keys: PolicyKeys::new(&config.prefix),
@@ -364,10 +368,17 @@ impl MinimalSchedulerService {
             .arg(affinity.unwrap_or(""))
             .arg(self.config.liveness_ms())
             .arg(self.config.candidate_classes)
-            .arg(crate::protocol::now_ms());
+            .arg(crate::protocol::now_ms())
+            .arg(self.known_classes());
         let raw: String = self.invoke("candidates", &inv).await?;
         let reply: CandidatesReply = parse("candidates", &raw)?;
-        Ok(reply.into_candidates())
+        Ok(reply.into_candidates(&self.class_pairs))
+    }
+
+    /// `cid1,cid2,…`: the classes whose pairs this gateway has.
+    fn known_classes(&self) -> String {
+        let known = self.class_pairs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        known.keys().map(String::as_str).collect::<Vec<_>>().join(",")
     }
 
     /// Per pool (`src>tgt`), the live nodes of cell `k` with a free slot (at most 64 counted per

@@ -141,23 +141,35 @@ pub(crate) struct CandidatesReply {
 }
 
 impl CandidatesReply {
-    pub(crate) fn into_candidates(self) -> Vec<Candidate> {
-        let pairs: BTreeMap<String, Arc<Vec<String>>> = self
-            .classes
-            .into_iter()
-            .map(|(class, csv)| {
-                (class, Arc::new(csv.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()))
-            })
-            .collect();
+    /// The candidates, each with its class's pairs: from the reply, or from `known` (what earlier
+    /// replies said; a class id is a hash of its pairs, so an entry never goes stale), which learns
+    /// the new ones.
+    pub(crate) fn into_candidates(self, known: &ClassPairs) -> Vec<Candidate> {
+        let mut known = known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (class, csv) in self.classes {
+            if known.len() < MAX_KNOWN_CLASSES {
+                known.insert(
+                    class,
+                    Arc::new(csv.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()),
+                );
+            }
+        }
         let mut nodes = self.nodes;
         for node in &mut nodes {
-            if let Some(p) = pairs.get(&node.class) {
+            if let Some(p) = known.get(&node.class) {
                 node.pairs = Arc::clone(p);
             }
         }
         nodes
     }
 }
+
+/// The pairs of each capability class a gateway has seen, by class id.
+pub(crate) type ClassPairs = std::sync::Mutex<BTreeMap<String, Arc<Vec<String>>>>;
+
+/// Classes remembered at most (a fleet has a handful of node shapes): the ids are sent with every
+/// `candidates` call.
+pub(crate) const MAX_KNOWN_CLASSES: usize = 64;
 
 /// Jobs a transition ended early, and what the caller must do about them.
 #[derive(Debug, Default, Deserialize)]
