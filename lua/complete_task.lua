@@ -40,7 +40,8 @@ end
 
 local outcome = ARGV[4]
 t.call = ARGV[5]
-end_task(tid, t, outcome, { done_ms = now_ms() })
+-- How long the node took, for the admin view (two timestamps would cost 40 bytes per task).
+end_task(tid, t, outcome, { took_ms = now_ms() - (t.assigned_ms or 0) })
 redis.call('ZREM', KEYS[3], jid)
 local was_full = free_slot(node, jid)
 

@@ -67,11 +67,11 @@ local function store_task(tid, t, nx, ttl)
 end
 
 -- An ended task keeps only what duplicate detection (its state), fencing (state, node, attempt,
--- the <hex> of its last job), a replayed call (call) and the admin view (timings) need — not its
--- spec nor its audio: ~150 bytes for the task ttl (docs/redis.md, "Memory per task").
+-- the <hex> of its last job) and a replayed call (call) need — not its spec, its audio nor its
+-- timestamps: ~110 bytes for the task ttl (docs/redis.md, "Memory per task").
 local function end_task(tid, t, state, extra)
   local kept = { state = state, attempt = t.attempt, job = t.job and (job_hex(t.job) or t.job), node = t.node,
-    call = t.call, assigned_ms = t.assigned_ms }
+    call = t.call }
   for k, v in pairs(extra or {}) do kept[k] = v end
   store_task(tid, kept, false, t.ttl_ms)
 end

@@ -68,6 +68,12 @@ enum ConfigCommand {
     },
 }
 
+/// mimalloc rather than glibc's malloc: a task allocates and frees a few hundred small buffers
+/// (frames, JSON, script arguments) across two worker threads, and glibc's arenas spent ~15 % of
+/// the gateway's CPU on it (`perf record`, docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {

@@ -84,7 +84,7 @@ async fn the_admin_api_shows_nodes_tasks_jobs_rooms_and_gateways_and_drains_a_no
     assert!(task.get("spec").is_none(), "an ended task keeps no spec: {task}");
     let (status, job_record) = get(format!("/admin/jobs/{}", job["job_id"].as_str().unwrap())).await;
     assert_eq!((status, job_record["node"].as_str()), (200, Some(node_id.as_str())));
-    assert!(job_record["done_ms"].as_i64().unwrap() >= job_record["assigned_ms"].as_i64().unwrap());
+    assert!(job_record["took_ms"].as_i64().unwrap() >= 0, "{job_record}");
     assert_eq!(get("/admin/tasks/s-none:0:en".into()).await.0, 404);
 
     let (_, rooms) = get("/admin/rooms".into()).await;

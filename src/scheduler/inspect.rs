@@ -86,7 +86,8 @@ impl MinimalSchedulerService {
     }
 
     /// A job attempt, from its task (which holds its current job): its node, attempt, state and
-    /// timings; an earlier attempt of a task that moved on is `superseded`.
+    /// timings (while it runs: assigned, acked, started; once ended: `took_ms`); an earlier attempt
+    /// of a task that moved on is `superseded`.
     pub async fn job_record(&self, job_id: &str) -> Result<Option<Record>> {
         let Some((cell, task_id)) = self.job_task(job_id) else { return Ok(None) };
         let mut conn = self.conn.clone();
@@ -102,7 +103,7 @@ impl MinimalSchedulerService {
             job.insert("state".into(), "superseded".into());
             return Ok(Some(job));
         }
-        for field in ["node", "attempt", "state", "lost", "assigned_ms", "acked_ms", "started_ms", "done_ms"]
+        for field in ["node", "attempt", "state", "lost", "assigned_ms", "acked_ms", "started_ms", "took_ms"]
         {
             if let Some(value) = task.get(field) {
                 job.insert(field.into(), value.clone());
