@@ -205,6 +205,9 @@ async fn server_counters(conn: &mut redis::aio::ConnectionManager) -> (u64, u64,
 #[derive(Debug, Default, Clone)]
 struct Scrape {
     dispatch: Vec<(f64, u64)>,
+    /// Round trips of the dispatch path's two scripts, as the gateway saw them.
+    candidates_rt: Vec<(f64, u64)>,
+    dispatch_task_rt: Vec<(f64, u64)>,
     policy_sum: f64,
     policy_count: f64,
     script_calls: f64,
@@ -219,10 +222,21 @@ async fn scrape(admin: Option<&str>) -> Scrape {
     let mut s = Scrape::default();
     for line in text.lines() {
         let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        if let Some(rest) = line.strip_prefix("switchboard_dispatch_seconds_bucket{le=\"") {
+        let bucket = |rest: &str| {
             let le = rest.split('"').next().unwrap_or("");
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(0.0) };
-            s.dispatch.push((le, value(line) as u64));
+            (le, value(line) as u64)
+        };
+        if let Some(rest) = line.strip_prefix("switchboard_dispatch_seconds_bucket{le=\"") {
+            s.dispatch.push(bucket(rest));
+        } else if let Some(rest) =
+            line.strip_prefix("switchboard_script_seconds_bucket{script=\"candidates\",le=\"")
+        {
+            s.candidates_rt.push(bucket(rest));
+        } else if let Some(rest) =
+            line.strip_prefix("switchboard_script_seconds_bucket{script=\"dispatch_task\",le=\"")
+        {
+            s.dispatch_task_rt.push(bucket(rest));
         } else if line.starts_with("switchboard_dispatch_script_calls_total ") {
             s.script_calls = value(line);
         } else if line.starts_with("switchboard_jobs_assigned_total ") {
@@ -237,16 +251,16 @@ async fn scrape(admin: Option<&str>) -> Scrape {
     s
 }
 
-/// Quantile (µs) of the dispatch histogram between two scrapes.
-fn dispatch_quantile(before: &Scrape, after: &Scrape, q: f64) -> f64 {
+/// Quantile (µs, a bucket's upper bound) of a histogram between two scrapes.
+fn quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> f64 {
     let count_at =
-        |s: &Scrape, le: f64| s.dispatch.iter().filter(|(l, _)| *l <= le).map(|(_, c)| *c).max().unwrap_or(0);
+        |h: &[(f64, u64)], le: f64| h.iter().filter(|(l, _)| *l <= le).map(|(_, c)| *c).max().unwrap_or(0);
     let total = count_at(after, f64::INFINITY).saturating_sub(count_at(before, f64::INFINITY));
     if total == 0 {
         return 0.0;
     }
     let rank = (total as f64 * q).ceil() as u64;
-    for (le, _) in after.dispatch.iter().filter(|(l, _)| l.is_finite()) {
+    for (le, _) in after.iter().filter(|(l, _)| l.is_finite()) {
         if count_at(after, *le).saturating_sub(count_at(before, *le)) >= rank {
             return le * 1e6;
         }
@@ -266,6 +280,9 @@ struct ScenarioResult {
     tasks_per_s: f64,
     e2e_ms: [f64; 4],
     dispatch_us: [f64; 2],
+    /// p50 and p99 round trip (µs) of `candidates` and of `dispatch_task`, as the gateway saw them.
+    candidates_rt_us: [f64; 2],
+    dispatch_task_rt_us: [f64; 2],
     redis_us_per_task: f64,
     redis_cmds_per_task: f64,
     /// Growth of Redis `used_memory` per completed task over the run: what a task leaves behind
@@ -450,7 +467,11 @@ impl Bench {
             errors: tally.errors,
             tasks_per_s: tally.results as f64 / seconds,
             e2e_ms: [0.5, 0.95, 0.99, 0.999].map(|q| latency.quantile(q) as f64 / 1000.0),
-            dispatch_us: [0.5, 0.99].map(|q| dispatch_quantile(&scrape_before, &scrape_after, q)),
+            dispatch_us: [0.5, 0.99].map(|q| quantile(&scrape_before.dispatch, &scrape_after.dispatch, q)),
+            candidates_rt_us: [0.5, 0.99]
+                .map(|q| quantile(&scrape_before.candidates_rt, &scrape_after.candidates_rt, q)),
+            dispatch_task_rt_us: [0.5, 0.99]
+                .map(|q| quantile(&scrape_before.dispatch_task_rt, &scrape_after.dispatch_task_rt, q)),
             redis_us_per_task: ((redis_after.1 - redis_before.1) as f64 - idle.1 * seconds).max(0.0) / done,
             redis_cmds_per_task: ((redis_after.0 - redis_before.0) as f64 - idle.0 * seconds).max(0.0) / done,
             redis_bytes_per_task: memory_after.saturating_sub(memory_before) as f64 / done,
@@ -1035,9 +1056,52 @@ speaker's UI event, and the readers' `XREADGROUP`/`XACK` (about 8 more commands 
         r.command,
         table,
         targets(r),
-        LIMITS,
+        format!("{}{LIMITS}", dispatch_time(r)),
         cluster(r),
     )
+}
+
+/// Where a dispatch's time goes, for the unsaturated rows: the two script round trips and the
+/// policy, against utterance → job_assign; the rest is the gateway's own work and its queueing.
+fn dispatch_time(r: &Report) -> String {
+    let rows: Vec<&ScenarioResult> = r
+        .scenarios
+        .iter()
+        .filter(|s| {
+            s.name.starts_with("open loop")
+                || s.name == "10 sessions × 1"
+                || s.name == "closed loop, 100 sessions × 4"
+        })
+        .filter(|s| s.candidates_rt_us[0] > 0.0)
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "## Where the dispatch time goes
+
+Utterance received → job_assign sent (`dispatch`), against its parts as the gateway measured them: the round trips of `candidates` and `dispatch_task` (request written → reply parsed, so Redis's own time, its queue and the gateway's wake-up), and the policy's decision. p50 / p99 in µs, histogram bucket upper bounds (a bucket is ~1.19× the one below), so parts do not add up exactly.
+
+| row | tasks/s | dispatch | `candidates` | `dispatch_task` | policy (mean) |
+|---|---|---|---|---|---|
+",
+    );
+    for s in rows {
+        out += &format!(
+            "| {} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |\n",
+            s.name,
+            s.tasks_per_s,
+            s.dispatch_us[0],
+            s.dispatch_us[1],
+            s.candidates_rt_us[0],
+            s.candidates_rt_us[1],
+            s.dispatch_task_rt_us[0],
+            s.dispatch_task_rt_us[1],
+            s.policy_us_per_decision
+        );
+    }
+    out += "\nThe two round trips are most of a dispatch: on this machine Redis, the gateway and the simulated peers share two cores, so a round trip waits for Redis to be scheduled and then for a gateway worker to be woken; the p99 is that queueing, not work. What could be taken was: one script call less per dispatch is not possible (the policy decides between the read and the write), the scripts do 3 and 6 commands, and `complete_task` runs on its own connection so results do not queue behind dispatches.\n\n";
+    out
 }
 
 /// Single Redis against the cluster rows, when the run had them.
@@ -1189,8 +1253,10 @@ the same run with the bench process pipelining, so it is an upper bound for this
 `redis µs` several-fold against the ~6 µs a bare `EVALSHA` and ~2-3 µs per inner command take on an idle core. \
 Latency under closed-loop load is queueing behind that shared CPU (hundreds of sessions each keeping utterances in \
 flight); the `10 sessions × 1` row and the open-loop row show the latency of an unsaturated gateway. Profiling the \
-gateway (`perf record -p`) shows allocation and JSON (de)serialisation of the protocol frames leading; the policy \
-call is ~20-30 µs of the ~250 µs of gateway CPU per task on the live path (its host-side preparation included). \
+gateway (`perf record -p` on the closed-loop load) shows about a third of its CPU in the kernel — a `send`/`writev` per \
+WebSocket frame and per Redis call, and worker threads parked and woken — and, before it moved to mimalloc, ~15 % in \
+glibc's malloc; JSON (de)serialisation of the frames and script replies is most of the rest, and the node-selection \
+policy ~10 µs per task (its host-side preparation included). \
 The room rows are offered half the best rate through one speaker per room (~29 utterances/s each) and deliver about \
 half of it: a session's utterances are handled one after another, each costing `room_speak`, `availability` and two \
 calls per task, so one very fast speaker is the limit there, not the gateway (people speak about once a second).\n";

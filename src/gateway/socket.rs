@@ -121,6 +121,9 @@ fn close_for(err: axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
+/// Frames written at most before a flush.
+const MAX_BATCH: usize = 64;
+
 /// Sends queued frames until the outbox is closed, then flushes what is queued and closes.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
@@ -133,7 +136,29 @@ async fn write_loop(
             _ = closed.cancelled() => break,
         };
         let Some(frame) = frame else { return };
-        if send(&mut sink, frame).await.is_err() {
+        // Frames queued meanwhile go with it in one write (a flush per batch, not per frame: a
+        // result and its UI event, a burst of job_assigns).
+        let mut next = Some(frame);
+        let mut batched = 0;
+        while let Some(frame) = next.take() {
+            match frame {
+                Frame::Text(text) => {
+                    if sink.feed(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                close => {
+                    let _ = sink.flush().await;
+                    let _ = send(&mut sink, close).await;
+                    return;
+                }
+            }
+            batched += 1;
+            if batched < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
             return;
         }
     }
