@@ -148,6 +148,10 @@ pub struct PolicyConfig {
     /// When set, only versions with one of these sha256s load (pushed, watched or synced); the
     /// embedded defaults always do.
     pub pinned_sha256: Vec<String>,
+    /// The breaker: a version that fails this many calls in a row (trap, deadline, invalid
+    /// output) is not called for `breaker_cooldown_ms`; the default decides meanwhile. 0 = off.
+    pub breaker_failures: u64,
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for PolicyConfig {
@@ -159,6 +163,8 @@ impl Default for PolicyConfig {
             sync_interval_ms: 500,
             config: BTreeMap::new(),
             pinned_sha256: Vec::new(),
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
         }
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use switchboard::policy::{
-    CallError, Limits, LoadError, Loaded, Member, Policies, PolicyHost, Rejected, Role, RoomView, Utterance,
-    samples, sha256_hex,
+    Breaker, CallError, Limits, LoadError, Loaded, Member, Policies, PolicyHost, Rejected, Role, RoomView,
+    Utterance, samples, sha256_hex,
 };
+use switchboard::scheduler::Candidate;
 
 fn policies() -> Policies {
     Policies::new(PolicyHost::new(
@@ -125,6 +126,48 @@ async fn hostile_policies_are_contained_at_run_time_while_dispatch_goes_on() {
     }
     assert_eq!(gw.metric("tasks_failed"), 0);
     gw.stop().await;
+}
+
+/// A version failing every live call is suspended after `failures` calls in a row: it is no longer
+/// called (the default decides, without waiting its deadline each time) until the cool-down ends;
+/// then one more failure suspends it again. Shadow versions have the same breaker.
+#[test]
+fn the_breaker_suspends_a_failing_version_and_tries_it_again_after_the_cool_down() {
+    let p = policies().breaker(Breaker { failures: 3, cooldown_ms: 300 });
+    let spec = switchboard::sim::task_spec("s-1", 0);
+    let candidates: Vec<Candidate> = (0..3)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "id": format!("n{i}"), "class": "c", "running": i, "capacity": 4, "cpu": 0.0, "gpu": 0.0,
+                "gpu_mem": 0.0, "mem": 0.0, "gpu_queue": 0, "ready": "asr,nmt,tts", "labels": "{}",
+                "heartbeat_age_ms": 0, "affinity": false
+            }))
+            .unwrap()
+        })
+        .collect();
+    let trap = |name: &str| {
+        let compiled = p.host().compile(Role::NodeSelection, &component("hostile-trap")).unwrap();
+        Arc::new(Loaded::new(compiled, name))
+    };
+    p.activate(Role::NodeSelection, trap("active"));
+    p.set_shadow(Role::NodeSelection, Some(trap("shadow")));
+    let select = || p.select(0, &spec, 1, &[], None, &candidates);
+    for _ in 0..10 {
+        assert_eq!(select(), ["n0", "n1", "n2"], "the default decides every call");
+    }
+    let status = &p.status()[0];
+    for v in [&status.active, status.shadow.as_ref().unwrap()] {
+        assert_eq!((v.calls, v.suspensions, v.skipped), (3, 1, 7), "{v:?}");
+        assert!(v.suspended_until_ms.is_some());
+    }
+    assert_eq!(status.active.fallbacks, 10);
+
+    std::thread::sleep(Duration::from_millis(350));
+    assert!(p.status()[0].active.suspended_until_ms.is_none(), "the cool-down is over");
+    select();
+    let active = &p.status()[0].active;
+    assert_eq!((active.calls, active.suspensions), (4, 2), "one more failure suspends it again");
+    assert!(active.suspended_until_ms.is_some());
 }
 
 fn register_with(region: &str, tts_ready: bool) -> serde_json::Value {

@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::policy::{self, Limits, Policies, PolicyHost};
+use crate::policy::{self, Breaker, Limits, Policies, PolicyHost};
 use crate::protocol::{ErrorCode, ErrorFrame};
 use crate::scheduler::{MinimalSchedulerService, SchedulerError, new_id};
 
@@ -121,7 +121,12 @@ impl Gateway {
         };
         let parameters = config.policy.config.clone().into_iter().collect();
         let pinned = config.policy.pinned_sha256.clone();
-        let policies = Arc::new(Policies::new(PolicyHost::new(limits, parameters)).pinned(pinned));
+        let breaker = Breaker {
+            failures: config.policy.breaker_failures,
+            cooldown_ms: config.policy.breaker_cooldown_ms,
+        };
+        let policies =
+            Arc::new(Policies::new(PolicyHost::new(limits, parameters)).pinned(pinned).breaker(breaker));
         let (forwarder, forward) = delivery::Forwarder::new();
         let state = AppState {
             config: Arc::new(config),

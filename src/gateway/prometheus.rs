@@ -46,6 +46,8 @@ pub async fn render(state: &AppState) -> String {
     let _ = writeln!(out, "# TYPE switchboard_policy_calls_total counter");
     let _ = writeln!(out, "# TYPE switchboard_policy_fallbacks_total counter");
     let _ = writeln!(out, "# TYPE switchboard_policy_seconds histogram");
+    let _ = writeln!(out, "# TYPE switchboard_policy_suspensions_total counter");
+    let _ = writeln!(out, "# TYPE switchboard_policy_suspended gauge");
     for role in crate::policy::Role::ALL {
         let versions = [
             Some(("active", state.policies.active(role))),
@@ -61,6 +63,10 @@ pub async fn render(state: &AppState) -> String {
             let fallbacks = loaded.stats.fallbacks.load(std::sync::atomic::Ordering::Relaxed);
             let _ = writeln!(out, "switchboard_policy_calls_total{{{labels}}} {calls}");
             let _ = writeln!(out, "switchboard_policy_fallbacks_total{{{labels}}} {fallbacks}");
+            let suspensions = loaded.stats.suspensions.load(std::sync::atomic::Ordering::Relaxed);
+            let suspended = u8::from(loaded.stats.suspended_at(crate::protocol::now_ms()));
+            let _ = writeln!(out, "switchboard_policy_suspensions_total{{{labels}}} {suspensions}");
+            let _ = writeln!(out, "switchboard_policy_suspended{{{labels}}} {suspended}");
             histogram(&mut out, "switchboard_policy_seconds", &labels, &loaded.stats.latency);
         }
     }

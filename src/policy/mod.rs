@@ -4,7 +4,9 @@
 //! Each role has an active version (the embedded default until a custom one is loaded) and may have
 //! a shadow version that runs beside it without being enforced. A custom version that fails a call
 //! (trap, deadline, invalid output) falls back to the default for that call, and the fallback is
-//! counted on that version.
+//! counted on that version. A breaker stops calling a version that failed `failures` calls in a
+//! row: it is suspended for a cool-down (the default decides, without paying its deadline each
+//! time); after it, one more failure suspends it again, one good call closes the breaker.
 
 pub mod artifacts;
 mod bindings;
@@ -25,6 +27,7 @@ pub use host::{
 pub use stats::Stats;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
@@ -87,9 +90,24 @@ impl Slot {
     }
 }
 
+/// When a misbehaving version stops being called (`policy.breaker_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Breaker {
+    /// Failed calls in a row that suspend a version; 0 turns the breaker off.
+    pub failures: u64,
+    pub cooldown_ms: u64,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self { failures: 5, cooldown_ms: 30_000 }
+    }
+}
+
 /// The policies of one gateway.
 pub struct Policies {
     host: PolicyHost,
+    breaker: Breaker,
     node_selection: Slot,
     room_routing: Slot,
     /// sha256s allowed to load (`policy.pinned_sha256`); empty = any version that passes checks.
@@ -116,11 +134,15 @@ pub struct VersionStatus {
     pub p99_us: u64,
     /// Shadow versions: how often their decision matched the active one's.
     pub agreement: Option<f64>,
+    /// Set while the breaker holds it suspended: until when (ms since the epoch).
+    pub suspended_until_ms: Option<u64>,
+    /// Times the breaker suspended it, and calls it did not get meanwhile.
+    pub suspensions: u64,
+    pub skipped: u64,
 }
 
 impl VersionStatus {
     fn of(l: &Loaded) -> Self {
-        use std::sync::atomic::Ordering::Relaxed;
         let agree = l.stats.agreements.load(Relaxed);
         let disagree = l.stats.disagreements.load(Relaxed);
         Self {
@@ -132,6 +154,12 @@ impl VersionStatus {
             p50_us: l.stats.quantile(0.5),
             p99_us: l.stats.quantile(0.99),
             agreement: (agree + disagree > 0).then(|| agree as f64 / (agree + disagree) as f64),
+            suspended_until_ms: l
+                .stats
+                .suspended_at(now_ms())
+                .then(|| l.stats.suspended_until_ms.load(Relaxed)),
+            suspensions: l.stats.suspensions.load(Relaxed),
+            skipped: l.stats.skipped.load(Relaxed),
         }
     }
 }
@@ -147,8 +175,14 @@ impl Policies {
             node_selection: Slot::new(embedded(Role::NodeSelection, artifacts::LEAST_LOADED)),
             room_routing: Slot::new(embedded(Role::RoomRouting, artifacts::BY_LANGUAGE)),
             host,
+            breaker: Breaker::default(),
             pinned: Default::default(),
         }
+    }
+
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     /// Accepts only versions whose sha256 is in `pinned` (when it is not empty); the embedded
@@ -193,8 +227,9 @@ impl Policies {
             // come least loaded first from Redis.
             candidates.iter().map(|c| c.id.clone()).collect()
         });
-        if let Some(shadow) = slot.shadow.load_full() {
-            let theirs = run(&shadow);
+        if let Some(shadow) = slot.shadow.load_full()
+            && let Some(theirs) = self.guarded(&shadow, &run)
+        {
             let agree = theirs.as_ref().is_ok_and(|t| t.first() == ranked.first());
             count_agreement(&shadow, agree);
         }
@@ -216,31 +251,74 @@ impl Policies {
         };
         let active = slot.active.load();
         let routes = self.with_fallback(slot, &active, run).unwrap_or_default();
-        if let Some(shadow) = slot.shadow.load_full() {
-            let agree = run(&shadow).is_ok_and(|theirs| same_routes(&theirs, &routes));
+        if let Some(shadow) = slot.shadow.load_full()
+            && let Some(theirs) = self.guarded(&shadow, &run)
+        {
+            let agree = theirs.is_ok_and(|theirs| same_routes(&theirs, &routes));
             count_agreement(&shadow, agree);
         }
         routes
     }
 
-    /// Runs the active version; on failure, counts it and runs the default instead.
+    /// Runs the active version (unless its breaker holds it suspended); on failure, counts it and
+    /// runs the default instead. The embedded default has no breaker: nothing would replace it.
     fn with_fallback<T>(
         &self,
         slot: &Slot,
         active: &Arc<Loaded>,
         run: impl Fn(&Loaded) -> Result<T, CallError>,
     ) -> Option<T> {
-        match run(active) {
-            Ok(out) => Some(out),
-            Err(err) => {
-                active.stats.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if Arc::ptr_eq(active, &slot.default) {
+            return run(active)
+                .inspect_err(|err| {
+                    active.stats.fallbacks.fetch_add(1, Relaxed);
+                    tracing::warn!(%err, "The default policy failed a call.");
+                })
+                .ok();
+        }
+        match self.guarded(active, &run) {
+            Some(Ok(out)) => return Some(out),
+            Some(Err(err)) => {
+                active.stats.fallbacks.fetch_add(1, Relaxed);
                 tracing::warn!(policy.sha256 = %short(&active.compiled.sha256), %err, "Policy call failed; using the default.");
-                if Arc::ptr_eq(active, &slot.default) {
-                    return None;
-                }
-                run(&slot.default).ok()
+            }
+            None => {
+                active.stats.fallbacks.fetch_add(1, Relaxed);
             }
         }
+        run(&slot.default).ok()
+    }
+
+    /// Calls version `l` unless the breaker holds it suspended (`None` then), and keeps its breaker:
+    /// `breaker.failures` failed calls in a row suspend it for `breaker.cooldown_ms`.
+    fn guarded<T>(
+        &self,
+        l: &Loaded,
+        run: &impl Fn(&Loaded) -> Result<T, CallError>,
+    ) -> Option<Result<T, CallError>> {
+        let now = now_ms();
+        if l.stats.suspended_at(now) {
+            l.stats.skipped.fetch_add(1, Relaxed);
+            return None;
+        }
+        let out = run(l);
+        if out.is_ok() {
+            l.stats.failures_in_a_row.store(0, Relaxed);
+        } else {
+            let in_a_row = l.stats.failures_in_a_row.fetch_add(1, Relaxed) + 1;
+            // Past a cool-down the count is still at the threshold: one more failure suspends again.
+            if self.breaker.failures > 0 && in_a_row >= self.breaker.failures {
+                l.stats.suspended_until_ms.store(now + self.breaker.cooldown_ms, Relaxed);
+                l.stats.suspensions.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    policy.sha256 = %short(&l.compiled.sha256),
+                    failures = in_a_row,
+                    cooldown_ms = self.breaker.cooldown_ms,
+                    "Policy suspended after failed calls in a row; the default decides until the cool-down ends."
+                );
+            }
+        }
+        Some(out)
     }
 
     /// Compiles, type-checks and smoke-tests a version. CPU-heavy (compilation): call it off the
@@ -344,7 +422,7 @@ impl Policies {
 
 fn count_agreement(shadow: &Loaded, agree: bool) {
     let counter = if agree { &shadow.stats.agreements } else { &shadow.stats.disagreements };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counter.fetch_add(1, Relaxed);
 }
 
 fn same_routes(a: &[Route], b: &[Route]) -> bool {

@@ -12,12 +12,23 @@ pub struct Stats {
     pub agreements: AtomicU64,
     pub disagreements: AtomicU64,
     pub latency: Histogram,
+    /// The breaker: failed calls in a row (reset by a good one), and until when the version is
+    /// suspended (ms since the epoch; 0 = never was). While suspended it is not called at all.
+    pub failures_in_a_row: AtomicU64,
+    pub suspended_until_ms: AtomicU64,
+    pub suspensions: AtomicU64,
+    /// Calls it would have had while suspended (the default decided them).
+    pub skipped: AtomicU64,
 }
 
 impl Stats {
     pub fn record(&self, micros: u64) {
         self.calls.fetch_add(1, Relaxed);
         self.latency.record(micros);
+    }
+
+    pub fn suspended_at(&self, now_ms: u64) -> bool {
+        self.suspended_until_ms.load(Relaxed) > now_ms
     }
 
     /// The upper bound of quantile `q` of call latency, in µs.
