@@ -341,10 +341,34 @@ pub enum SweepReply {
 
 /// cjson encodes an empty Lua table as `{}`; read it as an empty list.
 pub(crate) fn lua_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
-    match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Object(map) if map.is_empty() => Ok(Vec::new()),
-        value => serde_json::from_value(value).map_err(serde::de::Error::custom),
+    // A visitor, not a detour through `serde_json::Value`: that cost ~10 % of the gateway's CPU
+    // on the `candidates` reply (perf, docs/benchmarks.md).
+    struct LuaList<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: DeserializeOwned> serde::de::Visitor<'de> for LuaList<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list, or {} for an empty one")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
+            match map.next_key::<serde::de::IgnoredAny>()? {
+                None => Ok(Vec::new()),
+                Some(_) => Err(serde::de::Error::custom("a non-empty object where a list was expected")),
+            }
+        }
     }
+
+    d.deserialize_any(LuaList(std::marker::PhantomData))
 }
 
 /// A field that holds JSON text (specs, payloads and labels are stored as JSON strings).
