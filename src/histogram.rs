@@ -49,20 +49,22 @@ impl Histogram {
         upper_edge(BUCKETS - 1)
     }
 
-    /// Cumulative counts at each bucket's upper edge (µs), for Prometheus `le` buckets; only the
-    /// edges up to the last non-empty bucket.
+    /// Cumulative counts at each distinct upper edge (µs), for Prometheus `le` buckets; only the
+    /// edges up to the last non-empty bucket. The first buckets share the edge 1 µs (they split
+    /// the first microsecond): they come out once, or Prometheus would see a duplicate series.
     pub fn cumulative(&self) -> Vec<(u64, u64)> {
         let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
         let last = counts.iter().rposition(|c| *c > 0).unwrap_or(0);
         let mut seen = 0;
-        counts[..=last]
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                seen += c;
-                (upper_edge(i), seen)
-            })
-            .collect()
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (i, c) in counts[..=last].iter().enumerate() {
+            seen += c;
+            match out.last_mut() {
+                Some((edge, count)) if *edge == upper_edge(i) => *count = seen,
+                _ => out.push((upper_edge(i), seen)),
+            }
+        }
+        out
     }
 }
 
@@ -92,5 +94,7 @@ mod tests {
         assert_eq!(Histogram::default().quantile(0.5), 0);
         assert_eq!(h.count(), 10);
         assert_eq!(h.cumulative().last().unwrap().1, 10);
+        let edges: Vec<u64> = h.cumulative().iter().map(|(edge, _)| *edge).collect();
+        assert!(edges.windows(2).all(|w| w[0] < w[1]), "edges strictly increasing: {edges:?}");
     }
 }

@@ -145,6 +145,52 @@ async fn metrics_name_every_family_with_bounded_labels() {
     gw.stop().await;
 }
 
+/// `/metrics` parses with a Prometheus text-format parser, names every series once (a histogram's
+/// `le` edges strictly increasing: its first buckets split the first microsecond and used to repeat
+/// `le="0.000001"`), and every policy family in it is documented in docs/policies.md and
+/// docs/operations.md.
+#[tokio::test]
+async fn metrics_parse_without_duplicate_series_and_policy_families_are_documented() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |_| {}).await;
+    let (node, mut client, session) = gw.node_and_client(4).await;
+    let _node = auto_answer(node, "n");
+    for i in 0..10 {
+        client.utter(&session, i).await;
+        client.expect("translation_result").await;
+    }
+    let (status, text) = admin(&gw, "GET", "/metrics", None, b"").await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("/metrics parses");
+    assert!(scrape.samples.len() > 20, "{} samples", scrape.samples.len());
+    let mut series = std::collections::BTreeSet::new();
+    for sample in &scrape.samples {
+        let labels: std::collections::BTreeMap<&String, &String> = sample.labels.iter().collect();
+        assert!(series.insert(format!("{}{labels:?}", sample.metric)), "{} {labels:?} twice", sample.metric);
+        if let prometheus_parse::Value::Histogram(buckets) = &sample.value {
+            let edges: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
+            assert!(edges.windows(2).all(|w| w[0] < w[1]), "{}: le edges {edges:?}", sample.metric);
+        }
+    }
+    let policies_doc = std::fs::read_to_string("docs/policies.md").unwrap();
+    let operations_doc = std::fs::read_to_string("docs/operations.md").unwrap();
+    let families: std::collections::BTreeSet<&str> = scrape
+        .samples
+        .iter()
+        .map(|s| s.metric.as_str())
+        .filter(|m| m.starts_with("switchboard_policy_"))
+        .map(|m| m.trim_end_matches("_count").trim_end_matches("_sum").trim_end_matches("_bucket"))
+        .collect();
+    assert!(families.len() >= 5, "{families:?}");
+    for family in families {
+        assert!(policies_doc.contains(family), "docs/policies.md does not name {family}");
+        assert!(operations_doc.contains(family), "docs/operations.md does not name {family}");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_log_level_changes_at_run_time() {
     let redis = redis();

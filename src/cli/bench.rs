@@ -1043,7 +1043,7 @@ per-address connection and message limits: every simulated peer comes from one a
 simulated client (node answers at once unless `--answer-delay-ms`); `dispatch` utterance received → job_assign sent, \
 inside the gateway (histogram bucket upper bounds); `redis µs` and `cmds` Redis server time and commands per task from \
 `INFO commandstats`, less the idle rate measured before the load (heartbeats, sweeps; over one 5 s heartbeat period with many nodes); `evalsha` script calls per \
-task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; `B/task` growth of Redis `used_memory` per completed task over the run (what a task leaves for its ttl; the 2-gateway row also grows the stream inboxes, up to their `MAXLEN`); room rows: tasks/s counts results \
+task, likewise; `rt` the dispatch path's script calls per assigned job, counted by the gateway; `B/task` growth of Redis `used_memory` per completed task over the run (what a task leaves for its ttl; the 2-gateway row also grows the stream inboxes, up to their `MAXLEN`, and rows that open or close many sessions count their session keys coming or going, so read it on the steady rows); room rows: tasks/s counts results \
 delivered to listeners (one task per listener language), e2e is not measured there (listeners do not send); `gw cpu µs` gateway process CPU \
 per task (/proc, 10 ms resolution); `policy µs` mean node-selection decision on the live dispatch path.\n\n\
 The `2 gateways` row runs the `closed loop, 100 sessions × 4` load with the sessions on one gateway and the nodes on \
