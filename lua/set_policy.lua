@@ -1,5 +1,5 @@
--- set_policy: an operator pushes a policy version (admin API): it becomes a role's active or shadow
--- version on every gateway, which poll the role's state.
+-- set_policy: an operator pushes a policy version (admin API), or promotes the shadow: it becomes a
+-- role's active or shadow version on every gateway, which poll the role's state.
 --
 -- KEYS[1] role state hash    <prefix>:{policy}:state:<role>   (active, shadow, version)
 -- KEYS[2] history list       <prefix>:{policy}:history:<role> (earlier active shas, newest first)
@@ -24,6 +24,9 @@ if slot == 'active' then
     redis.call('LPUSH', KEYS[2], previous)
     redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
   end
+  -- A version made active (pushed again, or its shadow promoted) stops shadowing itself: it would
+  -- run every decision twice and report agreement with itself.
+  if redis.call('HGET', KEYS[1], 'shadow') == sha then redis.call('HSET', KEYS[1], 'shadow', '') end
 end
 redis.call('HSET', KEYS[1], slot, sha)
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)

@@ -80,3 +80,10 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The file `switchboard dev` keeps its generated admin token in, per admin address
+/// (`http://host:port`); the `policy` commands read it when no token is given.
+pub fn dev_token_file(admin_base_url: &str) -> std::path::PathBuf {
+    let address = admin_base_url.trim_start_matches("http://").trim_end_matches('/').replace([':', '/'], "_");
+    std::env::temp_dir().join("switchboard-dev").join(format!("admin-{address}.token"))
+}

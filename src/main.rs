@@ -79,11 +79,19 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev { config, demo, overrides } => {
             let mut config = Config::load(config.as_deref(), &overrides)?;
-            if demo && config.admin_token.is_none() {
-                // The demo's dashboard can drain nodes and swap policies: it needs a token.
+            // A token of its own unless one is configured, written where `switchboard policy …`
+            // looks for it, so the first push works (the dashboard and the CLI need one to change
+            // anything).
+            let generated = config.admin_token.is_none();
+            if generated {
                 config.admin_token = Some(switchboard::scheduler::new_id("", 24).to_ascii_lowercase());
             }
             let token = config.admin_token.clone();
+            let token_file =
+                switchboard::admin_client::dev_token_file(&format!("http://{}", config.admin_listen));
+            if let (true, Some(token)) = (generated, &token) {
+                write_dev_token(&token_file, token)?;
+            }
             switchboard::init_tracing(config.log_format);
             let _redis = match &config.redis_url {
                 Some(_) => None,
@@ -102,8 +110,11 @@ async fn main() -> anyhow::Result<()> {
                 println!("  ready:     http://{addr}/readyz");
                 println!("  admin:     http://{admin}/admin/policies (OpenAPI: /admin/openapi.json)");
                 match &token {
-                    Some(token) if demo => println!("  dashboard: http://{admin}/dashboard#token={token}"),
-                    _ => println!("  dashboard: http://{admin}/dashboard"),
+                    Some(token) => println!("  dashboard: http://{admin}/dashboard#token={token}"),
+                    None => println!("  dashboard: http://{admin}/dashboard"),
+                }
+                if generated && let Some(token) = &token {
+                    println!("  admin token: {token} (in {}; `switchboard policy …` finds it)", token_file.display());
                 }
                 println!("  metrics:   http://{admin}/metrics");
                 if demo {
@@ -179,4 +190,22 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Writes `dev`'s generated admin token, readable by this user only.
+fn write_dev_token(file: &std::path::Path, token: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("writing {}", file.display()))?;
+    out.write_all(token.as_bytes())?;
+    Ok(())
 }

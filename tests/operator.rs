@@ -15,6 +15,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("put", "/admin/policies/{role}"),
     ("post", "/admin/policies/{role}/rollback"),
     ("delete", "/admin/policies/{role}/shadow"),
+    ("post", "/admin/policies/{role}/promote"),
     ("get", "/admin/nodes"),
     ("post", "/admin/nodes/{id}/drain"),
     ("get", "/admin/tasks/{id}"),

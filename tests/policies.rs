@@ -170,6 +170,85 @@ fn the_breaker_suspends_a_failing_version_and_tries_it_again_after_the_cool_down
     assert!(active.suspended_until_ms.is_some());
 }
 
+/// The operator CLI does every admin action: push (active or shadow), status, promote, rollback,
+/// shadow clear; it finds the token `switchboard dev` writes for an admin address. Pushing the
+/// active version again stops it shadowing itself.
+#[tokio::test]
+async fn the_policy_cli_pushes_promotes_rolls_back_and_clears_the_shadow() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| {
+        c.admin_token = Some("tok".into());
+        c.policy.sync_interval_ms = 100;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let weighted = dir.path().join("weighted.wasm");
+    std::fs::write(&weighted, component("weighted-random")).unwrap();
+    let least = dir.path().join("least.wasm");
+    std::fs::write(&least, component("least-loaded")).unwrap();
+    let sha = sha256_hex(&component("weighted-random"));
+    let url = gw.admin_url.clone();
+    let cli = |args: Vec<String>, token: bool| {
+        let url = url.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+            cmd.arg("policy").args(&args).arg("--admin-url").arg(&url).env_remove("SWITCHBOARD_ADMIN_TOKEN");
+            if token {
+                cmd.arg("--token").arg("tok");
+            }
+            let out = cmd.output().await.unwrap();
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let p = gw.state.policies.clone();
+    let role = ["--role", "node-selection"];
+
+    let path = |f: &std::path::Path| f.display().to_string();
+    let (ok, out) = cli(args(&["push", &path(&weighted), role[0], role[1], "--shadow"]), false).await;
+    assert!(!ok && out.contains("401"), "no token: refused with a hint: {out}");
+    let (ok, out) = cli(args(&["push", &path(&weighted), role[0], role[1], "--shadow"]), true).await;
+    assert!(ok, "{out}");
+    eventually("the shadow", || async { p.shadow(Role::NodeSelection).is_some() }).await;
+    let (ok, out) = cli(args(&["status"]), true).await;
+    assert!(ok && out.contains("shadow") && out.contains(&sha[..12]), "{out}");
+
+    let (ok, out) = cli(args(&["promote", role[0], role[1]]), true).await;
+    assert!(ok, "{out}");
+    eventually("promoted", || async {
+        p.active(Role::NodeSelection).compiled.sha256 == sha && p.shadow(Role::NodeSelection).is_none()
+    })
+    .await;
+    let (ok, out) = cli(args(&["promote", role[0], role[1]]), true).await;
+    assert!(!ok && out.contains("409"), "nothing to promote: {out}");
+
+    // The active version pushed as shadow, then as active again: it stops shadowing itself.
+    assert!(cli(args(&["push", &path(&weighted), role[0], role[1], "--shadow"]), true).await.0);
+    eventually("self-shadow", || async { p.shadow(Role::NodeSelection).is_some() }).await;
+    assert!(cli(args(&["push", &path(&weighted), role[0], role[1]]), true).await.0);
+    eventually("no self-shadow", || async { p.shadow(Role::NodeSelection).is_none() }).await;
+
+    assert!(cli(args(&["push", &path(&least), role[0], role[1], "--shadow"]), true).await.0);
+    eventually("a shadow", || async { p.shadow(Role::NodeSelection).is_some() }).await;
+    let (ok, out) = cli(args(&["shadow", "clear", role[0], role[1]]), true).await;
+    assert!(ok, "{out}");
+    eventually("shadow cleared", || async { p.shadow(Role::NodeSelection).is_none() }).await;
+    let (ok, out) = cli(args(&["rollback", role[0], role[1]]), true).await;
+    assert!(ok, "{out}");
+    eventually("rolled back", || async { p.active(Role::NodeSelection).compiled.sha256 != sha }).await;
+
+    // The token `switchboard dev` wrote for this admin address is found without --token.
+    let token_file = switchboard::admin_client::dev_token_file(&url);
+    std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
+    std::fs::write(&token_file, "tok").unwrap();
+    let (ok, out) = cli(args(&["status"]), false).await;
+    std::fs::remove_file(&token_file).unwrap();
+    assert!(ok, "{out}");
+    gw.stop().await;
+}
+
 fn register_with(region: &str, tts_ready: bool) -> serde_json::Value {
     let mut r = node_register(None, &["zh"], &["en"], 4);
     r["labels"] = json!({ "region": region });

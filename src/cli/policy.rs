@@ -39,10 +39,33 @@ pub enum PolicyCommand {
         /// Run it beside the active version without enforcing it.
         #[arg(long)]
         shadow: bool,
-        #[arg(long, env = "SWITCHBOARD_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
-        admin_url: String,
-        #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Each role's active and shadow versions on this gateway (calls, fallbacks, breaker) and
+    /// what every gateway follows.
+    Status {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Make the shadow version active on every gateway.
+    Promote {
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Make the previous active version active again on every gateway.
+    Rollback {
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// The shadow version: `shadow clear --role R` stops running it.
+    Shadow {
+        #[command(subcommand)]
+        action: ShadowAction,
     },
     /// Measure µs per decision (16 and 256 candidates) and the time from a file write to active.
     Bench {
@@ -51,6 +74,84 @@ pub enum PolicyCommand {
         #[arg(long, default_value_t = 5000)]
         calls: usize,
     },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ShadowAction {
+    /// Stop running the role's shadow version on every gateway.
+    Clear {
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+}
+
+/// Where the admin API is, and its token: `--token`, `SWITCHBOARD_ADMIN_TOKEN`, or the one
+/// `switchboard dev` wrote for that address.
+#[derive(clap::Args)]
+pub struct Admin {
+    #[arg(long, env = "SWITCHBOARD_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+    admin_url: String,
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Admin {
+    /// One admin request; its status and body, printed; an error unless 200.
+    async fn call(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<serde_json::Value> {
+        let base = self.admin_url.trim_end_matches('/');
+        let token = self.token.clone().or_else(|| read_dev_token(base));
+        let (status, body) =
+            switchboard::admin_client::request(method, &format!("{base}{path}"), token.as_deref(), body)
+                .await
+                .with_context(|| format!("admin API at {base}"))?;
+        if status != 200 {
+            let hint = if status == 401 || status == 403 {
+                " (give --token or SWITCHBOARD_ADMIN_TOKEN)"
+            } else {
+                ""
+            };
+            bail!("{method} {path}: {status} {body}{hint}");
+        }
+        Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+    }
+}
+
+fn read_dev_token(admin_base_url: &str) -> Option<String> {
+    let file = switchboard::admin_client::dev_token_file(admin_base_url);
+    std::fs::read_to_string(file).ok().map(|t| t.trim().to_owned())
+}
+
+fn print_status(body: &serde_json::Value) {
+    for role in body["policies"].as_array().into_iter().flatten() {
+        println!("{}", role["role"].as_str().unwrap_or("?"));
+        for slot in ["active", "shadow"] {
+            let v = &role[slot];
+            if v.is_null() {
+                continue;
+            }
+            let breaker = match v["suspended_until_ms"].as_u64() {
+                Some(until) => format!(", suspended until {until} (breaker)"),
+                None => String::new(),
+            };
+            let agreement =
+                v["agreement"].as_f64().map(|a| format!(", agreement {a:.3}")).unwrap_or_default();
+            println!(
+                "  {slot:<7} {} ({}) calls {} fallbacks {} p50 {} µs p99 {} µs{agreement}{breaker}",
+                &v["sha256"].as_str().unwrap_or("")[..12.min(v["sha256"].as_str().unwrap_or("").len())],
+                v["source"].as_str().unwrap_or(""),
+                v["calls"],
+                v["fallbacks"],
+                v["p50_us"],
+                v["p99_us"],
+            );
+        }
+        if let Some(rejected) = role["last_rejection"].as_object() {
+            println!("  last rejected: {} {}", rejected["sha256"].as_str().unwrap_or(""), rejected["reason"]);
+        }
+    }
+    println!("stored (every gateway follows): {}", body["stored"]);
 }
 
 fn host() -> PolicyHost {
@@ -83,16 +184,27 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Test { file, role, candidates, calls } => {
             test(&file, role.as_deref(), candidates, calls)
         }
-        PolicyCommand::Push { file, role, shadow, admin_url, token } => {
+        PolicyCommand::Push { file, role, shadow, admin } => {
             let bytes = read(&file)?;
             let mode = if shadow { "shadow" } else { "active" };
-            let url = format!("{}/admin/policies/{role}?mode={mode}", admin_url.trim_end_matches('/'));
-            let (status, body) =
-                switchboard::admin_client::request("PUT", &url, token.as_deref(), &bytes).await?;
-            println!("{status} {body}");
-            if status != 200 {
-                bail!("push refused");
-            }
+            let body = admin.call("PUT", &format!("/admin/policies/{role}?mode={mode}"), &bytes).await?;
+            println!("{body}");
+            Ok(())
+        }
+        PolicyCommand::Status { admin } => {
+            print_status(&admin.call("GET", "/admin/policies", b"").await?);
+            Ok(())
+        }
+        PolicyCommand::Promote { role, admin } => {
+            println!("{}", admin.call("POST", &format!("/admin/policies/{role}/promote"), b"").await?);
+            Ok(())
+        }
+        PolicyCommand::Rollback { role, admin } => {
+            println!("{}", admin.call("POST", &format!("/admin/policies/{role}/rollback"), b"").await?);
+            Ok(())
+        }
+        PolicyCommand::Shadow { action: ShadowAction::Clear { role, admin } } => {
+            println!("{}", admin.call("DELETE", &format!("/admin/policies/{role}/shadow"), b"").await?);
             Ok(())
         }
         PolicyCommand::Bench { file, calls } => bench(file.as_deref(), calls).await,

@@ -28,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/policies/{role}", put(policies::push))
         .route("/admin/policies/{role}/rollback", post(policies::rollback))
         .route("/admin/policies/{role}/shadow", delete(policies::clear_shadow))
+        .route("/admin/policies/{role}/promote", post(policies::promote))
         .route("/admin/nodes", get(fleet::nodes))
         .route("/admin/nodes/{id}/drain", post(fleet::drain))
         .route("/admin/tasks/{id}", get(fleet::task))
@@ -60,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         policies::push,
         policies::rollback,
         policies::clear_shadow,
+        policies::promote,
         fleet::nodes,
         fleet::drain,
         fleet::task,
@@ -102,6 +104,8 @@ pub enum AdminError {
     Rejected(String),
     #[error("no earlier version to roll back to")]
     NothingToRollBack,
+    #[error("no shadow version to promote")]
+    NothingToPromote,
     #[error("not found: {0}")]
     NotFound(String),
     #[error("invalid log filter: {0}")]
@@ -118,7 +122,7 @@ impl IntoResponse for AdminError {
             AdminError::UnknownRole(_) => StatusCode::NOT_FOUND,
             AdminError::UnknownMode(_) => StatusCode::BAD_REQUEST,
             AdminError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AdminError::NothingToRollBack => StatusCode::CONFLICT,
+            AdminError::NothingToRollBack | AdminError::NothingToPromote => StatusCode::CONFLICT,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadFilter(_) => StatusCode::BAD_REQUEST,
             AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -110,6 +110,31 @@ pub async fn rollback(
     }
 }
 
+/// Makes the shadow version active on every gateway (its stored blob; the shadow slot empties).
+#[utoipa::path(post, path = "/admin/policies/{role}/promote", tag = "policies",
+    params(("role" = String, Path, description = "node-selection or room-routing")),
+    responses((status = 200, description = "Promoted", body = serde_json::Value),
+        (status = 409, description = "No shadow version to promote")))]
+pub async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let role = role(&name)?;
+    let shadow = state.scheduler.policy_state(role.as_str()).await?.shadow;
+    if shadow.is_empty() {
+        return Err(AdminError::NothingToPromote);
+    }
+    match state.scheduler.set_policy(role.as_str(), PolicySlot::Active, &shadow, b"").await? {
+        SetPolicyReply::Ok { version } => {
+            tracing::info!(role = role.as_str(), sha256 = %shadow, "Shadow policy promoted to active.");
+            Ok(Json(json!({ "role": role, "active": shadow, "shadow": null, "version": version })))
+        }
+        SetPolicyReply::MissingBlob => {
+            Err(AdminError::Rejected("the shadow version's bytes are gone".into()))
+        }
+    }
+}
+
 /// Stops running a shadow version.
 #[utoipa::path(delete, path = "/admin/policies/{role}/shadow", tag = "policies",
     params(("role" = String, Path, description = "node-selection or room-routing")),
