@@ -249,6 +249,49 @@ async fn the_policy_cli_pushes_promotes_rolls_back_and_clears_the_shadow() {
     gw.stop().await;
 }
 
+/// `policy new` writes a crate anywhere (its own WIT, an example, a README); `policy build` makes the
+/// component with cargo alone, and it loads and decides like any policy.
+#[test]
+fn policy_new_and_build_make_a_working_component_outside_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    // A target directory kept between runs, so only the first builds wit-bindgen.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/policy-scaffold");
+    let p = policies();
+    for (name, role) in [("my-ranking", Role::NodeSelection), ("my-routing", Role::RoomRouting)] {
+        let run = |args: &[&str], cwd: &std::path::Path| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                .arg("policy")
+                .args(args)
+                .current_dir(cwd)
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .unwrap();
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "policy {args:?}: {text}");
+            text
+        };
+        run(&["new", name, "--role", role.as_str()], dir.path());
+        let crate_dir = dir.path().join(name);
+        for file in ["Cargo.toml", "src/lib.rs", "wit/policy.wit", "README.md"] {
+            assert!(crate_dir.join(file).exists(), "{name}/{file}");
+        }
+        let out = run(&["build"], &crate_dir);
+        assert!(out.contains(&format!("world    switchboard:policy/{}", role.as_str())), "{out}");
+        assert!(out.contains("smoke    ok"), "{out}");
+        let bytes = std::fs::read(crate_dir.join(format!("{name}.wasm"))).unwrap();
+        let loaded = p.prepare(role, &bytes, "test").expect("the built component loads");
+        assert_eq!(loaded.compiled.role, role);
+    }
+    // `new` does not overwrite.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["policy", "new", "my-ranking", "--role", "node-selection"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}
+
 fn register_with(region: &str, tts_ready: bool) -> serde_json::Value {
     let mut r = node_register(None, &["zh"], &["en"], 4);
     r["labels"] = json!({ "region": region });

@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod policy;
+pub mod scaffold;
 pub mod sim;
 pub mod soak;

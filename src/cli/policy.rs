@@ -13,6 +13,22 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
+    /// Write a new policy crate NAME (in --dir, default here) with its own copy of the WIT, a
+    /// working example and a README.
+    New {
+        name: String,
+        /// node-selection or room-routing.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a policy crate (cargo for wasm32-unknown-unknown, then the component, in-process: no
+    /// other tool) into DIR/NAME.wasm, and check it like the gateway's loader.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Validate a component like the gateway's loader does; print its world, imports and exports.
     Check {
         file: PathBuf,
@@ -183,6 +199,17 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Check { file, role } => check(&file, role.as_deref()),
         PolicyCommand::Test { file, role, candidates, calls } => {
             test(&file, role.as_deref(), candidates, calls)
+        }
+        PolicyCommand::New { name, role, dir } => {
+            let role = Role::parse(&role).with_context(|| format!("unknown role {role}"))?;
+            let made = super::scaffold::new(&name, role, &dir)?;
+            println!("wrote {} — next: cd {} && switchboard policy build", made.display(), made.display());
+            Ok(())
+        }
+        PolicyCommand::Build { dir } => {
+            let component = super::scaffold::build(&dir)?;
+            println!("built {}", component.display());
+            check(&component, None)
         }
         PolicyCommand::Push { file, role, shadow, admin } => {
             let bytes = read(&file)?;
