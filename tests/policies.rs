@@ -273,7 +273,7 @@ fn policy_new_and_build_make_a_working_component_outside_the_repository() {
         };
         run(&["new", name, "--role", role.as_str()], dir.path());
         let crate_dir = dir.path().join(name);
-        for file in ["Cargo.toml", "src/lib.rs", "wit/policy.wit", "README.md"] {
+        for file in ["Cargo.toml", "src/lib.rs", "wit/policy.wit", "README.md", "fixtures.json"] {
             assert!(crate_dir.join(file).exists(), "{name}/{file}");
         }
         let out = run(&["build"], &crate_dir);
@@ -282,7 +282,28 @@ fn policy_new_and_build_make_a_working_component_outside_the_repository() {
         let bytes = std::fs::read(crate_dir.join(format!("{name}.wasm"))).unwrap();
         let loaded = p.prepare(role, &bytes, "test").expect("the built component loads");
         assert_eq!(loaded.compiled.role, role);
+        // Its fixtures pass, reported like cargo test; --explain prints the inputs.
+        let wasm = format!("{name}.wasm");
+        let out =
+            run(&["test", &wasm, "--calls", "10", "--fixtures", "fixtures.json", "--explain"], &crate_dir);
+        assert!(out.contains("fixture result: ok.") && out.contains("0 failed"), "{out}");
+        assert!(out.contains(if role == Role::NodeSelection { "candidate:" } else { "members:" }), "{out}");
     }
+    // A fixture the policy does not meet fails the command.
+    let crate_dir = dir.path().join("my-ranking");
+    std::fs::write(
+        crate_dir.join("wrong.json"),
+        r#"[{"name": "wrong on purpose", "candidates": [{"id": "a", "running": 3}, {"id": "b"}], "expect_first": ["a"]}]"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["policy", "test", "my-ranking.wasm", "--calls", "1", "--fixtures", "wrong.json"])
+        .current_dir(&crate_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("wrong on purpose ... FAILED"), "{text}");
+    assert!(text.contains(r#"got ["b", "a"]"#), "{text}");
     // `new` does not overwrite.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["policy", "new", "my-ranking", "--role", "node-selection"])

@@ -1,6 +1,7 @@
 //! Subcommands other than the gateway itself.
 
 pub mod bench;
+pub mod fixtures;
 pub mod policy;
 pub mod scaffold;
 pub mod sim;

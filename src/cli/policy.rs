@@ -36,7 +36,8 @@ pub enum PolicyCommand {
         #[arg(long)]
         role: Option<String>,
     },
-    /// Run a component on sample inputs; print its decision, time and memory per call.
+    /// Run a component on sample inputs (decision, time and memory per call) and, with
+    /// --fixtures, on your own cases (JSON; exits non-zero when one fails).
     Test {
         file: PathBuf,
         #[arg(long)]
@@ -46,6 +47,12 @@ pub enum PolicyCommand {
         candidates: usize,
         #[arg(long, default_value_t = 1000)]
         calls: usize,
+        /// Fixture files: inputs and the expected ranking or routes (docs/policies.md, "Test").
+        #[arg(long, num_args = 1..)]
+        fixtures: Vec<PathBuf>,
+        /// Print the inputs each fixture gave the policy, as the policy sees them, and its answer.
+        #[arg(long)]
+        explain: bool,
     },
     /// Push a component to a running gateway's admin API (every gateway then loads it).
     Push {
@@ -197,8 +204,18 @@ fn compile(host: &PolicyHost, bytes: &[u8], role: Option<&str>) -> anyhow::Resul
 pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Check { file, role } => check(&file, role.as_deref()),
-        PolicyCommand::Test { file, role, candidates, calls } => {
-            test(&file, role.as_deref(), candidates, calls)
+        PolicyCommand::Test { file, role, candidates, calls, fixtures, explain } => {
+            test(&file, role.as_deref(), candidates, calls)?;
+            if fixtures.is_empty() {
+                return Ok(());
+            }
+            let host = host();
+            let compiled = compile(&host, &read(&file)?, role.as_deref())?;
+            let mut all = Vec::new();
+            for f in &fixtures {
+                all.extend(super::fixtures::load(f)?);
+            }
+            super::fixtures::run(&host, &compiled, &all, explain)
         }
         PolicyCommand::New { name, role, dir } => {
             let role = Role::parse(&role).with_context(|| format!("unknown role {role}"))?;

@@ -32,6 +32,7 @@ pub fn new(name: &str, role: Role, parent: &Path) -> anyhow::Result<PathBuf> {
     write("wit/policy.wit", WIT.to_owned())?;
     write("src/lib.rs", lib_rs(role))?;
     write("README.md", readme(name, role))?;
+    write("fixtures.json", fixtures(role))?;
     write(".gitignore", "target/\n*.wasm\n".to_owned())?;
     Ok(dir)
 }
@@ -179,9 +180,53 @@ fn readme(name: &str, role: Role) -> String {
     format!(
         "# {name}\n\nA Switchboard {role} policy. `wit/policy.wit` is the interface (a copy of the gateway's; \
          keep it as it is).\n\n```sh\nswitchboard policy build .            # cargo + the component: {name}.wasm\n\
-         switchboard policy test {name}.wasm      # sample inputs: decisions, µs and memory per call\n\
+         switchboard policy test {name}.wasm --fixtures fixtures.json   # your cases (--explain: the inputs)\n\
          switchboard policy push {name}.wasm --role {role} --shadow   # beside the active one, not enforced\n\
          switchboard policy status\nswitchboard policy promote --role {role}\n```\n\nSee docs/policies.md in the \
          Switchboard repository for the interface, the limits and the rollout.\n"
     )
+}
+
+/// Cases the example passes; edit them with the policy (docs/policies.md, "Test").
+fn fixtures(role: Role) -> String {
+    match role {
+        Role::NodeSelection => r#"[
+  {
+    "name": "the least loaded first",
+    "task": { "src_lang": "zh", "tgt_lang": "en" },
+    "candidates": [
+      { "id": "busy", "running": 3, "capacity": 4 },
+      { "id": "idle", "running": 0, "capacity": 4, "labels": { "region": "eu" } },
+      { "id": "half", "running": 2, "capacity": 4, "heartbeat_age_ms": 4500 }
+    ],
+    "expect_first": ["idle", "half", "busy"]
+  },
+  {
+    "name": "on equal load, the freshest heartbeat",
+    "candidates": [
+      { "id": "stale", "heartbeat_age_ms": 9000 },
+      { "id": "fresh", "heartbeat_age_ms": 100 }
+    ],
+    "expect_first": ["fresh"]
+  }
+]
+"#
+        .to_owned(),
+        Role::RoomRouting => r#"[
+  {
+    "name": "one route per language the others asked for",
+    "utterance": { "session_id": "s-1", "src_lang": "en" },
+    "members": [
+      { "session_id": "s-1", "preferred_lang": "en" },
+      { "session_id": "s-2", "preferred_lang": "zh" },
+      { "session_id": "s-3", "preferred_lang": "zh" },
+      { "session_id": "s-4", "preferred_lang": "ja" }
+    ],
+    "availability": { "zh": 4, "ja": 1 },
+    "expect_routes": { "zh": ["s-2", "s-3"], "ja": ["s-4"] }
+  }
+]
+"#
+        .to_owned(),
+    }
 }

@@ -10,7 +10,7 @@
 
 pub mod artifacts;
 mod bindings;
-mod convert;
+pub mod convert;
 mod host;
 mod stats;
 mod sync;
@@ -18,7 +18,7 @@ pub mod watch;
 
 pub use sync::run as sync_stored;
 
-pub use bindings::{Availability, Member, Route, Utterance};
+pub use bindings::{Availability, Member, Route, Task, Utterance};
 pub use convert::samples;
 pub use host::{
     CallError, Candidates, Compiled, Limits, LoadError, MAX_MEMORY_BYTES, NodeExtras, PolicyHost, Role,
