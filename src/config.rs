@@ -152,6 +152,10 @@ pub struct PolicyConfig {
     /// output) is not called for `breaker_cooldown_ms`; the default decides meanwhile. 0 = off.
     pub breaker_failures: u64,
     pub breaker_cooldown_ms: u64,
+    /// Replay: one node-selection decision in `replay_every` is kept with its inputs, the newest
+    /// `replay_samples` (0 keeps none).
+    pub replay_every: u64,
+    pub replay_samples: usize,
 }
 
 impl Default for PolicyConfig {
@@ -165,6 +169,8 @@ impl Default for PolicyConfig {
             pinned_sha256: Vec::new(),
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
+            replay_every: 16,
+            replay_samples: 256,
         }
     }
 }

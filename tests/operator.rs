@@ -16,6 +16,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/policies/{role}/rollback"),
     ("delete", "/admin/policies/{role}/shadow"),
     ("post", "/admin/policies/{role}/promote"),
+    ("get", "/admin/policies/{role}/samples"),
     ("get", "/admin/nodes"),
     ("post", "/admin/nodes/{id}/drain"),
     ("get", "/admin/tasks/{id}"),

@@ -313,6 +313,46 @@ fn policy_new_and_build_make_a_working_component_outside_the_repository() {
     assert!(!again.status.success());
 }
 
+/// A gateway keeps recent live node-selection inputs with its decisions; `policy replay` runs a
+/// candidate version on them and reports how often it would decide otherwise, before any push.
+#[tokio::test]
+async fn policy_replay_runs_a_candidate_on_recent_live_decisions() {
+    let redis = redis();
+    let gw = TestGateway::start(&redis, |c| c.policy.replay_every = 1).await;
+    let (node, mut client, session) = gw.node_and_client(4).await;
+    let _node = auto_answer(node, "n");
+    for i in 0..5 {
+        client.utter(&session, i).await;
+        client.expect("translation_result").await;
+    }
+    let (status, samples) = admin(&gw, "GET", "/admin/policies/node-selection/samples", None, b"").await;
+    assert_eq!(status, 200);
+    let samples = samples.as_array().unwrap();
+    assert_eq!(samples.len(), 5, "{samples:?}");
+    assert_eq!(samples[0]["candidates"][0]["capacity"], 4);
+    assert_eq!(samples[0]["expect_first"].as_array().unwrap().len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, expect) in [
+        ("least-loaded", "first choice differs from the active version's: 0 (0.0 %)"),
+        ("hostile-trap", "calls failed (the default would decide):        5 (100.0 %)"),
+    ] {
+        let file = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&file, component(name)).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["policy", "replay"])
+            .arg(&file)
+            .args(["--admin-url", &gw.admin_url])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("replayed 5 live decisions") && text.contains(expect), "{name}: {text}");
+    }
+    gw.stop().await;
+}
+
 fn register_with(region: &str, tts_ready: bool) -> serde_json::Value {
     let mut r = node_register(None, &["zh"], &["en"], 4);
     r["labels"] = json!({ "region": region });

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use switchboard::policy::{
-    Availability, Compiled, Member, PolicyHost, Role, RoomView, Utterance, convert, samples,
+    Availability, Candidates, Compiled, Member, PolicyHost, Role, RoomView, Task, Utterance, convert, samples,
 };
 use switchboard::scheduler::Candidate;
 
@@ -166,6 +166,72 @@ pub fn run(
 
 fn node_selection(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: bool) -> Result<(), String> {
     let Some(expected) = &f.expect_first else { return Err("no `expect_first` (node-selection)".into()) };
+    let (task, candidates) = selection_inputs(f);
+    if explain {
+        println!("  task:       {task:?}");
+        for (node, extras) in candidates.nodes.iter().zip(candidates.extras.iter()) {
+            println!("  candidate:  {node:?} labels {:?} pairs {:?}", extras.labels, extras.pairs);
+        }
+    }
+    let ranked = host.select(compiled, &task, &candidates).map_err(|e| format!("the call failed: {e}"))?;
+    if explain {
+        println!("  ranked:     {ranked:?}");
+    }
+    if ranked.len() < expected.len() || ranked[..expected.len()] != expected[..] {
+        return Err(format!("expected the ranking to begin with {expected:?}\n     got {ranked:?}"));
+    }
+    Ok(())
+}
+
+/// Runs `compiled` on recorded live decisions (fixtures whose `expect_first` is the active
+/// version's ranking) and reports how often, and where, it decides otherwise.
+pub fn replay(host: &PolicyHost, compiled: &Compiled, samples: &[Fixture]) -> anyhow::Result<()> {
+    let (mut first, mut order, mut failed) = (0, 0, 0);
+    let mut examples = Vec::new();
+    for f in samples {
+        let expected = f.expect_first.clone().unwrap_or_default();
+        let (task, candidates) = selection_inputs(f);
+        match host.select(compiled, &task, &candidates) {
+            Ok(ranked) => {
+                if ranked.first() != expected.first() {
+                    first += 1;
+                    if examples.len() < 5 {
+                        examples.push(format!(
+                            "  {}: active {:?}, this one {:?}",
+                            f.name,
+                            expected.first(),
+                            ranked.first()
+                        ));
+                    }
+                }
+                if ranked != expected {
+                    order += 1;
+                }
+            }
+            Err(err) => {
+                failed += 1;
+                if examples.len() < 5 {
+                    examples.push(format!("  {}: the call failed: {err}", f.name));
+                }
+            }
+        }
+    }
+    let n = samples.len().max(1) as f64;
+    println!("replayed {} live decisions", samples.len());
+    println!("  first choice differs from the active version's: {first} ({:.1} %)", first as f64 * 100.0 / n);
+    println!("  ranking differs:                                {order} ({:.1} %)", order as f64 * 100.0 / n);
+    println!(
+        "  calls failed (the default would decide):        {failed} ({:.1} %)",
+        failed as f64 * 100.0 / n
+    );
+    if !examples.is_empty() {
+        println!("examples:\n{}", examples.join("\n"));
+    }
+    Ok(())
+}
+
+/// A node-selection fixture's inputs, as the policy gets them.
+fn selection_inputs(f: &Fixture) -> (Task, Candidates) {
     let t = &f.task;
     let spec = switchboard::scheduler::TaskSpec {
         src_lang: t.src_lang.clone(),
@@ -194,22 +260,7 @@ fn node_selection(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: 
             affinity: t.affinity.as_deref() == Some(n.id.as_str()),
         })
         .collect();
-    let task = convert::task(&spec, t.attempt, &t.excluded, t.affinity.as_deref());
-    let candidates = convert::candidates(&list, 0);
-    if explain {
-        println!("  task:       {task:?}");
-        for (node, extras) in candidates.nodes.iter().zip(candidates.extras.iter()) {
-            println!("  candidate:  {node:?} labels {:?} pairs {:?}", extras.labels, extras.pairs);
-        }
-    }
-    let ranked = host.select(compiled, &task, &candidates).map_err(|e| format!("the call failed: {e}"))?;
-    if explain {
-        println!("  ranked:     {ranked:?}");
-    }
-    if ranked.len() < expected.len() || ranked[..expected.len()] != expected[..] {
-        return Err(format!("expected the ranking to begin with {expected:?}\n     got {ranked:?}"));
-    }
-    Ok(())
+    (convert::task(&spec, t.attempt, &t.excluded, t.affinity.as_deref()), convert::candidates(&list, 0))
 }
 
 fn room_routing(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: bool) -> Result<(), String> {

@@ -65,6 +65,13 @@ pub enum PolicyCommand {
         #[command(flatten)]
         admin: Admin,
     },
+    /// Run a node-selection version on the decisions a running gateway recently made (their
+    /// inputs kept by `policy.replay_every`) and report how often it would decide otherwise.
+    Replay {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: Admin,
+    },
     /// Each role's active and shadow versions on this gateway (calls, fallbacks, breaker) and
     /// what every gateway follows.
     Status {
@@ -234,6 +241,17 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             let body = admin.call("PUT", &format!("/admin/policies/{role}?mode={mode}"), &bytes).await?;
             println!("{body}");
             Ok(())
+        }
+        PolicyCommand::Replay { file, admin } => {
+            let host = host();
+            let compiled = compile(&host, &read(&file)?, Some("node-selection"))?;
+            let samples = admin.call("GET", "/admin/policies/node-selection/samples", b"").await?;
+            let samples: Vec<super::fixtures::Fixture> =
+                serde_json::from_value(samples).context("the gateway's samples")?;
+            if samples.is_empty() {
+                bail!("the gateway kept no decisions yet (policy.replay_every, policy.replay_samples)");
+            }
+            super::fixtures::replay(&host, &compiled, &samples)
         }
         PolicyCommand::Status { admin } => {
             print_status(&admin.call("GET", "/admin/policies", b"").await?);

@@ -125,8 +125,12 @@ impl Gateway {
             failures: config.policy.breaker_failures,
             cooldown_ms: config.policy.breaker_cooldown_ms,
         };
-        let policies =
-            Arc::new(Policies::new(PolicyHost::new(limits, parameters)).pinned(pinned).breaker(breaker));
+        let policies = Arc::new(
+            Policies::new(PolicyHost::new(limits, parameters))
+                .pinned(pinned)
+                .breaker(breaker)
+                .sampling(config.policy.replay_every, config.policy.replay_samples),
+        );
         let (forwarder, forward) = delivery::Forwarder::new();
         let state = AppState {
             config: Arc::new(config),

@@ -12,6 +12,7 @@ pub mod artifacts;
 mod bindings;
 pub mod convert;
 mod host;
+pub mod replay;
 mod stats;
 mod sync;
 pub mod watch;
@@ -108,6 +109,8 @@ impl Default for Breaker {
 pub struct Policies {
     host: PolicyHost,
     breaker: Breaker,
+    /// Recent node-selection inputs and decisions, for `policy replay`.
+    samples: replay::Samples,
     node_selection: Slot,
     room_routing: Slot,
     /// sha256s allowed to load (`policy.pinned_sha256`); empty = any version that passes checks.
@@ -176,6 +179,7 @@ impl Policies {
             room_routing: Slot::new(embedded(Role::RoomRouting, artifacts::BY_LANGUAGE)),
             host,
             breaker: Breaker::default(),
+            samples: replay::Samples::new(16, 256),
             pinned: Default::default(),
         }
     }
@@ -183,6 +187,17 @@ impl Policies {
     pub fn breaker(mut self, breaker: Breaker) -> Self {
         self.breaker = breaker;
         self
+    }
+
+    /// Keeps one node-selection decision in `every` for replay, the newest `capacity`.
+    pub fn sampling(mut self, every: u64, capacity: usize) -> Self {
+        self.samples = replay::Samples::new(every, capacity);
+        self
+    }
+
+    /// The kept node-selection decisions (`policy replay`).
+    pub fn samples(&self) -> Vec<replay::SelectionSample> {
+        self.samples.list()
     }
 
     /// Accepts only versions whose sha256 is in `pinned` (when it is not empty); the embedded
@@ -233,6 +248,7 @@ impl Policies {
             let agree = theirs.as_ref().is_ok_and(|t| t.first() == ranked.first());
             count_agreement(&shadow, agree);
         }
+        self.samples.offer(spec, attempt, excluded, affinity, candidates, &ranked);
         ranked
     }
 

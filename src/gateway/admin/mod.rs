@@ -29,6 +29,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/policies/{role}/rollback", post(policies::rollback))
         .route("/admin/policies/{role}/shadow", delete(policies::clear_shadow))
         .route("/admin/policies/{role}/promote", post(policies::promote))
+        .route("/admin/policies/{role}/samples", get(policies::samples))
         .route("/admin/nodes", get(fleet::nodes))
         .route("/admin/nodes/{id}/drain", post(fleet::drain))
         .route("/admin/tasks/{id}", get(fleet::task))
@@ -62,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         policies::rollback,
         policies::clear_shadow,
         policies::promote,
+        policies::samples,
         fleet::nodes,
         fleet::drain,
         fleet::task,
