@@ -32,10 +32,12 @@ const ADMIN: &str = "admin_token = \"chaos-admin-token\"";
 
 /// One scenario at a time: each measures recovery times, which two scenarios sharing two cores
 /// would turn into a measure of each other.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// An async mutex: the guard is held across the whole scenario, awaits included, and a scenario
+/// that panicked does not poison it for the next.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 /// The WebSocket URLs of the gateways that are up; peers (re)connect round robin among them.
@@ -426,7 +428,7 @@ async fn under_load(
     ready_bound: Duration,
     outage: impl AsyncFnOnce(),
 ) {
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let (gateways, probes, probes_stop) = two_gateways(redis_url, &format!("cells = {cells}")).await;
     let load = Load::start(gateways.iter().map(|g| g.url.clone()).collect(), 8, nodes).await;
     load.wait_results(200).await;
@@ -521,7 +523,7 @@ async fn a_cluster_primary_killed_and_started_again() {
 /// pushed, which the killed gateway runs once it is started again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_its_peers_move_and_the_policy_changes_meanwhile() {
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let name = "one of two gateways kill -9";
     let redis = redis();
     let (mut gateways, probes, probes_stop) = two_gateways(&redis.url(), "").await;

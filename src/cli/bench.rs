@@ -1056,7 +1056,7 @@ speaker's UI event, and the readers' `XREADGROUP`/`XACK` (about 8 more commands 
         r.command,
         table,
         targets(r),
-        format!("{}{LIMITS}", dispatch_time(r)),
+        dispatch_time(r) + LIMITS,
         cluster(r),
     )
 }

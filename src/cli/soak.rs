@@ -47,7 +47,9 @@ pub struct Sample {
 }
 
 /// The figure names, their slack, and how to read them from a sample.
-const FIGURES: [(&str, f64, fn(&Sample) -> u64); 5] = [
+type Figure = (&'static str, f64, fn(&Sample) -> u64);
+
+const FIGURES: [Figure; 5] = [
     ("gateway RSS KiB", 8.0 * 1024.0, |s| s.rss_kib),
     ("open fds", 16.0, |s| s.fds),
     ("tokio tasks", 32.0, |s| s.tokio_tasks),

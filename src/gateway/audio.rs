@@ -215,7 +215,7 @@ impl AudioStream {
     }
 
     fn cut(&mut self, reason: &'static str, ends_turn: bool) -> Option<Cut> {
-        let turn = if ends_turn { self.turn.take() } else { self.turn.as_mut().map(|t| t.clone()) };
+        let turn = if ends_turn { self.turn.take() } else { self.turn.clone() };
         let turn = turn?;
         if self.buffer.is_empty() {
             return None;

@@ -158,7 +158,10 @@ impl AppState {
         let tasks: Vec<TaskRef> = overdue.iter().flat_map(|(_, _, o)| o.tasks.iter().cloned()).collect();
         let mut ended = self.scheduler.tasks_ended(&tasks).await?.into_iter();
         for (session_id, peer, o) in overdue {
-            let all_ended = o.tasks.iter().map(|_| ended.next().unwrap_or(false)).fold(true, |a, b| a && b);
+            // Every task of this utterance takes its answer from `ended`, whatever the others say
+            // (the answers of the next utterance follow).
+            let answers: Vec<bool> = o.tasks.iter().map(|_| ended.next().unwrap_or(false)).collect();
+            let all_ended = answers.iter().all(|e| *e);
             let mut sequencer = peer.sequencer.lock().unwrap();
             let released = sequencer.audited(&o.speaker, o.index, all_ended, Instant::now());
             if !released.frames.is_empty() {
