@@ -156,6 +156,12 @@ pub struct PolicyConfig {
     /// `replay_samples` (0 keeps none).
     pub replay_every: u64,
     pub replay_samples: usize,
+    /// A canary is rolled back on its own once it has decided `canary_min_calls` calls and more
+    /// than `canary_max_fallback_percent` of them fell back to the default, or its p99 is above
+    /// `canary_max_p99_us` and twice the active version's.
+    pub canary_min_calls: u64,
+    pub canary_max_fallback_percent: f64,
+    pub canary_max_p99_us: u64,
 }
 
 impl Default for PolicyConfig {
@@ -171,6 +177,9 @@ impl Default for PolicyConfig {
             breaker_cooldown_ms: 30_000,
             replay_every: 16,
             replay_samples: 256,
+            canary_min_calls: 100,
+            canary_max_fallback_percent: 5.0,
+            canary_max_p99_us: 2_000,
         }
     }
 }

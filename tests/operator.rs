@@ -17,6 +17,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("delete", "/admin/policies/{role}/shadow"),
     ("post", "/admin/policies/{role}/promote"),
     ("get", "/admin/policies/{role}/samples"),
+    ("delete", "/admin/policies/{role}/canary"),
     ("get", "/admin/nodes"),
     ("post", "/admin/nodes/{id}/drain"),
     ("get", "/admin/tasks/{id}"),

@@ -353,6 +353,84 @@ async fn policy_replay_runs_a_candidate_on_recent_live_decisions() {
     gw.stop().await;
 }
 
+/// A canary gets its share of live calls on every gateway; one that misbehaves on live traffic is
+/// rolled back on its own (every gateway stops using it, the stored state says why), and no task
+/// is lost meanwhile; a sound canary is promoted with `policy promote`.
+#[tokio::test]
+async fn a_canary_misbehaving_on_live_traffic_is_rolled_back_on_every_gateway() {
+    let redis = redis();
+    let config = |c: &mut switchboard::config::Config| {
+        c.admin_token = Some("tok".into());
+        c.policy.sync_interval_ms = 100;
+        c.policy.canary_min_calls = 4;
+    };
+    let a = TestGateway::start(&redis, config).await;
+    let b = TestGateway::start(&redis, config).await;
+    let token = Some("tok");
+    let put = "/admin/policies/node-selection";
+    let trap = component("live-trap");
+    let sha = sha256_hex(&trap);
+    assert_eq!(
+        admin(&a, "PUT", &format!("{put}?mode=canary"), token, &trap).await.0,
+        400,
+        "a share is needed"
+    );
+    let (status, body) = admin(&a, "PUT", &format!("{put}?mode=canary&share=50"), token, &trap).await;
+    assert_eq!(status, 200, "{body}");
+    for gw in [&a, &b] {
+        let p = gw.state.policies.clone();
+        eventually("the canary on every gateway", || async { p.canary(Role::NodeSelection).is_some() }).await;
+    }
+    // Live traffic on both gateways: every utterance gets its result (the default decides the
+    // canary's failed calls) until the canary is rolled back.
+    let (node_a, mut client_a, session_a) = a.node_and_client(4).await;
+    let (node_b, mut client_b, session_b) = b.node_and_client(4).await;
+    let _nodes = (auto_answer(node_a, "na"), auto_answer(node_b, "nb"));
+    for i in 0..30 {
+        client_a.utter(&session_a, i).await;
+        client_a.expect("translation_result").await;
+        client_b.utter(&session_b, i).await;
+        client_b.expect("translation_result").await;
+    }
+    for gw in [&a, &b] {
+        let p = gw.state.policies.clone();
+        eventually("the canary rolled back everywhere", || async { p.canary(Role::NodeSelection).is_none() })
+            .await;
+    }
+    let (_, listing) = admin(&b, "GET", "/admin/policies", token, b"").await;
+    let stored = &listing["stored"]["node-selection"];
+    assert_eq!(stored["canary"], "", "{listing}");
+    assert_eq!(stored["canary_rolled_back"], sha.as_str(), "{listing}");
+    assert!(stored["canary_reason"].as_str().unwrap().contains("fell back to the default"), "{listing}");
+    let rollbacks = a.state.policies.canary_rollbacks(Role::NodeSelection)
+        + b.state.policies.canary_rollbacks(Role::NodeSelection);
+    assert_eq!(rollbacks, 1, "one gateway ends it; the other finds it ended");
+    assert_eq!(a.metric("tasks_failed") + b.metric("tasks_failed"), 0);
+
+    // A sound canary is promoted; an operator can end one too.
+    let weighted = component("weighted-random");
+    assert_eq!(admin(&a, "PUT", &format!("{put}?mode=canary&share=10"), token, &weighted).await.0, 200);
+    let p = b.state.policies.clone();
+    eventually("the second canary", || async { p.canary(Role::NodeSelection).is_some() }).await;
+    let (status, body) = admin(&b, "POST", &format!("{put}/promote"), token, b"").await;
+    assert_eq!((status, body["promoted"].as_str()), (200, Some("canary")), "{body}");
+    eventually("promoted", || async {
+        p.canary(Role::NodeSelection).is_none()
+            && p.active(Role::NodeSelection).compiled.sha256 == sha256_hex(&weighted)
+    })
+    .await;
+    assert_eq!(
+        admin(&a, "PUT", &format!("{put}?mode=canary&share=10"), token, &component("least-loaded")).await.0,
+        200
+    );
+    eventually("a third canary", || async { p.canary(Role::NodeSelection).is_some() }).await;
+    assert_eq!(admin(&a, "DELETE", &format!("{put}/canary"), token, b"").await.0, 200);
+    eventually("ended by the operator", || async { p.canary(Role::NodeSelection).is_none() }).await;
+    assert_eq!(admin(&a, "DELETE", &format!("{put}/canary"), token, b"").await.0, 409);
+    a.stop().await;
+    b.stop().await;
+}
+
 fn register_with(region: &str, tts_ready: bool) -> serde_json::Value {
     let mut r = node_register(None, &["zh"], &["en"], 4);
     r["labels"] = json!({ "region": region });

@@ -60,10 +60,19 @@ pub enum PolicyCommand {
         #[arg(long)]
         role: String,
         /// Run it beside the active version without enforcing it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "canary")]
         shadow: bool,
+        /// Give it this share of the calls (`5%`), watched by every gateway and rolled back on
+        /// its own past the `policy.canary_*` limits; `policy promote` makes it active.
+        #[arg(long, value_name = "PERCENT")]
+        canary: Option<String>,
         #[command(flatten)]
         admin: Admin,
+    },
+    /// The canary: `canary abort --role R` ends it on every gateway.
+    Canary {
+        #[command(subcommand)]
+        action: CanaryAction,
     },
     /// Run a node-selection version on the decisions a running gateway recently made (their
     /// inputs kept by `policy.replay_every`) and report how often it would decide otherwise.
@@ -103,6 +112,17 @@ pub enum PolicyCommand {
         file: Option<PathBuf>,
         #[arg(long, default_value_t = 5000)]
         calls: usize,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CanaryAction {
+    /// End the role's canary on every gateway.
+    Abort {
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        admin: Admin,
     },
 }
 
@@ -156,7 +176,7 @@ fn read_dev_token(admin_base_url: &str) -> Option<String> {
 fn print_status(body: &serde_json::Value) {
     for role in body["policies"].as_array().into_iter().flatten() {
         println!("{}", role["role"].as_str().unwrap_or("?"));
-        for slot in ["active", "shadow"] {
+        for slot in ["active", "shadow", "canary"] {
             let v = &role[slot];
             if v.is_null() {
                 continue;
@@ -167,8 +187,13 @@ fn print_status(body: &serde_json::Value) {
             };
             let agreement =
                 v["agreement"].as_f64().map(|a| format!(", agreement {a:.3}")).unwrap_or_default();
+            let share = if slot == "canary" {
+                format!(", {} % of the calls", role["canary_share"])
+            } else {
+                String::new()
+            };
             println!(
-                "  {slot:<7} {} ({}) calls {} fallbacks {} p50 {} µs p99 {} µs{agreement}{breaker}",
+                "  {slot:<7} {} ({}) calls {} fallbacks {} p50 {} µs p99 {} µs{agreement}{share}{breaker}",
                 &v["sha256"].as_str().unwrap_or("")[..12.min(v["sha256"].as_str().unwrap_or("").len())],
                 v["source"].as_str().unwrap_or(""),
                 v["calls"],
@@ -235,9 +260,17 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             println!("built {}", component.display());
             check(&component, None)
         }
-        PolicyCommand::Push { file, role, shadow, admin } => {
+        PolicyCommand::Push { file, role, shadow, canary, admin } => {
             let bytes = read(&file)?;
-            let mode = if shadow { "shadow" } else { "active" };
+            let mode = match (&canary, shadow) {
+                (Some(share), _) => {
+                    let share: u32 =
+                        share.trim_end_matches('%').parse().context("--canary takes a percent, like 5%")?;
+                    format!("canary&share={share}")
+                }
+                (None, true) => "shadow".into(),
+                (None, false) => "active".into(),
+            };
             let body = admin.call("PUT", &format!("/admin/policies/{role}?mode={mode}"), &bytes).await?;
             println!("{body}");
             Ok(())
@@ -263,6 +296,10 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         }
         PolicyCommand::Rollback { role, admin } => {
             println!("{}", admin.call("POST", &format!("/admin/policies/{role}/rollback"), b"").await?);
+            Ok(())
+        }
+        PolicyCommand::Canary { action: CanaryAction::Abort { role, admin } } => {
+            println!("{}", admin.call("DELETE", &format!("/admin/policies/{role}/canary"), b"").await?);
             Ok(())
         }
         PolicyCommand::Shadow { action: ShadowAction::Clear { role, admin } } => {

@@ -48,10 +48,18 @@ pub async fn render(state: &AppState) -> String {
     let _ = writeln!(out, "# TYPE switchboard_policy_seconds histogram");
     let _ = writeln!(out, "# TYPE switchboard_policy_suspensions_total counter");
     let _ = writeln!(out, "# TYPE switchboard_policy_suspended gauge");
+    let _ = writeln!(out, "# TYPE switchboard_policy_canary_rollbacks_total counter");
     for role in crate::policy::Role::ALL {
+        let rollbacks = state.policies.canary_rollbacks(role);
+        let _ = writeln!(
+            out,
+            "switchboard_policy_canary_rollbacks_total{{role=\"{}\"}} {rollbacks}",
+            role.as_str()
+        );
         let versions = [
             Some(("active", state.policies.active(role))),
             state.policies.shadow(role).map(|s| ("shadow", s)),
+            state.policies.canary(role).map(|c| ("canary", c)),
         ];
         for (slot, loaded) in versions.into_iter().flatten() {
             let labels = format!(

@@ -76,6 +76,12 @@ struct Slot {
     default: Arc<Loaded>,
     active: ArcSwap<Loaded>,
     shadow: ArcSwapOption<Loaded>,
+    /// A version deciding `canary_share` percent of the calls (chosen by a stable hash of the task),
+    /// watched by `canary_verdict`.
+    canary: ArcSwapOption<Loaded>,
+    canary_share: std::sync::atomic::AtomicU32,
+    /// Canaries this gateway rolled back.
+    canary_rollbacks: std::sync::atomic::AtomicU64,
     last_rejection: ArcSwapOption<Rejection>,
 }
 
@@ -86,6 +92,9 @@ impl Slot {
             active: ArcSwap::new(default.clone()),
             default,
             shadow: ArcSwapOption::empty(),
+            canary: ArcSwapOption::empty(),
+            canary_share: Default::default(),
+            canary_rollbacks: Default::default(),
             last_rejection: ArcSwapOption::empty(),
         }
     }
@@ -105,8 +114,25 @@ impl Default for Breaker {
     }
 }
 
+/// When a canary is rolled back on its own (`policy.canary_*`): after `min_calls` decisions, if
+/// more than `max_fallback_percent` of them fell back to the default (failures, deadline misses,
+/// calls its breaker skipped), or its p99 exceeds both `max_p99_us` and twice the active version's.
+#[derive(Debug, Clone, Copy)]
+pub struct CanaryLimits {
+    pub min_calls: u64,
+    pub max_fallback_percent: f64,
+    pub max_p99_us: u64,
+}
+
+impl Default for CanaryLimits {
+    fn default() -> Self {
+        Self { min_calls: 100, max_fallback_percent: 5.0, max_p99_us: 2_000 }
+    }
+}
+
 /// The policies of one gateway.
 pub struct Policies {
+    canary_limits: CanaryLimits,
     host: PolicyHost,
     breaker: Breaker,
     /// Recent node-selection inputs and decisions, for `policy replay`.
@@ -123,6 +149,9 @@ pub struct RoleStatus {
     pub role: Role,
     pub active: VersionStatus,
     pub shadow: Option<VersionStatus>,
+    /// The canary and the percent of calls it decides.
+    pub canary: Option<VersionStatus>,
+    pub canary_share: u32,
     pub last_rejection: Option<Rejection>,
 }
 
@@ -179,6 +208,7 @@ impl Policies {
             room_routing: Slot::new(embedded(Role::RoomRouting, artifacts::BY_LANGUAGE)),
             host,
             breaker: Breaker::default(),
+            canary_limits: CanaryLimits::default(),
             samples: replay::Samples::new(16, 256),
             pinned: Default::default(),
         }
@@ -186,6 +216,11 @@ impl Policies {
 
     pub fn breaker(mut self, breaker: Breaker) -> Self {
         self.breaker = breaker;
+        self
+    }
+
+    pub fn canary_limits(mut self, limits: CanaryLimits) -> Self {
+        self.canary_limits = limits;
         self
     }
 
@@ -236,8 +271,8 @@ impl Policies {
             l.stats.record(us);
             out
         };
-        let active = slot.active.load();
-        let ranked = self.with_fallback(slot, &active, run).unwrap_or_else(|| {
+        let deciding = canary_or_active(slot, &spec.task_id());
+        let ranked = self.with_fallback(slot, &deciding, run).unwrap_or_else(|| {
             // Even the default failed (an overloaded host can miss a deadline): the candidates
             // come least loaded first from Redis.
             candidates.iter().map(|c| c.id.clone()).collect()
@@ -265,8 +300,9 @@ impl Policies {
             l.stats.record(us);
             out
         };
-        let active = slot.active.load();
-        let routes = self.with_fallback(slot, &active, run).unwrap_or_default();
+        let key = format!("{}:{}", utterance.session_id, utterance.utterance_index);
+        let deciding = canary_or_active(slot, &key);
+        let routes = self.with_fallback(slot, &deciding, run).unwrap_or_default();
         if let Some(shadow) = slot.shadow.load_full()
             && let Some(theirs) = self.guarded(&shadow, &run)
         {
@@ -412,6 +448,58 @@ impl Policies {
         self.slot(role).shadow.store(shadow);
     }
 
+    /// Gives `canary` `share` percent of the role's calls (none: no canary).
+    pub fn set_canary(&self, role: Role, canary: Option<Arc<Loaded>>, share: u32) {
+        let slot = self.slot(role);
+        slot.canary_share.store(share.min(100), Relaxed);
+        if let Some(c) = &canary {
+            tracing::info!(role = role.as_str(), policy.sha256 = %short(&c.compiled.sha256), share, "Policy canary.");
+        }
+        slot.canary.store(canary);
+    }
+
+    pub fn count_canary_rollback(&self, role: Role) {
+        self.slot(role).canary_rollbacks.fetch_add(1, Relaxed);
+    }
+
+    pub fn canary_rollbacks(&self, role: Role) -> u64 {
+        self.slot(role).canary_rollbacks.load(Relaxed)
+    }
+
+    pub fn canary(&self, role: Role) -> Option<Arc<Loaded>> {
+        self.slot(role).canary.load_full()
+    }
+
+    /// Whether the role's canary crossed a limit (`CanaryLimits`): its sha and why.
+    pub fn canary_verdict(&self, role: Role) -> Option<(String, String)> {
+        let slot = self.slot(role);
+        let canary = slot.canary.load_full()?;
+        let s = &canary.stats;
+        let decisions = s.calls.load(Relaxed) + s.skipped.load(Relaxed);
+        let l = self.canary_limits;
+        if decisions < l.min_calls.max(1) {
+            return None;
+        }
+        let fallback_percent = s.fallbacks.load(Relaxed) as f64 * 100.0 / decisions as f64;
+        let reason = if fallback_percent > l.max_fallback_percent {
+            format!(
+                "{fallback_percent:.1} % of {decisions} decisions fell back to the default (limit {} %)",
+                l.max_fallback_percent
+            )
+        } else {
+            let (p99, active_p99) = (s.quantile(0.99), slot.active.load().stats.quantile(0.99));
+            if p99 > l.max_p99_us && p99 > 2 * active_p99 {
+                format!(
+                    "p99 {p99} µs per decision, the active version's {active_p99} µs (limit {} µs)",
+                    l.max_p99_us
+                )
+            } else {
+                return None;
+            }
+        };
+        Some((canary.compiled.sha256.clone(), reason))
+    }
+
     pub fn active(&self, role: Role) -> Arc<Loaded> {
         self.slot(role).active.load_full()
     }
@@ -429,6 +517,8 @@ impl Policies {
                     role,
                     active: VersionStatus::of(&slot.active.load()),
                     shadow: slot.shadow.load().as_deref().map(VersionStatus::of),
+                    canary: slot.canary.load().as_deref().map(VersionStatus::of),
+                    canary_share: slot.canary_share.load(Relaxed),
                     last_rejection: slot.last_rejection.load().as_deref().cloned(),
                 }
             })
@@ -459,4 +549,18 @@ fn same_routes(a: &[Route], b: &[Route]) -> bool {
 
 pub fn short(sha: &str) -> &str {
     &sha[..12.min(sha.len())]
+}
+
+/// The version that decides the call keyed `key`: the canary for its share of keys (a stable hash,
+/// so a task's retries and every gateway agree), else the active one.
+fn canary_or_active(slot: &Slot, key: &str) -> Arc<Loaded> {
+    if let Some(canary) = slot.canary.load_full() {
+        let share = slot.canary_share.load(Relaxed) as u64;
+        let hash =
+            key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+        if hash % 100 < share {
+            return canary;
+        }
+    }
+    slot.active.load_full()
 }

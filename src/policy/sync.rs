@@ -27,6 +27,18 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
         }
         for role in Role::ALL {
+            // A canary past its limits is ended in Redis, so every gateway drops it; the first
+            // gateway to see it does, the others find it ended.
+            if let Some((sha, reason)) = policies.canary_verdict(role) {
+                match scheduler.end_canary(role.as_str(), &sha, &reason).await {
+                    Ok(true) => {
+                        warn!(role = role.as_str(), policy.sha256 = %super::short(&sha), %reason, "Canary rolled back.");
+                        policies.count_canary_rollback(role);
+                    }
+                    Ok(false) => {}
+                    Err(err) => warn!(%err, "Ending a canary failed."),
+                }
+            }
             let state = match scheduler.policy_state(role.as_str()).await {
                 Ok(state) => state,
                 Err(err) => {
@@ -49,6 +61,11 @@ pub async fn run(
                 && let Ok(shadow) = load(&policies, &scheduler, role, &state.shadow).await
             {
                 policies.set_shadow(role, shadow);
+            }
+            if (state.canary != before.canary || state.canary_share != before.canary_share)
+                && let Ok(canary) = load(&policies, &scheduler, role, &state.canary).await
+            {
+                policies.set_canary(role, canary, state.canary_share);
             }
             applied.insert(role, state);
         }

@@ -30,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/policies/{role}/shadow", delete(policies::clear_shadow))
         .route("/admin/policies/{role}/promote", post(policies::promote))
         .route("/admin/policies/{role}/samples", get(policies::samples))
+        .route("/admin/policies/{role}/canary", delete(policies::end_canary))
         .route("/admin/nodes", get(fleet::nodes))
         .route("/admin/nodes/{id}/drain", post(fleet::drain))
         .route("/admin/tasks/{id}", get(fleet::task))
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         policies::clear_shadow,
         policies::promote,
         policies::samples,
+        policies::end_canary,
         fleet::nodes,
         fleet::drain,
         fleet::task,
@@ -106,7 +108,7 @@ pub enum AdminError {
     Rejected(String),
     #[error("no earlier version to roll back to")]
     NothingToRollBack,
-    #[error("no shadow version to promote")]
+    #[error("no shadow or canary version")]
     NothingToPromote,
     #[error("not found: {0}")]
     NotFound(String),

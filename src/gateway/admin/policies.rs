@@ -35,7 +35,9 @@ pub(super) async fn stored(state: &AppState) -> Result<serde_json::Value, AdminE
         let history = state.scheduler.policy_history(role.as_str()).await?;
         stored.insert(
             role.as_str().into(),
-            json!({ "active": s.active, "shadow": s.shadow, "version": s.version, "history": history }),
+            json!({ "active": s.active, "shadow": s.shadow, "canary": s.canary, "canary_share": s.canary_share,
+                "canary_rolled_back": s.canary_rolled_back, "canary_reason": s.canary_reason,
+                "version": s.version, "history": history }),
         );
     }
     Ok(serde_json::Value::Object(stored))
@@ -43,8 +45,10 @@ pub(super) async fn stored(state: &AppState) -> Result<serde_json::Value, AdminE
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct PushQuery {
-    /// `active` (default) or `shadow`.
+    /// `active` (default), `shadow`, or `canary` (with `share`).
     mode: Option<String>,
+    /// Canary: percent of the calls it decides, 1..100.
+    share: Option<u32>,
 }
 
 /// Validates a component like the loader does, then stores it; every gateway loads it from Redis.
@@ -66,6 +70,10 @@ pub async fn push(
     let slot = match query.mode.as_deref().unwrap_or("active") {
         "active" => PolicySlot::Active,
         "shadow" => PolicySlot::Shadow,
+        "canary" => match query.share {
+            Some(share @ 1..=100) => PolicySlot::Canary { share },
+            _ => return Err(AdminError::UnknownMode("canary needs share=1..100".into())),
+        },
         other => return Err(AdminError::UnknownMode(other.chars().take(32).collect())),
     };
     let policies = state.policies.clone();
@@ -83,9 +91,15 @@ pub async fn push(
     let sha = sha256_hex(&body);
     let version = match state.scheduler.set_policy(role.as_str(), slot, &sha, &body).await? {
         SetPolicyReply::Ok { version } => version,
-        SetPolicyReply::MissingBlob => unreachable!("the blob is stored by the same call"),
+        SetPolicyReply::MissingBlob | SetPolicyReply::Stale => {
+            unreachable!("the blob is stored by the same call; only canary_off is stale")
+        }
     };
-    let mode = if slot == PolicySlot::Active { "active" } else { "shadow" };
+    let mode = match slot {
+        PolicySlot::Active => "active",
+        PolicySlot::Shadow => "shadow",
+        PolicySlot::Canary { .. } => "canary",
+    };
     tracing::info!(role = role.as_str(), sha256 = %sha, mode, "Policy pushed.");
     Ok(Json(json!({ "role": role, "sha256": sha, "mode": mode, "version": version })))
 }
@@ -120,18 +134,19 @@ pub async fn promote(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let role = role(&name)?;
-    let shadow = state.scheduler.policy_state(role.as_str()).await?.shadow;
-    if shadow.is_empty() {
-        return Err(AdminError::NothingToPromote);
-    }
-    match state.scheduler.set_policy(role.as_str(), PolicySlot::Active, &shadow, b"").await? {
+    let stored = state.scheduler.policy_state(role.as_str()).await?;
+    // The canary first: it has been deciding live calls; else the shadow.
+    let (sha, from) = match (stored.canary.is_empty(), stored.shadow.is_empty()) {
+        (false, _) => (stored.canary, "canary"),
+        (true, false) => (stored.shadow, "shadow"),
+        (true, true) => return Err(AdminError::NothingToPromote),
+    };
+    match state.scheduler.set_policy(role.as_str(), PolicySlot::Active, &sha, b"").await? {
         SetPolicyReply::Ok { version } => {
-            tracing::info!(role = role.as_str(), sha256 = %shadow, "Shadow policy promoted to active.");
-            Ok(Json(json!({ "role": role, "active": shadow, "shadow": null, "version": version })))
+            tracing::info!(role = role.as_str(), sha256 = %sha, from, "Policy promoted to active.");
+            Ok(Json(json!({ "role": role, "active": sha, "promoted": from, "version": version })))
         }
-        SetPolicyReply::MissingBlob => {
-            Err(AdminError::Rejected("the shadow version's bytes are gone".into()))
-        }
+        _ => Err(AdminError::Rejected(format!("the {from} version's bytes are gone"))),
     }
 }
 
@@ -148,6 +163,25 @@ pub async fn samples(
         Role::NodeSelection => Ok(Json(json!(state.policies.samples()))),
         Role::RoomRouting => Ok(Json(json!([]))),
     }
+}
+
+/// Ends the role's canary on every gateway (an operator's rollback of it).
+#[utoipa::path(delete, path = "/admin/policies/{role}/canary", tag = "policies",
+    params(("role" = String, Path, description = "node-selection or room-routing")),
+    responses((status = 200, description = "Canary ended", body = serde_json::Value),
+        (status = 409, description = "No canary")))]
+pub async fn end_canary(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let role = role(&name)?;
+    let canary = state.scheduler.policy_state(role.as_str()).await?.canary;
+    if canary.is_empty()
+        || !state.scheduler.end_canary(role.as_str(), &canary, "ended by an operator").await?
+    {
+        return Err(AdminError::NothingToPromote);
+    }
+    Ok(Json(json!({ "role": role, "canary": null, "ended": canary })))
 }
 
 /// Stops running a shadow version.
