@@ -52,7 +52,13 @@ async fn send(
     }
     head += "Content-Type: application/octet-stream\r\n\r\n";
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
+    // A server may answer before the body is read (413 for one over its limit) and close: the write
+    // then fails, and its answer is still there to read.
+    if let Err(err) = stream.write_all(body).await
+        && !matches!(err.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+    {
+        return Err(err.into());
+    }
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
