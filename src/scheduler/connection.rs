@@ -188,10 +188,6 @@ impl Batch {
         pipe
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub async fn query<T: FromRedisValue>(&self, conn: &RedisConn) -> RedisResult<Vec<T>> {
         let replies = try_join_all(self.parts.values().map(|(_, pipe)| {
             let mut conn = conn.clone();

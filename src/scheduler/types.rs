@@ -126,12 +126,6 @@ pub struct Candidate {
     pub affinity: bool,
 }
 
-impl Candidate {
-    pub fn load(&self) -> f64 {
-        self.running as f64 / self.capacity.max(1) as f64
-    }
-}
-
 /// `candidates`: the nodes, and the pairs of each class among them (once per class, not per node).
 #[derive(Debug, Deserialize)]
 pub(crate) struct CandidatesReply {
