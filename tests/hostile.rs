@@ -498,11 +498,12 @@ async fn a_flood_is_rate_limited_and_the_socket_recovers() {
             _ => panic!("unexpected {m}"),
         }
     }
-    // A burst of 50, then 50 a second while the flood lasted (however slow this machine is).
+    // A burst of 50, then 50 a second while the flood lasted (however slow this machine is); the
+    // session_init took one of the burst, so a flood sent faster than the refill gets 49.
     let seconds = started.elapsed().as_secs_f64();
     let allowed = 50.0 + 50.0 * seconds;
     assert!(
-        (50.0..=allowed + 5.0).contains(&(answered as f64)),
+        (49.0..=allowed + 5.0).contains(&(answered as f64)),
         "{answered} of {flood} answered in {seconds:.1} s"
     );
     assert!(
