@@ -83,6 +83,13 @@ async fn dispatch_takes_a_slot_and_complete_frees_it() {
     }
     let c = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
     assert_eq!(c[0].running, 0);
+    // The audit's view (a speaker's gap timer asks it): the completed task ended, the waiting one
+    // did not, an unknown one counts as ended.
+    let refs: Vec<TaskRef> = [spec.task_id(), other.task_id(), "s-none:0:en".into()]
+        .into_iter()
+        .map(|id| TaskRef { cell: s.cell(0).tag().to_owned(), id })
+        .collect();
+    assert_eq!(s.tasks_ended(&refs).await.unwrap(), [true, false, true]);
     assert_eq!(task_field(&s, s.cell(0), &spec.task_id(), "state").await.as_deref(), Some("completed"));
 }
 

@@ -191,7 +191,7 @@ impl MinimalSchedulerService {
 
 /// The fields of a stored task (`<state JSON>\n<spec JSON>\n<payload JSON>`, lua/lib.lua) as
 /// strings, with its spec when it still has one; not its payload (the audio).
-fn task_fields(raw: &str) -> Option<Record> {
+pub(super) fn task_fields(raw: &str) -> Option<Record> {
     let mut parts = raw.splitn(3, '\n');
     let state: serde_json::Map<String, serde_json::Value> = serde_json::from_str(parts.next()?).ok()?;
     let mut record: Record = state

@@ -257,7 +257,7 @@ impl MinimalSchedulerService {
             let mut batch = Batch::new(&self.conn);
             for (_, tag, id) in refs {
                 let key = CellKeys::from_tag(&self.config.prefix, tag).task(id);
-                batch.on(&key).cmd("HMGET").arg(&key).arg("state").arg("moved_to");
+                batch.on(&key).cmd("GET").arg(&key);
             }
             batch
         };
@@ -276,9 +276,12 @@ impl MinimalSchedulerService {
             if refs.is_empty() {
                 break;
             }
-            let rows: Vec<(Option<String>, Option<String>)> = lookup(&refs).query(&self.conn).await?;
+            let stored: Vec<Option<String>> = lookup(&refs).query(&self.conn).await?;
             let mut moved = Vec::new();
-            for ((i, _, id), (state, moved_to)) in refs.into_iter().zip(rows) {
+            for ((i, _, id), raw) in refs.into_iter().zip(stored) {
+                let fields = raw.as_deref().and_then(super::inspect::task_fields);
+                let state = fields.as_ref().and_then(|f| f.get("state").cloned());
+                let moved_to = fields.as_ref().and_then(|f| f.get("moved_to").cloned());
                 match (state.as_deref(), moved_to) {
                     (Some("moved"), Some(to)) if is_cell_tag(&to) => moved.push((i, to, id)),
                     (Some("completed" | "failed" | "moved") | None, _) => ended[i] = true,
