@@ -556,9 +556,7 @@ pub fn short(sha: &str) -> &str {
 fn canary_or_active(slot: &Slot, key: &str) -> Arc<Loaded> {
     if let Some(canary) = slot.canary.load_full() {
         let share = slot.canary_share.load(Relaxed) as u64;
-        let hash =
-            key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-        if hash % 100 < share {
+        if crate::scheduler::stable_hash(key) % 100 < share {
             return canary;
         }
     }

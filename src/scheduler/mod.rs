@@ -610,7 +610,7 @@ fn transient(e: &redis::RedisError) -> bool {
 }
 
 /// FNV-1a: a hash that is the same in every process (std's is seeded per process).
-fn stable_hash(s: &str) -> u64 {
+pub fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
