@@ -156,16 +156,32 @@ pub struct PolicyConfig {
     /// `replay_samples` (0 keeps none).
     pub replay_every: u64,
     pub replay_samples: usize,
-    /// A canary is rolled back on its own once it has decided `canary_min_calls` calls and more
-    /// than `canary_max_fallback_percent` of them fell back to the default, or its p99 is above
-    /// `canary_max_p99_us` and twice the active version's.
+    /// When a canary is rolled back or promoted on its own: see `policy::CanaryLimits`.
     pub canary_min_calls: u64,
     pub canary_max_fallback_percent: f64,
     pub canary_max_p99_us: u64,
+    pub canary_max_failure_points: f64,
+    pub canary_max_result_p99_ratio: f64,
+    /// Promote a canary that decided this many calls within every limit; 0 = only `policy promote`.
+    pub canary_promote_after: u64,
+}
+
+impl PolicyConfig {
+    pub fn canary_limits(&self) -> crate::policy::CanaryLimits {
+        crate::policy::CanaryLimits {
+            min_calls: self.canary_min_calls,
+            max_fallback_percent: self.canary_max_fallback_percent,
+            max_p99_us: self.canary_max_p99_us,
+            max_failure_points: self.canary_max_failure_points,
+            max_result_p99_ratio: self.canary_max_result_p99_ratio,
+            promote_after: self.canary_promote_after,
+        }
+    }
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
+        let canary = crate::policy::CanaryLimits::default();
         Self {
             dir: None,
             deadline_ms: 5,
@@ -177,9 +193,12 @@ impl Default for PolicyConfig {
             breaker_cooldown_ms: 30_000,
             replay_every: 16,
             replay_samples: 256,
-            canary_min_calls: 100,
-            canary_max_fallback_percent: 5.0,
-            canary_max_p99_us: 2_000,
+            canary_min_calls: canary.min_calls,
+            canary_max_fallback_percent: canary.max_fallback_percent,
+            canary_max_p99_us: canary.max_p99_us,
+            canary_max_failure_points: canary.max_failure_points,
+            canary_max_result_p99_ratio: canary.max_result_p99_ratio,
+            canary_promote_after: canary.promote_after,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-const BUCKETS: usize = 96;
+pub const BUCKETS: usize = 96;
 
 #[derive(Debug)]
 pub struct Histogram {
@@ -33,20 +33,12 @@ impl Histogram {
 
     /// The upper edge of the bucket holding quantile `q` (0..1), in µs; 0 before any record.
     pub fn quantile(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return upper_edge(i);
-            }
-        }
-        upper_edge(BUCKETS - 1)
+        quantile_of(&self.buckets(), q)
+    }
+
+    /// The count in each bucket (`BUCKETS` of them), to add up histograms recorded apart.
+    pub fn buckets(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Relaxed)).collect()
     }
 
     /// Cumulative counts at each distinct upper edge (µs), for Prometheus `le` buckets; only the
@@ -66,6 +58,24 @@ impl Histogram {
         }
         out
     }
+}
+
+/// Quantile `q` (0..1) of bucket counts (`Histogram::buckets`, or several added up): the upper edge
+/// of the bucket holding it; 0 when they are empty.
+pub fn quantile_of(counts: &[u64], q: f64) -> u64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return upper_edge(i);
+        }
+    }
+    upper_edge(counts.len().saturating_sub(1))
 }
 
 fn bucket(micros: u64) -> usize {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use switchboard::policy::canary::{self, Totals};
 use switchboard::policy::{
-    Breaker, CallError, Limits, LoadError, Loaded, Member, Policies, PolicyHost, Rejected, Role, RoomView,
-    Utterance, samples, sha256_hex,
+    Breaker, CallError, CanaryLimits, CanaryVerdict, Limits, LoadError, Loaded, Member, Policies, PolicyHost,
+    Rejected, Role, RoomView, TaskEnd, Utterance, samples, sha256_hex,
 };
 use switchboard::scheduler::Candidate;
 
@@ -135,16 +136,7 @@ async fn hostile_policies_are_contained_at_run_time_while_dispatch_goes_on() {
 fn the_breaker_suspends_a_failing_version_and_tries_it_again_after_the_cool_down() {
     let p = policies().breaker(Breaker { failures: 3, cooldown_ms: 300 });
     let spec = switchboard::sim::task_spec("s-1", 0);
-    let candidates: Vec<Candidate> = (0..3)
-        .map(|i| {
-            serde_json::from_value(json!({
-                "id": format!("n{i}"), "class": "c", "running": i, "capacity": 4, "cpu": 0.0, "gpu": 0.0,
-                "gpu_mem": 0.0, "mem": 0.0, "gpu_queue": 0, "ready": "asr,nmt,tts", "labels": "{}",
-                "heartbeat_age_ms": 0, "affinity": false
-            }))
-            .unwrap()
-        })
-        .collect();
+    let candidates = three_candidates();
     let trap = |name: &str| {
         let compiled = p.host().compile(Role::NodeSelection, &component("hostile-trap")).unwrap();
         Arc::new(Loaded::new(compiled, name))
@@ -402,8 +394,8 @@ async fn a_canary_misbehaving_on_live_traffic_is_rolled_back_on_every_gateway() 
     assert_eq!(stored["canary"], "", "{listing}");
     assert_eq!(stored["canary_rolled_back"], sha.as_str(), "{listing}");
     assert!(stored["canary_reason"].as_str().unwrap().contains("fell back to the default"), "{listing}");
-    let rollbacks = a.state.policies.canary_rollbacks(Role::NodeSelection)
-        + b.state.policies.canary_rollbacks(Role::NodeSelection);
+    let rollbacks = a.state.policies.canary_ends(Role::NodeSelection).0
+        + b.state.policies.canary_ends(Role::NodeSelection).0;
     assert_eq!(rollbacks, 1, "one gateway ends it; the other finds it ended");
     assert_eq!(a.metric("tasks_failed") + b.metric("tasks_failed"), 0);
 
@@ -427,6 +419,238 @@ async fn a_canary_misbehaving_on_live_traffic_is_rolled_back_on_every_gateway() 
     assert_eq!(admin(&a, "DELETE", &format!("{put}/canary"), token, b"").await.0, 200);
     eventually("ended by the operator", || async { p.canary(Role::NodeSelection).is_none() }).await;
     assert_eq!(admin(&a, "DELETE", &format!("{put}/canary"), token, b"").await.0, 409);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The tasks a canary placed are judged against the active version's: a higher failure rate or a
+/// slower result p99 rolls it back; with `promote_after`, one within every limit is promoted. The
+/// counts add up across gateways (`Totals` fields, as Redis sums them).
+#[test]
+fn a_canary_is_judged_on_the_outcomes_of_the_tasks_it_placed() {
+    // The p99 per decision is not what this test is about (a cold instance's first call is slow).
+    let limits =
+        CanaryLimits { min_calls: 20, promote_after: 40, max_p99_us: 1_000_000, ..CanaryLimits::default() };
+    let p = policies().with_canary_limits(limits);
+    let canary = || {
+        let compiled = p.host().compile(Role::NodeSelection, &component("weighted-random")).unwrap();
+        Arc::new(Loaded::new(compiled, "canary"))
+    };
+    let verdict = || {
+        let (canary, active) = p.canary_and_active(Role::NodeSelection).unwrap();
+        let (c, a) = (Totals::of(&canary.stats), Totals::of(&active.stats));
+        // Through the field names `canary_report.lua` adds up.
+        let fields = |t: &Totals, prefix| t.fields(prefix).into_iter().collect();
+        assert_eq!(Totals::from_fields(&fields(&c, "c"), "c"), c);
+        canary::judge(Role::NodeSelection, &c, &a, &limits)
+    };
+    let placed_by_canary = |id: &str| switchboard::scheduler::stable_hash(id) % 100 < 50;
+    let tasks: Vec<String> = (0..400).map(|i| format!("s-1:{i}:en")).collect();
+
+    // Failures: 30 % of the canary's tasks, none of the active's.
+    p.set_canary(Role::NodeSelection, Some(canary()), 50);
+    assert_eq!(verdict(), None, "no evidence yet");
+    for (i, id) in tasks.iter().enumerate() {
+        let end = if placed_by_canary(id) && i % 10 < 3 {
+            TaskEnd::Failed
+        } else {
+            TaskEnd::Delivered { result_ms: 300 }
+        };
+        p.record_outcome(id, end);
+    }
+    let v = verdict();
+    assert!(matches!(&v, Some(CanaryVerdict::RollBack(r)) if r.contains("failed or timed out")), "{v:?}");
+
+    // Slow results: the canary's tasks take 3× as long.
+    p.set_canary(Role::NodeSelection, Some(canary()), 50);
+    for id in &tasks {
+        let result_ms = if placed_by_canary(id) { 900 } else { 300 };
+        p.record_outcome(id, TaskEnd::Delivered { result_ms });
+    }
+    let v = verdict();
+    assert!(matches!(&v, Some(CanaryVerdict::RollBack(r)) if r.contains("result p99")), "{v:?}");
+
+    // Within the limits: promoted once it decided `promote_after` calls.
+    p.set_canary(Role::NodeSelection, Some(canary()), 50);
+    for id in &tasks {
+        p.record_outcome(id, TaskEnd::Delivered { result_ms: 300 });
+    }
+    assert_eq!(verdict(), None, "outcomes alone are not decisions");
+    let spec = switchboard::sim::task_spec("s-1", 0);
+    let candidates = three_candidates();
+    let mut i = 0;
+    while p.canary(Role::NodeSelection).unwrap().stats.calls.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+        let spec = switchboard::scheduler::TaskSpec { utterance_index: i, ..spec.clone() };
+        p.select(0, &spec, 1, &[], None, &candidates);
+        i += 1;
+    }
+    let v = verdict();
+    assert!(matches!(&v, Some(CanaryVerdict::Promote(_))), "{v:?}");
+}
+
+/// A version whose last call was slow runs its next ones off the async worker: with one worker
+/// thread, another task still runs while the slow policy spins to its deadline.
+#[test]
+fn a_slow_policy_does_not_stall_other_tasks_on_its_worker() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let p = Arc::new(policies().breaker(Breaker { failures: 0, cooldown_ms: 0 }));
+    let compiled = p.host().compile(Role::NodeSelection, &component("live-slow")).unwrap();
+    p.activate(Role::NodeSelection, Arc::new(Loaded::new(compiled, "slow")));
+    let in_call = Arc::new(AtomicBool::new(false));
+    let ran_during_calls = Arc::new(AtomicU64::new(0));
+    runtime.block_on(async {
+        let (flag, seen) = (in_call.clone(), ran_during_calls.clone());
+        let other = tokio::spawn(async move {
+            loop {
+                if flag.load(Relaxed) {
+                    seen.fetch_add(1, Relaxed);
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let spec = switchboard::sim::task_spec("s-1", 0);
+        let candidates = three_candidates();
+        let (p, flag) = (p.clone(), in_call.clone());
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                flag.store(true, Relaxed);
+                assert_eq!(p.select(0, &spec, 1, &[], None, &candidates), ["n0", "n1", "n2"]);
+                flag.store(false, Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        other.abort();
+    });
+    let status = &p.status()[0].active;
+    assert_eq!((status.calls, status.fallbacks, status.offloaded), (10, 10, 9), "{status:?}");
+    assert!(ran_during_calls.load(Relaxed) > 0, "the other task ran while the policy spun");
+}
+
+fn three_candidates() -> Vec<Candidate> {
+    (0..3)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "id": format!("n{i}"), "class": "c", "running": i, "capacity": 4, "cpu": 0.0, "gpu": 0.0,
+                "gpu_mem": 0.0, "mem": 0.0, "gpu_queue": 0, "ready": "asr,nmt,tts", "labels": "{}",
+                "heartbeat_age_ms": 0, "affinity": false
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Live, on two gateways: a canary whose decisions all succeed but whose tasks fail (it prefers a
+/// node that fails every job) is rolled back on its own — its decisions are made on one gateway,
+/// its failures seen on the other, and the fleet's totals judged — and dropped by both; once that
+/// node is healthy again, the same canary is promoted on its own (`canary_promote_after`). The
+/// role's events say what happened, by whom and why.
+#[tokio::test]
+async fn a_canary_is_rolled_back_for_its_tasks_failures_and_promoted_when_sound() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let redis = redis();
+    let config = |c: &mut switchboard::config::Config| {
+        c.admin_token = Some("tok".into());
+        c.policy.sync_interval_ms = 100;
+        c.policy.canary_min_calls = 6;
+        c.policy.canary_promote_after = 20;
+        c.policy.canary_max_p99_us = 1_000_000;
+        c.policy.config.insert("default_region".into(), "us".into());
+    };
+    let a = TestGateway::start(&redis, config).await;
+    let b = TestGateway::start(&redis, config).await;
+    // The default prefers eu (every service ready); region-affinity prefers us, which fails every
+    // job while `us_fails` holds.
+    let mut eu = a.node().await;
+    eu.send(register_with("eu", true)).await;
+    eu.expect("node_register_ack").await;
+    let _eu = auto_answer(eu, "eu");
+    let mut us = b.node().await;
+    us.send(register_with("us", false)).await;
+    us.expect("node_register_ack").await;
+    let us_fails = Arc::new(AtomicBool::new(true));
+    let fails = us_fails.clone();
+    let _us = tokio::spawn(async move {
+        while let Some(job) = us.try_recv(Duration::from_secs(30)).await {
+            if job["type"] != "job_assign" {
+                continue;
+            }
+            if fails.load(Relaxed) {
+                us.send(json!({"type":"job_result","job_id":job["job_id"],"attempt_id":job["attempt_id"],
+                    "success":false,"error":{"code":"MODEL_NOT_AVAILABLE","message":"no model"}}))
+                    .await;
+            } else {
+                us.answer(&job, "us").await;
+            }
+        }
+    });
+    let mut client = a.client().await;
+    let session = client.init_one_way("zh", "en").await;
+    let put = "/admin/policies/node-selection";
+    let canary = component("region-affinity");
+    let sha = sha256_hex(&canary);
+    let token = Some("tok");
+    assert_eq!(admin(&a, "PUT", &format!("{put}?mode=canary&share=50"), token, &canary).await.0, 200);
+    for gw in [&a, &b] {
+        let p = gw.state.policies.clone();
+        eventually("the canary on every gateway", || async { p.canary(Role::NodeSelection).is_some() }).await;
+    }
+    let index = std::cell::Cell::new(0);
+    let mut utter = async || {
+        client.utter(&session, index.get()).await;
+        index.set(index.get() + 1);
+        loop {
+            let frame = client.recv().await;
+            if frame["type"] == "translation_result" || frame["type"] == "error" {
+                return frame["type"] == "error";
+            }
+        }
+    };
+    let mut failed = 0;
+    while a.state.policies.canary(Role::NodeSelection).is_some() && index.get() < 200 {
+        failed += utter().await as u32;
+    }
+    assert!(failed >= 6, "{failed} failed tasks before the rollback ({} utterances)", index.get());
+    for gw in [&a, &b] {
+        let p = gw.state.policies.clone();
+        eventually("the canary rolled back everywhere", || async { p.canary(Role::NodeSelection).is_none() })
+            .await;
+    }
+    let (_, listing) = admin(&a, "GET", "/admin/policies", token, b"").await;
+    let stored = &listing["stored"]["node-selection"];
+    assert_eq!(stored["canary_rolled_back"], sha.as_str(), "{listing}");
+    let event = &stored["events"][0];
+    assert_eq!((event["change"].as_str(), event["sha256"].as_str()), (Some("canary_off"), Some(&*sha)));
+    // The failures were seen by b, the decisions made by a: either may judge the fleet's totals.
+    let by = event["by"].as_str().unwrap();
+    assert!(by == &*a.state.gateway_id || by == &*b.state.gateway_id, "{listing}");
+    assert!(event["reason"].as_str().unwrap().contains("failed or timed out"), "{listing}");
+    for _ in 0..10 {
+        assert!(!utter().await, "the default decides again: no failure");
+    }
+
+    // The node is healthy again: the same version, canaried again, is promoted on its own.
+    us_fails.store(false, Relaxed);
+    assert_eq!(admin(&a, "PUT", &format!("{put}?mode=canary&share=50"), token, &canary).await.0, 200);
+    let p = b.state.policies.clone();
+    eventually("the canary again", || async { p.canary(Role::NodeSelection).is_some() }).await;
+    while a.state.policies.active(Role::NodeSelection).compiled.sha256 != sha && index.get() < 400 {
+        assert!(!utter().await);
+    }
+    for gw in [&a, &b] {
+        let p = gw.state.policies.clone();
+        eventually("promoted everywhere", || async {
+            p.canary(Role::NodeSelection).is_none() && p.active(Role::NodeSelection).compiled.sha256 == sha
+        })
+        .await;
+    }
+    let (_, listing) = admin(&b, "GET", "/admin/policies", token, b"").await;
+    let events = &listing["stored"]["node-selection"]["events"];
+    assert_eq!(events[0]["change"], "canary_promote", "{listing}");
+    assert_eq!(events[1]["change"], "canary", "{listing}");
+    assert_eq!(events[1]["by"], "admin", "{listing}");
     a.stop().await;
     b.stop().await;
 }

@@ -174,8 +174,10 @@ fn read_dev_token(admin_base_url: &str) -> Option<String> {
 }
 
 fn print_status(body: &serde_json::Value) {
+    let short = |v: &serde_json::Value| v.as_str().unwrap_or("").chars().take(12).collect::<String>();
     for role in body["policies"].as_array().into_iter().flatten() {
-        println!("{}", role["role"].as_str().unwrap_or("?"));
+        let name = role["role"].as_str().unwrap_or("?");
+        println!("{name}");
         for slot in ["active", "shadow", "canary"] {
             let v = &role[slot];
             if v.is_null() {
@@ -194,19 +196,42 @@ fn print_status(body: &serde_json::Value) {
             };
             println!(
                 "  {slot:<7} {} ({}) calls {} fallbacks {} p50 {} µs p99 {} µs{agreement}{share}{breaker}",
-                &v["sha256"].as_str().unwrap_or("")[..12.min(v["sha256"].as_str().unwrap_or("").len())],
+                short(&v["sha256"]),
                 v["source"].as_str().unwrap_or(""),
                 v["calls"],
                 v["fallbacks"],
                 v["p50_us"],
                 v["p99_us"],
             );
+            if name == "node-selection" {
+                println!(
+                    "          its tasks: {} delivered, {} failed, {} timed out, result p99 {} ms",
+                    v["tasks_ok"], v["tasks_failed"], v["tasks_timed_out"], v["result_p99_ms"]
+                );
+            }
         }
         if let Some(rejected) = role["last_rejection"].as_object() {
             println!("  last rejected: {} {}", rejected["sha256"].as_str().unwrap_or(""), rejected["reason"]);
         }
+        let stored = &body["stored"][name];
+        println!(
+            "  stored (every gateway follows): active {} shadow {} canary {} version {}",
+            short(&stored["active"]),
+            short(&stored["shadow"]),
+            short(&stored["canary"]),
+            stored["version"]
+        );
+        for e in stored["events"].as_array().into_iter().flatten().take(5) {
+            let reason = e["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+            let ago = switchboard::protocol::now_ms().saturating_sub(e["at_ms"].as_u64().unwrap_or(0)) / 1000;
+            println!(
+                "    {ago:>5} s ago  {:<14} {} by {}{reason}",
+                e["change"].as_str().unwrap_or(""),
+                short(&e["sha256"]),
+                e["by"].as_str().unwrap_or("")
+            );
+        }
     }
-    println!("stored (every gateway follows): {}", body["stored"]);
 }
 
 fn host() -> PolicyHost {

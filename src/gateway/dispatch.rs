@@ -8,6 +8,7 @@
 use tracing::{debug, info_span, warn};
 
 use super::{AppState, Metrics};
+use crate::policy::TaskEnd;
 use crate::protocol::{
     ErrorCode, ErrorFrame, JobAssign, JobCancel, MissingResult, ToClient, ToNode, TranslationResult, UiEvent,
     UiEventKind, now_ms,
@@ -351,6 +352,8 @@ impl AppState {
         Metrics::inc(&self.metrics.tasks_failed);
         let error_code = error_code(code);
         self.metrics.failed(error_code.as_str());
+        let end = if error_code == ErrorCode::JobTimeout { TaskEnd::TimedOut } else { TaskEnd::Failed };
+        self.policies.record_outcome(&spec.task_id(), end);
         let message = match error_code {
             ErrorCode::JobTimeout => "the translation timed out on every attempt",
             ErrorCode::NoAvailableNode => "no node is available for this language pair",
@@ -379,8 +382,7 @@ impl AppState {
 
     /// Sends a node's result to every recipient of the task.
     pub fn deliver_result(&self, spec: &TaskSpec, job_id: &str, result: &crate::protocol::JobResult) {
-        Metrics::inc(&self.metrics.tasks_completed);
-        self.metrics.result_latency.record(now_ms().saturating_sub(spec.created_ms) * 1000);
+        self.delivered(spec);
         self.ui_event(spec, job_id, UiEventKind::NmtDone, None);
         let message = ToClient::TranslationResult(TranslationResult {
             session_id: spec.session_id.clone(),
@@ -405,9 +407,18 @@ impl AppState {
 
     /// A node found nothing to translate (silence): `missing_result{reason:"silence_detected"}`.
     pub fn deliver_silence(&self, spec: &TaskSpec, job_id: &str) {
-        Metrics::inc(&self.metrics.tasks_completed);
+        self.delivered(spec);
         self.ui_event(spec, job_id, UiEventKind::NmtDone, Some("silence".into()));
         self.outcome_to_recipients(spec, &self.missing(spec, "silence_detected"));
+    }
+
+    /// Counts a task whose node answered (a result or silence), here and on the policy version
+    /// that placed it.
+    fn delivered(&self, spec: &TaskSpec) {
+        Metrics::inc(&self.metrics.tasks_completed);
+        let result_ms = now_ms().saturating_sub(spec.created_ms);
+        self.metrics.result_latency.record(result_ms * 1000);
+        self.policies.record_outcome(&spec.task_id(), TaskEnd::Delivered { result_ms });
     }
 
     fn missing(&self, spec: &TaskSpec, reason: &str) -> ToClient {

@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::policy::{self, Breaker, CanaryLimits, Limits, Policies, PolicyHost};
+use crate::policy::{self, Breaker, Limits, Policies, PolicyHost};
 use crate::protocol::{ErrorCode, ErrorFrame};
 use crate::scheduler::{MinimalSchedulerService, SchedulerError, new_id};
 
@@ -125,16 +125,12 @@ impl Gateway {
             failures: config.policy.breaker_failures,
             cooldown_ms: config.policy.breaker_cooldown_ms,
         };
-        let canary = CanaryLimits {
-            min_calls: config.policy.canary_min_calls,
-            max_fallback_percent: config.policy.canary_max_fallback_percent,
-            max_p99_us: config.policy.canary_max_p99_us,
-        };
+        let canary = config.policy.canary_limits();
         let policies = Arc::new(
             Policies::new(PolicyHost::new(limits, parameters))
                 .pinned(pinned)
                 .breaker(breaker)
-                .canary_limits(canary)
+                .with_canary_limits(canary)
                 .sampling(config.policy.replay_every, config.policy.replay_samples),
         );
         let (forwarder, forward) = delivery::Forwarder::new();
@@ -183,6 +179,7 @@ impl Gateway {
         let sync = policy::sync_stored(
             state.policies.clone(),
             state.scheduler.clone(),
+            state.gateway_id.clone(),
             sync_interval,
             state.shutdown.clone(),
         );

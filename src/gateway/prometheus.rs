@@ -48,14 +48,17 @@ pub async fn render(state: &AppState) -> String {
     let _ = writeln!(out, "# TYPE switchboard_policy_seconds histogram");
     let _ = writeln!(out, "# TYPE switchboard_policy_suspensions_total counter");
     let _ = writeln!(out, "# TYPE switchboard_policy_suspended gauge");
+    let _ = writeln!(out, "# TYPE switchboard_policy_offloaded_total counter");
+    let _ = writeln!(out, "# TYPE switchboard_policy_tasks_total counter");
     let _ = writeln!(out, "# TYPE switchboard_policy_canary_rollbacks_total counter");
+    let _ = writeln!(out, "# TYPE switchboard_policy_canary_promotions_total counter");
     for role in crate::policy::Role::ALL {
-        let rollbacks = state.policies.canary_rollbacks(role);
-        let _ = writeln!(
-            out,
-            "switchboard_policy_canary_rollbacks_total{{role=\"{}\"}} {rollbacks}",
-            role.as_str()
-        );
+        let (rollbacks, promotions) = state.policies.canary_ends(role);
+        let role_label = role.as_str();
+        let _ =
+            writeln!(out, "switchboard_policy_canary_rollbacks_total{{role=\"{role_label}\"}} {rollbacks}");
+        let _ =
+            writeln!(out, "switchboard_policy_canary_promotions_total{{role=\"{role_label}\"}} {promotions}");
         let versions = [
             Some(("active", state.policies.active(role))),
             state.policies.shadow(role).map(|s| ("shadow", s)),
@@ -75,6 +78,20 @@ pub async fn render(state: &AppState) -> String {
             let suspended = u8::from(loaded.stats.suspended_at(crate::protocol::now_ms()));
             let _ = writeln!(out, "switchboard_policy_suspensions_total{{{labels}}} {suspensions}");
             let _ = writeln!(out, "switchboard_policy_suspended{{{labels}}} {suspended}");
+            let offloaded = loaded.stats.offloaded.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(out, "switchboard_policy_offloaded_total{{{labels}}} {offloaded}");
+            if role == crate::policy::Role::NodeSelection {
+                let s = &loaded.stats;
+                for (outcome, n) in [
+                    ("delivered", &s.tasks_ok),
+                    ("failed", &s.tasks_failed),
+                    ("timed_out", &s.tasks_timed_out),
+                ] {
+                    let n = n.load(std::sync::atomic::Ordering::Relaxed);
+                    let _ =
+                        writeln!(out, "switchboard_policy_tasks_total{{{labels},outcome=\"{outcome}\"}} {n}");
+                }
+            }
             histogram(&mut out, "switchboard_policy_seconds", &labels, &loaded.stats.latency);
         }
     }

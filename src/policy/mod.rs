@@ -10,6 +10,7 @@
 
 pub mod artifacts;
 mod bindings;
+pub mod canary;
 pub mod convert;
 mod host;
 pub mod replay;
@@ -20,6 +21,7 @@ pub mod watch;
 pub use sync::run as sync_stored;
 
 pub use bindings::{Availability, Member, Route, Task, Utterance};
+pub use canary::{CanaryLimits, CanaryVerdict};
 pub use convert::samples;
 pub use host::{
     CallError, Candidates, Compiled, Limits, LoadError, MAX_MEMORY_BYTES, NodeExtras, PolicyHost, Role,
@@ -80,8 +82,9 @@ struct Slot {
     /// watched by `canary_verdict`.
     canary: ArcSwapOption<Loaded>,
     canary_share: std::sync::atomic::AtomicU32,
-    /// Canaries this gateway rolled back.
+    /// Canaries this gateway rolled back, and promoted, on its own.
     canary_rollbacks: std::sync::atomic::AtomicU64,
+    canary_promotions: std::sync::atomic::AtomicU64,
     last_rejection: ArcSwapOption<Rejection>,
 }
 
@@ -95,6 +98,7 @@ impl Slot {
             canary: ArcSwapOption::empty(),
             canary_share: Default::default(),
             canary_rollbacks: Default::default(),
+            canary_promotions: Default::default(),
             last_rejection: ArcSwapOption::empty(),
         }
     }
@@ -114,21 +118,20 @@ impl Default for Breaker {
     }
 }
 
-/// When a canary is rolled back on its own (`policy.canary_*`): after `min_calls` decisions, if
-/// more than `max_fallback_percent` of them fell back to the default (failures, deadline misses,
-/// calls its breaker skipped), or its p99 exceeds both `max_p99_us` and twice the active version's.
-#[derive(Debug, Clone, Copy)]
-pub struct CanaryLimits {
-    pub min_calls: u64,
-    pub max_fallback_percent: f64,
-    pub max_p99_us: u64,
+/// How a task ended, for the version that placed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// A result (or silence) came back, this long after the utterance.
+    Delivered {
+        result_ms: u64,
+    },
+    TimedOut,
+    Failed,
 }
 
-impl Default for CanaryLimits {
-    fn default() -> Self {
-        Self { min_calls: 100, max_fallback_percent: 5.0, max_p99_us: 2_000 }
-    }
-}
+/// A version whose last call took this long runs its next call off the async worker
+/// (`off_worker_if_slow`): normal calls take 5–50 µs.
+const SLOW_CALL_US: u64 = 500;
 
 /// The policies of one gateway.
 pub struct Policies {
@@ -171,6 +174,13 @@ pub struct VersionStatus {
     /// Times the breaker suspended it, and calls it did not get meanwhile.
     pub suspensions: u64,
     pub skipped: u64,
+    /// Calls run off the async worker because the version's previous call was slow.
+    pub offloaded: u64,
+    /// Node selection: how the tasks it placed ended, and their result latency p99 (ms).
+    pub tasks_ok: u64,
+    pub tasks_failed: u64,
+    pub tasks_timed_out: u64,
+    pub result_p99_ms: u64,
 }
 
 impl VersionStatus {
@@ -192,6 +202,11 @@ impl VersionStatus {
                 .then(|| l.stats.suspended_until_ms.load(Relaxed)),
             suspensions: l.stats.suspensions.load(Relaxed),
             skipped: l.stats.skipped.load(Relaxed),
+            offloaded: l.stats.offloaded.load(Relaxed),
+            tasks_ok: l.stats.tasks_ok.load(Relaxed),
+            tasks_failed: l.stats.tasks_failed.load(Relaxed),
+            tasks_timed_out: l.stats.tasks_timed_out.load(Relaxed),
+            result_p99_ms: l.stats.result_ms.quantile(0.99),
         }
     }
 }
@@ -219,7 +234,7 @@ impl Policies {
         self
     }
 
-    pub fn canary_limits(mut self, limits: CanaryLimits) -> Self {
+    pub fn with_canary_limits(mut self, limits: CanaryLimits) -> Self {
         self.canary_limits = limits;
         self
     }
@@ -267,7 +282,8 @@ impl Policies {
         let nodes = convert::candidates(candidates, cell);
         let slot = &self.node_selection;
         let run = |l: &Loaded| {
-            let (out, us) = host::timed(|| self.host.select(&l.compiled, &task, &nodes));
+            let (out, us) =
+                host::timed(|| off_worker_if_slow(l, || self.host.select(&l.compiled, &task, &nodes)));
             l.stats.record(us);
             out
         };
@@ -296,7 +312,9 @@ impl Policies {
     ) -> Vec<Route> {
         let slot = &self.room_routing;
         let run = |l: &Loaded| {
-            let (out, us) = host::timed(|| self.host.route(&l.compiled, utterance, members, availability));
+            let (out, us) = host::timed(|| {
+                off_worker_if_slow(l, || self.host.route(&l.compiled, utterance, members, availability))
+            });
             l.stats.record(us);
             out
         };
@@ -458,46 +476,52 @@ impl Policies {
         slot.canary.store(canary);
     }
 
-    pub fn count_canary_rollback(&self, role: Role) {
-        self.slot(role).canary_rollbacks.fetch_add(1, Relaxed);
+    /// Counts a canary this gateway ended on its own.
+    pub fn count_canary_end(&self, role: Role, promoted: bool) {
+        let slot = self.slot(role);
+        let counter = if promoted { &slot.canary_promotions } else { &slot.canary_rollbacks };
+        counter.fetch_add(1, Relaxed);
     }
 
-    pub fn canary_rollbacks(&self, role: Role) -> u64 {
-        self.slot(role).canary_rollbacks.load(Relaxed)
+    /// Canaries this gateway ended on its own: (rolled back, promoted).
+    pub fn canary_ends(&self, role: Role) -> (u64, u64) {
+        let slot = self.slot(role);
+        (slot.canary_rollbacks.load(Relaxed), slot.canary_promotions.load(Relaxed))
     }
 
     pub fn canary(&self, role: Role) -> Option<Arc<Loaded>> {
         self.slot(role).canary.load_full()
     }
 
-    /// Whether the role's canary crossed a limit (`CanaryLimits`): its sha and why.
-    pub fn canary_verdict(&self, role: Role) -> Option<(String, String)> {
-        let slot = self.slot(role);
-        let canary = slot.canary.load_full()?;
-        let s = &canary.stats;
-        let decisions = s.calls.load(Relaxed) + s.skipped.load(Relaxed);
-        let l = self.canary_limits;
-        if decisions < l.min_calls.max(1) {
-            return None;
-        }
-        let fallback_percent = s.fallbacks.load(Relaxed) as f64 * 100.0 / decisions as f64;
-        let reason = if fallback_percent > l.max_fallback_percent {
-            format!(
-                "{fallback_percent:.1} % of {decisions} decisions fell back to the default (limit {} %)",
-                l.max_fallback_percent
-            )
-        } else {
-            let (p99, active_p99) = (s.quantile(0.99), slot.active.load().stats.quantile(0.99));
-            if p99 > l.max_p99_us && p99 > 2 * active_p99 {
-                format!(
-                    "p99 {p99} µs per decision, the active version's {active_p99} µs (limit {} µs)",
-                    l.max_p99_us
-                )
-            } else {
-                return None;
+    /// Counts how a task ended on the node-selection version that placed it: the canary for the
+    /// tasks in its share (the same stable hash that chose it), else the active version. A task
+    /// placed before a canary started or after it ended may be counted on the other one; over a
+    /// window of `min_calls` tasks that is noise.
+    pub fn record_outcome(&self, task_id: &str, end: TaskEnd) {
+        let placed = canary_or_active(&self.node_selection, task_id);
+        let s = &placed.stats;
+        match end {
+            TaskEnd::Delivered { result_ms } => {
+                s.tasks_ok.fetch_add(1, Relaxed);
+                s.result_ms.record(result_ms);
             }
-        };
-        Some((canary.compiled.sha256.clone(), reason))
+            TaskEnd::TimedOut => {
+                s.tasks_timed_out.fetch_add(1, Relaxed);
+            }
+            TaskEnd::Failed => {
+                s.tasks_failed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The role's canary and its active version, whose counts are judged together (`canary`).
+    pub fn canary_and_active(&self, role: Role) -> Option<(Arc<Loaded>, Arc<Loaded>)> {
+        let slot = self.slot(role);
+        Some((slot.canary.load_full()?, slot.active.load_full()))
+    }
+
+    pub fn canary_limits(&self) -> &CanaryLimits {
+        &self.canary_limits
     }
 
     pub fn active(&self, role: Role) -> Arc<Loaded> {
@@ -549,6 +573,24 @@ fn same_routes(a: &[Route], b: &[Route]) -> bool {
 
 pub fn short(sha: &str) -> &str {
     &sha[..12.min(sha.len())]
+}
+
+/// Runs a call of version `l` on this thread, off the async worker when its last call was slow
+/// (`tokio::task::block_in_place` hands the worker's other sockets to another thread meanwhile):
+/// a policy that spins to its deadline must not stall every socket scheduled on its worker. Fast
+/// versions pay nothing. The call stays on this thread, so its warm instance is found.
+fn off_worker_if_slow<T>(l: &Loaded, call: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if l.stats.last_us.load(Relaxed) < SLOW_CALL_US {
+        return call();
+    }
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            l.stats.offloaded.fetch_add(1, Relaxed);
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
 }
 
 /// The version that decides the call keyed `key`: the canary for its share of keys (a stable hash,

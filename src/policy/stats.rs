@@ -19,12 +19,24 @@ pub struct Stats {
     pub suspensions: AtomicU64,
     /// Calls it would have had while suspended (the default decided them).
     pub skipped: AtomicU64,
+    /// Node selection: how the tasks in its share ended (judged for a canary against the active
+    /// version's), and their result latency from the utterance to the node's result, in ms.
+    pub tasks_ok: AtomicU64,
+    pub tasks_failed: AtomicU64,
+    pub tasks_timed_out: AtomicU64,
+    pub result_ms: Histogram,
+    /// The last call's duration: a version whose last call was slow runs its next one off the
+    /// async worker (see `Policies::select`).
+    pub last_us: AtomicU64,
+    /// Calls run off the async worker because the version had been slow.
+    pub offloaded: AtomicU64,
 }
 
 impl Stats {
     pub fn record(&self, micros: u64) {
         self.calls.fetch_add(1, Relaxed);
         self.latency.record(micros);
+        self.last_us.store(micros, Relaxed);
     }
 
     pub fn suspended_at(&self, now_ms: u64) -> bool {

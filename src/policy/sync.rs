@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::canary::{self, CanaryVerdict, Totals};
 use super::{Loaded, Policies, Role};
-use crate::scheduler::{MinimalSchedulerService, PolicyState};
+use crate::scheduler::{CanaryEnd, MinimalSchedulerService, PolicyState};
 
 pub async fn run(
     policies: Arc<Policies>,
     scheduler: MinimalSchedulerService,
+    gateway_id: Arc<str>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut applied: HashMap<Role, PolicyState> = HashMap::new();
+    let mut reported: HashMap<Role, Reported> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -27,18 +30,7 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
         }
         for role in Role::ALL {
-            // A canary past its limits is ended in Redis, so every gateway drops it; the first
-            // gateway to see it does, the others find it ended.
-            if let Some((sha, reason)) = policies.canary_verdict(role) {
-                match scheduler.end_canary(role.as_str(), &sha, &reason).await {
-                    Ok(true) => {
-                        warn!(role = role.as_str(), policy.sha256 = %super::short(&sha), %reason, "Canary rolled back.");
-                        policies.count_canary_rollback(role);
-                    }
-                    Ok(false) => {}
-                    Err(err) => warn!(%err, "Ending a canary failed."),
-                }
-            }
+            judge_canary(&policies, &scheduler, &gateway_id, role, &mut reported, interval).await;
             let state = match scheduler.policy_state(role.as_str()).await {
                 Ok(state) => state,
                 Err(err) => {
@@ -69,6 +61,81 @@ pub async fn run(
             }
             applied.insert(role, state);
         }
+    }
+}
+
+/// What this gateway had counted of a role's canary and active version at its last report.
+struct Reported {
+    canary: Arc<Loaded>,
+    active: Arc<Loaded>,
+    canary_totals: Totals,
+    active_totals: Totals,
+}
+
+/// Reports what this gateway counted of the role's canary since its last report, and judges the
+/// fleet's totals (`canary`): a canary past its limits is rolled back in Redis, so every gateway
+/// drops it, and one that earned it is made active everywhere; the first gateway to decide does
+/// it, the others find it ended.
+async fn judge_canary(
+    policies: &Policies,
+    scheduler: &MinimalSchedulerService,
+    gateway_id: &str,
+    role: Role,
+    reported: &mut HashMap<Role, Reported>,
+    interval: Duration,
+) {
+    let Some((canary, active)) = policies.canary_and_active(role) else {
+        reported.remove(&role);
+        return;
+    };
+    let (canary_now, active_now) = (Totals::of(&canary.stats), Totals::of(&active.stats));
+    // Counted from the first report on: the canary's own counts all belong to it, the active
+    // version's from the moment this gateway saw the canary (or the active version changed).
+    let last = match reported.remove(&role) {
+        Some(r) if Arc::ptr_eq(&r.canary, &canary) && Arc::ptr_eq(&r.active, &active) => r,
+        _ => Reported {
+            canary: canary.clone(),
+            active: active.clone(),
+            canary_totals: Totals::default(),
+            active_totals: active_now.clone(),
+        },
+    };
+    let mut counts = canary_now.since(&last.canary_totals).fields("c");
+    counts.extend(active_now.since(&last.active_totals).fields("a"));
+    let sha = canary.compiled.sha256.clone();
+    // A canary's totals outlive a quiet minute, not a forgotten canary.
+    let ttl_ms = (interval.as_millis() as u64 * 20).max(60_000);
+    let totals = match scheduler.canary_report(role.as_str(), &sha, &counts, ttl_ms).await {
+        Ok(Some(totals)) => totals,
+        // Ended or replaced meanwhile: the next sync loads what replaced it.
+        Ok(None) => return,
+        Err(err) => {
+            // Not counted: reported again, with what comes next, at the next interval.
+            warn!(%err, "Reporting on a canary failed.");
+            reported.insert(role, last);
+            return;
+        }
+    };
+    reported.insert(role, Reported { canary, active, canary_totals: canary_now, active_totals: active_now });
+    let (fleet_canary, fleet_active) = (Totals::from_fields(&totals, "c"), Totals::from_fields(&totals, "a"));
+    let Some(verdict) = canary::judge(role, &fleet_canary, &fleet_active, policies.canary_limits()) else {
+        return;
+    };
+    let (end, reason) = match &verdict {
+        CanaryVerdict::RollBack(reason) => (CanaryEnd::RollBack, reason),
+        CanaryVerdict::Promote(reason) => (CanaryEnd::Promote, reason),
+    };
+    match scheduler.end_canary(role.as_str(), &sha, end, reason, gateway_id).await {
+        Ok(true) if end == CanaryEnd::RollBack => {
+            warn!(role = role.as_str(), policy.sha256 = %super::short(&sha), %reason, "Canary rolled back.");
+            policies.count_canary_end(role, false);
+        }
+        Ok(true) => {
+            info!(role = role.as_str(), policy.sha256 = %super::short(&sha), %reason, "Canary promoted.");
+            policies.count_canary_end(role, true);
+        }
+        Ok(false) => {}
+        Err(err) => warn!(%err, "Ending a canary failed."),
     }
 }
 

@@ -163,6 +163,12 @@ impl PolicyKeys {
     pub fn blob(&self, sha256: &str) -> String {
         format!("{}blob:{sha256}", self.base)
     }
+    pub fn events(&self, role: &str) -> String {
+        format!("{}events:{role}", self.base)
+    }
+    pub fn canary_totals(&self, role: &str) -> String {
+        format!("{}canary_totals:{role}", self.base)
+    }
 }
 
 /// Slots the first cells' tags aim at. Found by search (docs/scaling.md): for every n ≤ 12, the

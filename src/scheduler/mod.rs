@@ -23,7 +23,7 @@ pub use keys::{
     CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, is_cell_tag, key_slot,
     slot,
 };
-pub use policy_store::{PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
+pub use policy_store::{CanaryEnd, PolicyEvent, PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use rooms::{RoomMember, RoomReply, SignalReply};
 pub use scripts::Scripts;
 pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd};

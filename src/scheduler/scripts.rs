@@ -49,6 +49,7 @@ scripts!(
     task_move,
     set_policy,
     rollback_policy,
+    canary_report,
     room_create,
     room_join,
     room_leave,

@@ -1,4 +1,5 @@
-//! Policy versions: list, push (active or shadow), roll back, clear the shadow.
+//! Policy versions: list, push (active, shadow or canary), promote, roll back, end the canary,
+//! clear the shadow, recent decisions for replay.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -9,7 +10,7 @@ use serde_json::json;
 use super::AdminError;
 use crate::gateway::AppState;
 use crate::policy::{Rejected, Role, sha256_hex};
-use crate::scheduler::{PolicySlot, RollbackReply, SetPolicyReply};
+use crate::scheduler::{CanaryEnd, PolicySlot, RollbackReply, SetPolicyReply};
 
 pub(super) fn role(name: &str) -> Result<Role, AdminError> {
     Role::parse(name).ok_or_else(|| AdminError::UnknownRole(name.chars().take(64).collect()))
@@ -27,17 +28,19 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Valu
     })))
 }
 
-/// Per role, the stored state every gateway follows: active, shadow, version, rollback history.
+/// Per role, the stored state every gateway follows: active, shadow, canary, version, rollback
+/// history, and the logged changes (pushes, promotions, rollbacks, canaries ended), newest first.
 pub(super) async fn stored(state: &AppState) -> Result<serde_json::Value, AdminError> {
     let mut stored = serde_json::Map::new();
     for role in Role::ALL {
         let s = state.scheduler.policy_state(role.as_str()).await?;
         let history = state.scheduler.policy_history(role.as_str()).await?;
+        let events = state.scheduler.policy_events(role.as_str()).await?;
         stored.insert(
             role.as_str().into(),
             json!({ "active": s.active, "shadow": s.shadow, "canary": s.canary, "canary_share": s.canary_share,
                 "canary_rolled_back": s.canary_rolled_back, "canary_reason": s.canary_reason,
-                "version": s.version, "history": history }),
+                "version": s.version, "history": history, "events": events }),
         );
     }
     Ok(serde_json::Value::Object(stored))
@@ -177,7 +180,10 @@ pub async fn end_canary(
     let role = role(&name)?;
     let canary = state.scheduler.policy_state(role.as_str()).await?.canary;
     if canary.is_empty()
-        || !state.scheduler.end_canary(role.as_str(), &canary, "ended by an operator").await?
+        || !state
+            .scheduler
+            .end_canary(role.as_str(), &canary, CanaryEnd::RollBack, "ended by an operator", "admin")
+            .await?
     {
         return Err(AdminError::NothingToPromote);
     }
