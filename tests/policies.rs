@@ -329,20 +329,55 @@ async fn policy_replay_runs_a_candidate_on_recent_live_decisions() {
         ("least-loaded", "first choice differs from the active version's: 0 (0.0 %)"),
         ("hostile-trap", "calls failed (the default would decide):        5 (100.0 %)"),
     ] {
-        let file = dir.path().join(format!("{name}.wasm"));
-        std::fs::write(&file, component(name)).unwrap();
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["policy", "replay"])
-            .arg(&file)
-            .args(["--admin-url", &gw.admin_url])
-            .output()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let text = replay(&gw, dir.path(), name).await;
         assert!(text.contains("replayed 5 live decisions") && text.contains(expect), "{name}: {text}");
     }
+
+    // Room routing: the gateway's routing decisions (made here through its policies, as the room
+    // handler makes them) are kept too, and replayed the same way.
+    let member = |s: &str, lang: &str| Member {
+        session_id: s.into(),
+        participant_id: format!("p-{s}"),
+        display_name: None,
+        preferred_lang: Some(lang.into()),
+    };
+    let room: RoomView = vec![member("s-1", "zh"), member("s-2", "en"), member("s-3", "ja")].into();
+    for i in 0..4 {
+        let speaker = Utterance {
+            session_id: "s-1".into(),
+            src_lang: "zh".into(),
+            utterance_index: i,
+            ..samples::utterance()
+        };
+        assert_eq!(gw.state.policies.route(&speaker, &room, &[]).len(), 2);
+    }
+    let (_, samples) = admin(&gw, "GET", "/admin/policies/room-routing/samples", None, b"").await;
+    assert_eq!(samples.as_array().unwrap().len(), 4, "{samples}");
+    assert_eq!(samples[0]["expect_routes"]["en"], json!(["s-2"]), "{samples}");
+    for (name, expect) in [
+        ("by-language", "routes differ from the ones decided:            0 (0.0 %)"),
+        ("include-speaker", "routes differ from the ones decided:            4 (100.0 %)"),
+    ] {
+        let text = replay(&gw, dir.path(), name).await;
+        assert!(text.contains("replayed 4 live decisions") && text.contains(expect), "{name}: {text}");
+    }
     gw.stop().await;
+}
+
+/// `switchboard policy replay` of the test component `name` against `gw`'s kept decisions.
+async fn replay(gw: &TestGateway, dir: &std::path::Path, name: &str) -> String {
+    let file = dir.join(format!("{name}.wasm"));
+    std::fs::write(&file, component(name)).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["policy", "replay"])
+        .arg(&file)
+        .args(["--admin-url", &gw.admin_url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
 }
 
 /// A canary gets its share of live calls on every gateway; one that misbehaves on live traffic is

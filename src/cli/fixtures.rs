@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use switchboard::policy::{
-    Availability, Candidates, Compiled, Member, PolicyHost, Role, RoomView, Task, Utterance, convert, samples,
+    Availability, Candidates, Compiled, Member, PolicyHost, Role, RoomView, Route, Task, Utterance, convert,
+    samples,
 };
 use switchboard::scheduler::Candidate;
 
@@ -184,46 +185,60 @@ fn node_selection(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: 
 }
 
 /// Runs `compiled` on recorded live decisions (fixtures whose `expect_first` is the active
-/// version's ranking) and reports how often, and where, it decides otherwise.
+/// version's ranking, or whose `expect_routes` are the routes decided) and reports how often, and
+/// where, it decides otherwise.
 pub fn replay(host: &PolicyHost, compiled: &Compiled, samples: &[Fixture]) -> anyhow::Result<()> {
     let (mut first, mut order, mut failed) = (0, 0, 0);
     let mut examples = Vec::new();
     for f in samples {
-        let expected = f.expect_first.clone().unwrap_or_default();
-        let (task, candidates) = selection_inputs(f);
-        match host.select(compiled, &task, &candidates) {
-            Ok(ranked) => {
-                if ranked.first() != expected.first() {
-                    first += 1;
-                    if examples.len() < 5 {
-                        examples.push(format!(
-                            "  {}: active {:?}, this one {:?}",
-                            f.name,
-                            expected.first(),
-                            ranked.first()
-                        ));
-                    }
-                }
-                if ranked != expected {
-                    order += 1;
-                }
+        let differs = match compiled.role {
+            Role::NodeSelection => {
+                let expected = f.expect_first.clone().unwrap_or_default();
+                let (task, candidates) = selection_inputs(f);
+                host.select(compiled, &task, &candidates).map(|ranked| {
+                    let first_differs = ranked.first() != expected.first();
+                    order += usize::from(ranked != expected);
+                    first_differs
+                        .then(|| format!("active {:?}, this one {:?}", expected.first(), ranked.first()))
+                })
+            }
+            Role::RoomRouting => {
+                let (utterance, room, availability) = routing_inputs(f)?;
+                host.route(compiled, &utterance, &room, &availability).map(|routes| {
+                    let (got, want) =
+                        (sorted_routes(routes), sorted(f.expect_routes.clone().unwrap_or_default()));
+                    (got != want).then(|| format!("active {want:?}, this one {got:?}"))
+                })
+            }
+        };
+        let example = match differs {
+            Ok(None) => continue,
+            Ok(Some(example)) => {
+                first += 1;
+                example
             }
             Err(err) => {
                 failed += 1;
-                if examples.len() < 5 {
-                    examples.push(format!("  {}: the call failed: {err}", f.name));
-                }
+                format!("the call failed: {err}")
             }
+        };
+        if examples.len() < 5 {
+            examples.push(format!("  {}: {example}", f.name));
         }
     }
     let n = samples.len().max(1) as f64;
+    let percent = |k: usize| k as f64 * 100.0 / n;
     println!("replayed {} live decisions", samples.len());
-    println!("  first choice differs from the active version's: {first} ({:.1} %)", first as f64 * 100.0 / n);
-    println!("  ranking differs:                                {order} ({:.1} %)", order as f64 * 100.0 / n);
-    println!(
-        "  calls failed (the default would decide):        {failed} ({:.1} %)",
-        failed as f64 * 100.0 / n
-    );
+    match compiled.role {
+        Role::NodeSelection => {
+            println!("  first choice differs from the active version's: {first} ({:.1} %)", percent(first));
+            println!("  ranking differs:                                {order} ({:.1} %)", percent(order));
+        }
+        Role::RoomRouting => {
+            println!("  routes differ from the ones decided:            {first} ({:.1} %)", percent(first));
+        }
+    }
+    println!("  calls failed (the default would decide):        {failed} ({:.1} %)", percent(failed));
     if !examples.is_empty() {
         println!("examples:\n{}", examples.join("\n"));
     }
@@ -263,9 +278,9 @@ fn selection_inputs(f: &Fixture) -> (Task, Candidates) {
     (convert::task(&spec, t.attempt, &t.excluded, t.affinity.as_deref()), convert::candidates(&list, 0))
 }
 
-fn room_routing(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: bool) -> Result<(), String> {
-    let Some(expected) = &f.expect_routes else { return Err("no `expect_routes` (room-routing)".into()) };
-    let Some(u) = &f.utterance else { return Err("no `utterance` (room-routing)".into()) };
+/// A room-routing fixture's inputs, as the policy gets them.
+fn routing_inputs(f: &Fixture) -> anyhow::Result<(Utterance, RoomView, Vec<Availability>)> {
+    let Some(u) = &f.utterance else { bail!("{}: no `utterance` (room-routing)", f.name) };
     let utterance = Utterance {
         session_id: u.session_id.clone(),
         tgt_lang: u.tgt_lang.clone().unwrap_or_else(|| u.src_lang.clone()),
@@ -289,6 +304,22 @@ fn room_routing(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: bo
         .iter()
         .map(|(lang, free)| Availability { tgt_lang: lang.clone(), free_slots: *free })
         .collect();
+    Ok((utterance, room, availability))
+}
+
+/// Routes as target language → recipients in order, to compare regardless of order.
+fn sorted_routes(routes: Vec<Route>) -> BTreeMap<String, Vec<String>> {
+    sorted(routes.into_iter().map(|r| (r.tgt_lang, r.recipients)).collect())
+}
+
+fn sorted(mut routes: BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
+    routes.values_mut().for_each(|r| r.sort());
+    routes
+}
+
+fn room_routing(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: bool) -> Result<(), String> {
+    let Some(expected) = &f.expect_routes else { return Err("no `expect_routes` (room-routing)".into()) };
+    let (utterance, room, availability) = routing_inputs(f).map_err(|e| e.to_string())?;
     if explain {
         println!("  utterance:    {utterance:?}");
         println!("  members:      {:?}", room.members);
@@ -298,25 +329,10 @@ fn room_routing(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: bo
     let routes = host
         .route(compiled, &utterance, &room, &availability)
         .map_err(|e| format!("the call failed: {e}"))?;
-    let got: BTreeMap<String, Vec<String>> = routes
-        .into_iter()
-        .map(|r| {
-            let mut recipients = r.recipients;
-            recipients.sort();
-            (r.tgt_lang, recipients)
-        })
-        .collect();
+    let (got, want) = (sorted_routes(routes), sorted(expected.clone()));
     if explain {
         println!("  routes:       {got:?}");
     }
-    let want: BTreeMap<String, Vec<String>> = expected
-        .iter()
-        .map(|(lang, r)| {
-            let mut r = r.clone();
-            r.sort();
-            (lang.clone(), r)
-        })
-        .collect();
     if got != want {
         return Err(format!("expected routes {want:?}\n     got {got:?}"));
     }

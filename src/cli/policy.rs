@@ -302,8 +302,9 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         }
         PolicyCommand::Replay { file, admin } => {
             let host = host();
-            let compiled = compile(&host, &read(&file)?, Some("node-selection"))?;
-            let samples = admin.call("GET", "/admin/policies/node-selection/samples", b"").await?;
+            let compiled = compile(&host, &read(&file)?, None)?;
+            let path = format!("/admin/policies/{}/samples", compiled.role.as_str());
+            let samples = admin.call("GET", &path, b"").await?;
             let samples: Vec<super::fixtures::Fixture> =
                 serde_json::from_value(samples).context("the gateway's samples")?;
             if samples.is_empty() {

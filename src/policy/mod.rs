@@ -138,8 +138,9 @@ pub struct Policies {
     canary_limits: CanaryLimits,
     host: PolicyHost,
     breaker: Breaker,
-    /// Recent node-selection inputs and decisions, for `policy replay`.
-    samples: replay::Samples,
+    /// Recent inputs and decisions, for `policy replay`.
+    selection_samples: replay::Samples<replay::SelectionSample>,
+    routing_samples: replay::Samples<replay::RoutingSample>,
     node_selection: Slot,
     room_routing: Slot,
     /// sha256s allowed to load (`policy.pinned_sha256`); empty = any version that passes checks.
@@ -224,7 +225,8 @@ impl Policies {
             host,
             breaker: Breaker::default(),
             canary_limits: CanaryLimits::default(),
-            samples: replay::Samples::new(16, 256),
+            selection_samples: replay::Samples::new(16, 256),
+            routing_samples: replay::Samples::new(16, 256),
             pinned: Default::default(),
         }
     }
@@ -239,15 +241,21 @@ impl Policies {
         self
     }
 
-    /// Keeps one node-selection decision in `every` for replay, the newest `capacity`.
+    /// Keeps one decision in `every` of each role for replay, the newest `capacity`.
     pub fn sampling(mut self, every: u64, capacity: usize) -> Self {
-        self.samples = replay::Samples::new(every, capacity);
+        self.selection_samples = replay::Samples::new(every, capacity);
+        self.routing_samples = replay::Samples::new(every, capacity);
         self
     }
 
     /// The kept node-selection decisions (`policy replay`).
-    pub fn samples(&self) -> Vec<replay::SelectionSample> {
-        self.samples.list()
+    pub fn selection_samples(&self) -> Vec<replay::SelectionSample> {
+        self.selection_samples.list()
+    }
+
+    /// The kept room-routing decisions (`policy replay`).
+    pub fn routing_samples(&self) -> Vec<replay::RoutingSample> {
+        self.routing_samples.list()
     }
 
     /// Accepts only versions whose sha256 is in `pinned` (when it is not empty); the embedded
@@ -299,7 +307,8 @@ impl Policies {
             let agree = theirs.as_ref().is_ok_and(|t| t.first() == ranked.first());
             count_agreement(&shadow, agree);
         }
-        self.samples.offer(spec, attempt, excluded, affinity, candidates, &ranked);
+        self.selection_samples
+            .offer(|| replay::SelectionSample::new(spec, attempt, excluded, affinity, candidates, &ranked));
         ranked
     }
 
@@ -327,6 +336,7 @@ impl Policies {
             let agree = theirs.is_ok_and(|theirs| same_routes(&theirs, &routes));
             count_agreement(&shadow, agree);
         }
+        self.routing_samples.offer(|| replay::RoutingSample::new(utterance, members, availability, &routes));
         routes
     }
 

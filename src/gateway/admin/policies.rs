@@ -153,18 +153,18 @@ pub async fn promote(
     }
 }
 
-/// Recent live decisions of this gateway with their inputs (node selection), in the fixture
-/// format of `policy test --fixtures`: what `policy replay` runs a candidate version on.
+/// Recent live decisions of this gateway with their inputs, in the fixture format of `policy test
+/// --fixtures`: what `policy replay` runs a candidate version on.
 #[utoipa::path(get, path = "/admin/policies/{role}/samples", tag = "policies",
-    params(("role" = String, Path, description = "node-selection")),
+    params(("role" = String, Path, description = "node-selection or room-routing")),
     responses((status = 200, description = "The kept decisions, oldest first", body = serde_json::Value)))]
 pub async fn samples(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     match role(&name)? {
-        Role::NodeSelection => Ok(Json(json!(state.policies.samples()))),
-        Role::RoomRouting => Ok(Json(json!([]))),
+        Role::NodeSelection => Ok(Json(json!(state.policies.selection_samples()))),
+        Role::RoomRouting => Ok(Json(json!(state.policies.routing_samples()))),
     }
 }
 
