@@ -361,6 +361,28 @@ async fn the_dashboard_shows_live_data_and_drains_a_node_in_a_real_browser() {
     .await;
     page.wait_for("message clear", "document.getElementById('message').textContent === ''").await;
 
+    // A canary and its lifecycle events show up; the operator ends it from the page.
+    let canary = component("weighted-random");
+    let put = "/admin/policies/node-selection?mode=canary&share=20";
+    assert_eq!(admin(&gw, "PUT", put, Some("dash-token"), &canary).await.0, 200);
+    page.wait_for(
+        "the canary on the page",
+        "document.getElementById('policies').textContent.includes('canary (20 %)')",
+    )
+    .await;
+    page.wait_for(
+        "its event",
+        "/ canary [0-9a-f]{12} by admin/.test(document.getElementById('policies').textContent)",
+    )
+    .await;
+    page.eval("document.getElementById('role').value = 'node-selection'; document.getElementById('end-canary').click(); true")
+        .await;
+    page.wait_for(
+        "the canary ended",
+        "document.getElementById('policies').textContent.includes('canary_off')",
+    )
+    .await;
+
     let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
     use base64::Engine;
     let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
