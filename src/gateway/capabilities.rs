@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::protocol::{CapabilityByType, LanguageCapabilities, LanguagePair};
+use crate::protocol::{CapabilityByType, LanguageCapabilities, LanguagePair, is_language_code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CapabilityError {
@@ -51,12 +51,6 @@ pub fn language_pairs(
 pub fn ready_types(caps: &[CapabilityByType]) -> Vec<String> {
     let set: BTreeSet<&str> = caps.iter().filter(|c| c.ready).map(|c| c.kind.as_str()).collect();
     set.into_iter().filter(|k| is_language_code(k)).map(str::to_owned).collect()
-}
-
-/// A language code fit for a key name: `auto`, `zh`, `zh-Hant`, `yue_HK`, …
-pub fn is_language_code(code: &str) -> bool {
-    (1..=16).contains(&code.len())
-        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn valid(code: &str) -> Result<&str, CapabilityError> {

@@ -18,7 +18,7 @@ mod session_socket;
 mod socket;
 mod sweeper;
 
-pub use capabilities::{CapabilityError, is_language_code, language_pairs, ready_types};
+pub use capabilities::{CapabilityError, language_pairs, ready_types};
 pub use dispatch::Dispatched;
 pub use metrics::Metrics;
 pub use peers::{Outbox, Peers};

@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tracing::info;
 
-use super::capabilities::is_language_code;
 use super::limits::RateLimit;
 use super::peers::Outbox;
 use super::{AppState, Metrics, error_frame};
 use crate::policy::{Availability, Member, RoomView, Utterance};
+use crate::protocol::is_language_code;
 use crate::protocol::{
-    Mode, RawVoicePreference, RelayedSignal, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMembers,
-    Signal, ToClient, now_ms,
+    Mode, RawVoicePreference, RelayedSignal, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMember,
+    RoomMembers, Signal, ToClient, now_ms,
 };
-use crate::scheduler::{RoomMember, RoomReply, SchedulerError, SignalReply, TaskSpec, new_id};
+use crate::scheduler::{RoomReply, SchedulerError, SignalReply, TaskSpec, new_id};
 
 /// Codes drawn before room_create gives up (a collision needs ~10^6 live rooms to be likely).
 const CODE_DRAWS: usize = 5;

@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::audio::{AudioStream, Codec, Cut, Pushed};
-use super::capabilities::is_language_code;
 use super::ordering::Sequencer;
 use super::peers::{Frame, SessionPeer};
 use super::rooms::{Membership, SignalKind};
 use super::socket::{Incoming, Socket};
 use super::{AppState, Dispatched, Metrics, error_frame};
+use crate::protocol::is_language_code;
 use crate::protocol::{
     AudioChunk, DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck,
     SessionInit, SessionInitAck, ToClient, Utterance, decode, now_ms,

@@ -541,7 +541,7 @@ fn validate_routes(routes: &[Route], members: &[Member]) -> Result<(), CallError
         )));
     }
     for route in routes {
-        if !crate::gateway::is_language_code(&route.tgt_lang) {
+        if !crate::protocol::is_language_code(&route.tgt_lang) {
             return Err(CallError::InvalidOutput(format!(
                 "invalid tgt-lang {:?}",
                 truncate(&route.tgt_lang)

@@ -160,10 +160,31 @@ pub struct RoomCreateAck {
     pub room_id: String,
 }
 
+/// A member as `room_members` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub participant_id: String,
+    pub session_id: String,
+    pub display_name: Option<String>,
+    pub preferred_lang: Option<String>,
+    /// Whether this member hears another member's original voice (session id → bool; absent means
+    /// yes), as `room_raw_voice_preference` set it. The fleet's client reads it from `room_members`.
+    #[serde(default)]
+    pub raw_voice_preferences: std::collections::BTreeMap<String, bool>,
+    pub joined_at: u64,
+}
+
+impl RoomMember {
+    /// Whether this member takes `speaker`'s original voice (WebRTC audio).
+    pub fn hears_raw_voice_of(&self, speaker: &str) -> bool {
+        self.raw_voice_preferences.get(speaker).copied().unwrap_or(true)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RoomMembers {
     pub room_code: String,
-    pub members: Vec<crate::scheduler::RoomMember>,
+    pub members: Vec<RoomMember>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

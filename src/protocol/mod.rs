@@ -13,6 +13,12 @@ pub use node::*;
 
 use serde::de::DeserializeOwned;
 
+/// A language code fit for a key name: `auto`, `zh`, `zh-Hant`, `yue_HK`, …
+pub fn is_language_code(code: &str) -> bool {
+    (1..=16).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Why a frame could not be decoded; the text goes back to the peer in an `INVALID_MESSAGE` error.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

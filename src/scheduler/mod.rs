@@ -24,7 +24,7 @@ pub use keys::{
     slot,
 };
 pub use policy_store::{CanaryEnd, PolicyEvent, PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
-pub use rooms::{RoomMember, RoomReply, SignalReply};
+pub use rooms::{RoomReply, SignalReply};
 pub use scripts::Scripts;
 pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd};
 pub use types::*;

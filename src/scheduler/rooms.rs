@@ -2,30 +2,10 @@
 //! member JSON). Every membership change and every room utterance is one script; each returns the
 //! members so the caller can broadcast `room_members` or route the utterance.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{MinimalSchedulerService, Result, RoomKeys};
-
-/// A member as `room_members` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RoomMember {
-    pub participant_id: String,
-    pub session_id: String,
-    pub display_name: Option<String>,
-    pub preferred_lang: Option<String>,
-    /// Whether this member hears another member's original voice (session id → bool; absent means
-    /// yes), as `room_raw_voice_preference` set it. The fleet's client reads it from `room_members`.
-    #[serde(default)]
-    pub raw_voice_preferences: std::collections::BTreeMap<String, bool>,
-    pub joined_at: u64,
-}
-
-impl RoomMember {
-    /// Whether this member takes `speaker`'s original voice (WebRTC audio).
-    pub fn hears_raw_voice_of(&self, speaker: &str) -> bool {
-        self.raw_voice_preferences.get(speaker).copied().unwrap_or(true)
-    }
-}
+use crate::protocol::RoomMember;
 
 /// Replies of the room scripts; the error statuses are the protocol's `room_error` codes.
 #[derive(Debug, Deserialize)]

@@ -320,7 +320,11 @@ impl MinimalSchedulerService {
     }
 
     /// A member's record in a room, if it is still a member.
-    pub async fn room_member(&self, code: &str, session_id: &str) -> Result<Option<super::RoomMember>> {
+    pub async fn room_member(
+        &self,
+        code: &str,
+        session_id: &str,
+    ) -> Result<Option<crate::protocol::RoomMember>> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = redis::cmd("HGET")
             .arg(super::RoomKeys::new(&self.config.prefix, code).members)
