@@ -174,7 +174,7 @@ fn read_dev_token(admin_base_url: &str) -> Option<String> {
 }
 
 fn print_status(body: &serde_json::Value) {
-    let short = |v: &serde_json::Value| v.as_str().unwrap_or("").chars().take(12).collect::<String>();
+    let short = |v: &serde_json::Value| switchboard::policy::short(v.as_str().unwrap_or("")).to_owned();
     for role in body["policies"].as_array().into_iter().flatten() {
         let name = role["role"].as_str().unwrap_or("?");
         println!("{name}");

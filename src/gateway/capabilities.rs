@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::protocol::{CapabilityByType, LanguageCapabilities, LanguagePair, is_language_code};
+use crate::protocol::{CapabilityByType, LanguageCapabilities, LanguagePair, clip, is_language_code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CapabilityError {
@@ -54,11 +54,7 @@ pub fn ready_types(caps: &[CapabilityByType]) -> Vec<String> {
 }
 
 fn valid(code: &str) -> Result<&str, CapabilityError> {
-    if is_language_code(code) {
-        Ok(code)
-    } else {
-        Err(CapabilityError::BadLanguage(code.chars().take(32).collect()))
-    }
+    if is_language_code(code) { Ok(code) } else { Err(CapabilityError::BadLanguage(clip(code, 32))) }
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ impl AppState {
             return;
         }
         let Some(peer) = self.peers.session(&spec.session_id) else { return };
-        peer.sequencer.lock().unwrap().expect_unless_known(&spec.session_id, spec.utterance_index, task);
+        peer.sequencer.lock().expect_unless_known(&spec.session_id, spec.utterance_index, task);
     }
 
     /// Looks up the tasks of outcomes this gateway's sessions have awaited for
@@ -148,7 +148,7 @@ impl AppState {
             .sessions()
             .into_iter()
             .flat_map(|(id, peer)| {
-                let overdue = peer.sequencer.lock().unwrap().overdue(now, after);
+                let overdue = peer.sequencer.lock().overdue(now, after);
                 overdue.into_iter().map(move |o| (id.clone(), peer.clone(), o))
             })
             .collect();
@@ -162,7 +162,7 @@ impl AppState {
             // (the answers of the next utterance follow).
             let answers: Vec<bool> = o.tasks.iter().map(|_| ended.next().unwrap_or(false)).collect();
             let all_ended = answers.iter().all(|e| *e);
-            let mut sequencer = peer.sequencer.lock().unwrap();
+            let mut sequencer = peer.sequencer.lock();
             let released = sequencer.audited(&o.speaker, o.index, all_ended, Instant::now());
             if !released.frames.is_empty() {
                 warn!(session.id = %session_id, speaker = %o.speaker, utterance = o.index,
@@ -200,12 +200,10 @@ impl AppState {
             Item::Frame { frame } => {
                 peer.outbox.send_frame(Frame::Text(frame));
             }
-            Item::Expect { speaker, index, task } => {
-                peer.sequencer.lock().unwrap().expect(&speaker, index, task)
-            }
+            Item::Expect { speaker, index, task } => peer.sequencer.lock().expect(&speaker, index, task),
             Item::Outcome { speaker, index, frame, closes } => {
                 let (late, arm) = {
-                    let mut sequencer = peer.sequencer.lock().unwrap();
+                    let mut sequencer = peer.sequencer.lock();
                     let released = sequencer.outcome(&speaker, index, frame, closes);
                     let arm = released.held && sequencer.arm();
                     send_released(peer, released.frames);
@@ -235,7 +233,7 @@ impl AppState {
         };
         let mut given_up = 0;
         for (_, peer) in self.peers.sessions() {
-            let mut sequencer = peer.sequencer.lock().unwrap();
+            let mut sequencer = peer.sequencer.lock();
             let frames = sequencer.give_up(before, lost);
             given_up += frames.len();
             send_released(&peer, frames);
@@ -246,12 +244,17 @@ impl AppState {
     /// After the gap timeout (or once a resumed session settled), releases what is held and skips
     /// what still holds this session's results up (again each timeout while results stay held).
     fn gap_timer(&self, session_id: String, peer: SessionPeer) {
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("gap_timer", session.id = %session_id);
+        self.spawn(span, async move {
             loop {
-                let wait = peer.sequencer.lock().unwrap().next_check(Instant::now());
-                tokio::time::sleep(wait).await;
+                let wait = peer.sequencer.lock().next_check(Instant::now());
+                // A closed socket (shutdown closes them all) ends the timer at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = peer.outbox.closed().cancelled() => {}
+                }
                 let held = {
-                    let mut sequencer = peer.sequencer.lock().unwrap();
+                    let mut sequencer = peer.sequencer.lock();
                     let released = sequencer.expire(Instant::now());
                     if !released.held || peer.outbox.closed().is_cancelled() {
                         sequencer.disarm();
@@ -357,9 +360,10 @@ pub async fn run_forwarder(state: AppState, mut rx: mpsc::Receiver<Queued>) {
     loop {
         let received = tokio::select! {
             n = rx.recv_many(&mut batch, FORWARD_BATCH) => n,
-            // Shutdown: what is queued still goes (the sockets closing produce the last frames).
+            // Shutdown: what is queued still goes, and what the sockets produce while they close:
+            // the forwarder drains once every tracked task (the sockets among them) has ended.
             _ = state.shutdown.cancelled() => {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                state.tasks.wait().await;
                 while let Ok(queued) = rx.try_recv() {
                     batch.push(queued);
                 }

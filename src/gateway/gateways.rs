@@ -178,7 +178,7 @@ async fn expire_rooms(state: &AppState) -> crate::scheduler::Result<()> {
         info!(room.code = %code, "Room expired.");
         for (session_id, peer) in &rooms[*code] {
             let was_member = {
-                let mut room = peer.room.lock().unwrap();
+                let mut room = peer.room.lock();
                 room.take_if(|room| room == code).is_some()
             };
             if !was_member {
@@ -206,9 +206,10 @@ impl AppState {
     pub fn end_after_grace(&self, session_id: String, conn: String) {
         let state = self.clone();
         let grace = Duration::from_millis(self.config.sessions.resume_grace_ms);
-        // Not on the task tracker: shutdown does not wait for it; the gateway that takes over
-        // this one's sessions schedules the end again.
-        tokio::spawn(async move {
+        // Shutdown ends it at once; the gateway that takes over this one's sessions schedules
+        // the end again.
+        let span = tracing::debug_span!("end_after_grace", session.id = %session_id);
+        self.spawn(span, async move {
             tokio::select! {
                 _ = tokio::time::sleep(grace) => {}
                 _ = state.shutdown.cancelled() => return,

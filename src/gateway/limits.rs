@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// Messages per second on one connection, with a burst of one second's worth.
@@ -67,7 +69,7 @@ impl AddressLimits {
     /// A place for one more connection from `ip`, or `None` when it has `max` already (0 =
     /// unlimited).
     pub fn acquire(&self, ip: IpAddr, max: u32) -> Option<ConnectionSlot> {
-        let mut open = self.open.lock().unwrap();
+        let mut open = self.open.lock();
         let count = open.entry(ip).or_insert(0);
         if max > 0 && *count >= max {
             return None;
@@ -79,7 +81,7 @@ impl AddressLimits {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap();
+        let mut open = self.limits.open.lock();
         if let Some(count) = open.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

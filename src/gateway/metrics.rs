@@ -18,7 +18,7 @@ macro_rules! counters {
             /// Inbox entry appended → read by this gateway (ms resolution: the entry id's time).
             pub inbox_lag: Histogram,
             /// Failed tasks by protocol error code (a bounded set).
-            pub failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+            pub failures: parking_lot::Mutex<std::collections::BTreeMap<&'static str, u64>>,
         }
 
         impl Metrics {
@@ -80,7 +80,7 @@ impl Metrics {
     }
 
     pub fn failed(&self, code: &'static str) {
-        *self.failures.lock().unwrap().entry(code).or_insert(0) += 1;
+        *self.failures.lock().entry(code).or_insert(0) += 1;
     }
 
     pub fn get(&self, name: &str) -> u64 {

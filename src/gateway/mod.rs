@@ -170,9 +170,9 @@ impl Gateway {
         state.spawn(tracing::info_span!("presence"), gateways::run_presence(state.clone()));
         state.spawn(tracing::info_span!("outcome_audit"), delivery::run_outcome_audit(state.clone()));
         state.spawn(tracing::info_span!("scripts"), readiness::keep_scripts_loaded(state.clone()));
-        // The forwarder ends when every producer (the state's clones) is gone; shutdown does not
-        // wait for it.
-        tokio::spawn(
+        // Not on the tracker: it drains what the tracked tasks send while they end, so it ends
+        // after them (see the end of this function).
+        let forwarder = tokio::spawn(
             delivery::run_forwarder(state.clone(), self.forward).instrument(tracing::info_span!("forwarder")),
         );
         let sync_interval = Duration::from_millis(state.config.policy.sync_interval_ms);
@@ -214,7 +214,10 @@ impl Gateway {
         admin?;
         state.tasks.close();
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
-        if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+        let deadline = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(deadline, state.tasks.wait()).await.is_err()
+            || tokio::time::timeout_at(deadline, forwarder).await.is_err()
+        {
             tracing::warn!(?grace, "Shutdown grace period over with work still running.");
         }
         tracing::info!(gateway.id = %state.gateway_id, "Gateway stopped.");
@@ -232,11 +235,14 @@ pub fn error_frame(err: &SchedulerError) -> ErrorFrame {
     }
 }
 
-/// Compares secrets without leaking where they differ through timing.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
-    }
-    diff == 0
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// Whether a presented secret is the expected one, without leaking through timing where they
+/// differ (`subtle`).
+pub(crate) fn same_secret(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }

@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::capabilities::{language_pairs, ready_types};
 use super::socket::{CLOSE_POLICY, Incoming, Socket};
-use super::{AppState, Metrics, constant_time_eq, error_frame};
+use super::{AppState, Metrics, bearer, error_frame, same_secret};
 use crate::protocol::{
     ClientAsrPartial, DecodeError, ErrorCode, ErrorFrame, FromNode, JobAck, JobResult, NodeHeartbeat,
     NodeRegister, NodeRegisterAck, ToClient, ToNode, UiEventKind, decode,
@@ -29,11 +29,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(slot) = state.admit(addr) else { return super::limits::refused() };
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+    let bearer = bearer(&headers).map(str::to_owned);
     let limit = state.config.max_frame_bytes;
     super::socket::configure(ws, limit).on_upgrade(move |ws| {
         let tasks = state.tasks.clone();
@@ -123,7 +119,7 @@ async fn register_node(
 ) -> Option<Registered> {
     if let Some(expected) = &state.config.node_token {
         let presented = msg.token.as_deref().or(bearer).unwrap_or("");
-        if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        if !same_secret(presented, expected) {
             reply_error(socket, ErrorFrame::new(ErrorCode::Unauthorized, "invalid node token"));
             socket.outbox.close(CLOSE_POLICY, "unauthorized");
             return None;

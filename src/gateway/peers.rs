@@ -2,7 +2,9 @@
 //! connections. Locks here guard socket bookkeeping, never scheduling state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -89,47 +91,47 @@ impl Peers {
     /// Records the socket of a node; replaces an older connection of the same node.
     pub fn add_node(&self, node_id: &str, conn: &str, outbox: Outbox) {
         let peer = NodePeer { conn: conn.to_owned(), outbox };
-        self.nodes.lock().unwrap().insert(node_id.to_owned(), peer);
+        self.nodes.lock().insert(node_id.to_owned(), peer);
     }
 
     /// Forgets a node's socket unless a newer connection replaced it.
     pub fn remove_node(&self, node_id: &str, conn: &str) {
-        let mut nodes = self.nodes.lock().unwrap();
+        let mut nodes = self.nodes.lock();
         if nodes.get(node_id).is_some_and(|p| p.conn == conn) {
             nodes.remove(node_id);
         }
     }
 
     pub fn node(&self, node_id: &str) -> Option<Outbox> {
-        self.nodes.lock().unwrap().get(node_id).map(|p| p.outbox.clone())
+        self.nodes.lock().get(node_id).map(|p| p.outbox.clone())
     }
 
     /// Records a client socket; replaces (and returns) an older socket of the same session.
     pub fn add_session(&self, session_id: &str, peer: SessionPeer) -> Option<SessionPeer> {
-        self.sessions.lock().unwrap().insert(session_id.to_owned(), peer)
+        self.sessions.lock().insert(session_id.to_owned(), peer)
     }
 
     /// Forgets a client socket unless a newer one of the same session replaced it.
     pub fn remove_session(&self, session_id: &str, conn: &str) {
-        let mut sessions = self.sessions.lock().unwrap();
+        let mut sessions = self.sessions.lock();
         if sessions.get(session_id).is_some_and(|p| p.conn == conn) {
             sessions.remove(session_id);
         }
     }
 
     pub fn session(&self, session_id: &str) -> Option<SessionPeer> {
-        self.sessions.lock().unwrap().get(session_id).cloned()
+        self.sessions.lock().get(session_id).cloned()
     }
 
     pub fn sessions(&self) -> Vec<(String, SessionPeer)> {
-        self.sessions.lock().unwrap().iter().map(|(id, p)| (id.clone(), p.clone())).collect()
+        self.sessions.lock().iter().map(|(id, p)| (id.clone(), p.clone())).collect()
     }
 
     /// The rooms local sessions are in: room code → (session id, its room handle).
     pub fn rooms(&self) -> HashMap<String, Vec<(String, SessionPeer)>> {
         let mut rooms: HashMap<String, Vec<(String, SessionPeer)>> = HashMap::new();
-        for (id, peer) in self.sessions.lock().unwrap().iter() {
-            if let Some(code) = peer.room.lock().unwrap().clone() {
+        for (id, peer) in self.sessions.lock().iter() {
+            if let Some(code) = peer.room.lock().clone() {
                 rooms.entry(code).or_default().push((id.clone(), peer.clone()));
             }
         }
@@ -137,14 +139,13 @@ impl Peers {
     }
 
     pub fn counts(&self) -> (usize, usize) {
-        (self.nodes.lock().unwrap().len(), self.sessions.lock().unwrap().len())
+        (self.nodes.lock().len(), self.sessions.lock().len())
     }
 
     /// Closes every socket (shutdown): nodes and clients reconnect to another gateway.
     pub fn close_all(&self, code: u16, reason: &str) {
-        let nodes: Vec<Outbox> = self.nodes.lock().unwrap().values().map(|p| p.outbox.clone()).collect();
-        let sessions: Vec<Outbox> =
-            self.sessions.lock().unwrap().values().map(|p| p.outbox.clone()).collect();
+        let nodes: Vec<Outbox> = self.nodes.lock().values().map(|p| p.outbox.clone()).collect();
+        let sessions: Vec<Outbox> = self.sessions.lock().values().map(|p| p.outbox.clone()).collect();
         for outbox in nodes.iter().chain(&sessions) {
             outbox.close(code, reason);
         }

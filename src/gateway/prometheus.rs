@@ -17,7 +17,7 @@ pub async fn render(state: &AppState) -> String {
     histogram(&mut out, "switchboard_result_seconds", "", &state.metrics.result_latency);
     histogram(&mut out, "switchboard_inbox_lag_seconds", "", &state.metrics.inbox_lag);
     let _ = writeln!(out, "# TYPE switchboard_tasks_failed_by_reason_total counter");
-    for (reason, count) in state.metrics.failures.lock().unwrap().iter() {
+    for (reason, count) in state.metrics.failures.lock().iter() {
         let _ = writeln!(out, "switchboard_tasks_failed_by_reason_total{{reason=\"{reason}\"}} {count}");
     }
     let _ = writeln!(out, "# TYPE switchboard_script_seconds histogram");

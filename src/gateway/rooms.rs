@@ -2,7 +2,9 @@
 //! room side of an utterance: the room-routing policy turns it into one task per route.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -12,11 +14,11 @@ use super::limits::RateLimit;
 use super::peers::Outbox;
 use super::{AppState, Metrics, error_frame};
 use crate::policy::{Availability, Member, RoomView, Utterance};
-use crate::protocol::is_language_code;
 use crate::protocol::{
     Mode, RawVoicePreference, RelayedSignal, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMember,
     RoomMembers, Signal, ToClient, now_ms,
 };
+use crate::protocol::{clip, is_language_code};
 use crate::scheduler::{RoomReply, SchedulerError, SignalReply, TaskSpec, new_id};
 
 /// Codes drawn before room_create gives up (a collision needs ~10^6 live rooms to be likely).
@@ -44,7 +46,7 @@ impl Membership {
         room: Option<(String, RoomMember)>,
         signals_per_second: u32,
     ) -> Self {
-        *shared.lock().unwrap() = room.as_ref().map(|(code, _)| code.clone());
+        *shared.lock() = room.as_ref().map(|(code, _)| code.clone());
         Self { room, shared, failed_joins: VecDeque::new(), signals: RateLimit::new(signals_per_second) }
     }
 
@@ -54,13 +56,13 @@ impl Membership {
 
     /// Forgets a room the watcher found expired.
     fn sync(&mut self) {
-        if self.shared.lock().unwrap().is_none() {
+        if self.shared.lock().is_none() {
             self.room = None;
         }
     }
 
     fn set(&mut self, room: Option<(String, RoomMember)>) {
-        *self.shared.lock().unwrap() = room.as_ref().map(|(code, _)| code.clone());
+        *self.shared.lock() = room.as_ref().map(|(code, _)| code.clone());
         self.room = room;
     }
 }
@@ -73,7 +75,7 @@ fn new_member(session_id: &str, display_name: Option<String>, preferred_lang: Op
     RoomMember {
         participant_id: new_id("p-", 8),
         session_id: session_id.to_owned(),
-        display_name: display_name.map(|n| n.chars().take(64).collect()),
+        display_name: display_name.map(|n| clip(&n, 64)),
         preferred_lang,
         raw_voice_preferences: Default::default(),
         joined_at: now_ms(),

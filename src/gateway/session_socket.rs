@@ -2,7 +2,9 @@
 //! reconnect, on any gateway); utterances and streamed audio become tasks; results, partials, UI
 //! events and errors come back on the same socket, results in each speaker's order.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
@@ -21,11 +23,11 @@ use super::peers::{Frame, SessionPeer};
 use super::rooms::{Membership, SignalKind};
 use super::socket::{Incoming, Socket};
 use super::{AppState, Dispatched, Metrics, error_frame};
-use crate::protocol::is_language_code;
 use crate::protocol::{
     AudioChunk, DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck,
     SessionInit, SessionInitAck, ToClient, Utterance, decode, now_ms,
 };
+use crate::protocol::{clip, is_language_code};
 use crate::scheduler::{AttachReply, Fence, Payload, SchedulerError, SessionEnd, TaskSpec, new_id};
 
 pub async fn upgrade(
@@ -167,11 +169,11 @@ async fn serve(state: AppState, ws: WebSocket) {
                         .await
                 }
                 FromClient::TtsStarted(playback) => {
-                    tracing::debug!(group.id = %truncate(&playback.group_id), "Client playing speech.");
+                    tracing::debug!(group.id = %clip(&playback.group_id, 128), "Client playing speech.");
                     open.audio.playback_started(Instant::now());
                 }
                 FromClient::TtsPlayEnded(playback) => {
-                    tracing::debug!(group.id = %truncate(&playback.group_id), "Client done playing speech.");
+                    tracing::debug!(group.id = %clip(&playback.group_id, 128), "Client done playing speech.");
                     open.audio.playback_ended(Instant::now());
                 }
                 FromClient::ClientHeartbeat {} => {
@@ -184,7 +186,7 @@ async fn serve(state: AppState, ws: WebSocket) {
                     info!(session.id = %open.id, reason = %close.reason, "Session closed by client.");
                     // Results held for ordering go out before the close.
                     if let Some(peer) = state.peers.session(&open.id) {
-                        for frame in peer.sequencer.lock().unwrap().flush() {
+                        for frame in peer.sequencer.lock().flush() {
                             socket.outbox.send_frame(Frame::Text(frame));
                         }
                     }
@@ -352,11 +354,6 @@ async fn end(state: &AppState, session: &Session, membership: &mut Membership) {
     let _ = state.scheduler.unindex_session(&state.gateway_id, &session.id).await;
 }
 
-/// A client-chosen string as it goes into a log line.
-fn truncate(s: &str) -> String {
-    s.chars().take(128).collect()
-}
-
 /// Hex sha256 of a resume token: only the hash is stored.
 fn token_sha(token: &str) -> String {
     crate::policy::sha256_hex(token.as_bytes())
@@ -379,7 +376,7 @@ fn settings_of(init: SessionInit) -> Result<Settings, String> {
     };
     for code in [Some(&src_lang), Some(&tgt_lang), lang_a.as_ref(), lang_b.as_ref()].into_iter().flatten() {
         if !is_language_code(code) {
-            return Err(format!("invalid language code {:?}", code.chars().take(32).collect::<String>()));
+            return Err(format!("invalid language code {:?}", clip(code, 32)));
         }
     }
     // The fleet's clients stream Opus without saying so; the old scheduler assumed it too.

@@ -8,7 +8,9 @@
 //! call starts from a clean one; a policy must not count on state between calls either way.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
@@ -19,6 +21,7 @@ use super::bindings::node_selection::switchboard::policy::host as wit_host;
 use super::bindings::node_selection::{NodeSelection, NodeSelectionPre};
 use super::bindings::room_routing::{RoomRouting, RoomRoutingPre};
 use super::bindings::{Availability, LanguagePair, Level, Member, Node, Route, Task, Utterance};
+use crate::protocol::clip;
 
 /// How often the epoch advances: the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -197,8 +200,8 @@ impl wit_host::Host for CallState {
             return;
         }
         self.logs_left -= 1;
-        let message: String = message.chars().take(LOG_LINE_CHARS).collect();
-        let sha = &self.sha256[..12.min(self.sha256.len())];
+        let message: String = clip(&message, LOG_LINE_CHARS);
+        let sha = super::short(&self.sha256);
         match level {
             Level::Trace => tracing::trace!(policy.sha256 = sha, "{message}"),
             Level::Debug => tracing::debug!(policy.sha256 = sha, "{message}"),
@@ -335,11 +338,11 @@ impl PolicyHost {
     pub fn compile(&self, role: Role, bytes: &[u8]) -> Result<Compiled, LoadError> {
         let sha256 = sha256_hex(bytes);
         let key = (role, sha256.clone());
-        if let Some(compiled) = compiled_cache().lock().unwrap().get(&key) {
+        if let Some(compiled) = compiled_cache().lock().get(&key) {
             return Ok(compiled.clone());
         }
         let compiled = self.compile_uncached(role, bytes, sha256)?;
-        compiled_cache().lock().unwrap().insert(key, compiled.clone());
+        compiled_cache().lock().insert(key, compiled.clone());
         Ok(compiled)
     }
 
@@ -450,7 +453,7 @@ impl PolicyHost {
     fn trap(&self, err: wasmtime::Error) -> CallError {
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Deadline(self.limits.deadline),
-            _ => CallError::Trap(format!("{err:#}").chars().take(LOG_LINE_CHARS).collect()),
+            _ => CallError::Trap(clip(&format!("{err:#}"), LOG_LINE_CHARS)),
         }
     }
 
@@ -478,7 +481,7 @@ impl PolicyHost {
             let ranked = instance
                 .call_select(&mut *store, task, &candidates.nodes)
                 .map_err(|e| self.trap(e))?
-                .map_err(|e| CallError::Returned(e.chars().take(LOG_LINE_CHARS).collect()))?;
+                .map_err(|e| CallError::Returned(clip(&e, LOG_LINE_CHARS)))?;
             validate_ranking(&ranked, &candidates.nodes)?;
             Ok(ranked)
         })
@@ -500,7 +503,7 @@ impl PolicyHost {
             let routes = instance
                 .call_route(&mut *store, utterance, members, availability)
                 .map_err(|e| self.trap(e))?
-                .map_err(|e| CallError::Returned(e.chars().take(LOG_LINE_CHARS).collect()))?;
+                .map_err(|e| CallError::Returned(clip(&e, LOG_LINE_CHARS)))?;
             validate_routes(&routes, members)?;
             Ok(routes)
         })
@@ -520,12 +523,12 @@ fn validate_ranking(ranked: &[String], candidates: &[Node]) -> Result<(), CallEr
     let mut known: Vec<&str> = candidates.iter().map(|n| n.id.as_str()).collect();
     known.sort_unstable();
     if let Some(id) = ranked.iter().find(|id| known.binary_search(&id.as_str()).is_err()) {
-        return Err(CallError::InvalidOutput(format!("{:?} is not a candidate", truncate(id))));
+        return Err(CallError::InvalidOutput(format!("{:?} is not a candidate", clip(id, 64))));
     }
     let mut seen: Vec<&str> = ranked.iter().map(String::as_str).collect();
     seen.sort_unstable();
     if let Some(pair) = seen.windows(2).find(|w| w[0] == w[1]) {
-        return Err(CallError::InvalidOutput(format!("{:?} is ranked twice", truncate(pair[0]))));
+        return Err(CallError::InvalidOutput(format!("{:?} is ranked twice", clip(pair[0], 64))));
     }
     Ok(())
 }
@@ -544,7 +547,7 @@ fn validate_routes(routes: &[Route], members: &[Member]) -> Result<(), CallError
         if !crate::protocol::is_language_code(&route.tgt_lang) {
             return Err(CallError::InvalidOutput(format!(
                 "invalid tgt-lang {:?}",
-                truncate(&route.tgt_lang)
+                clip(&route.tgt_lang, 64)
             )));
         }
         if !langs.insert(route.tgt_lang.as_str()) {
@@ -554,14 +557,10 @@ fn validate_routes(routes: &[Route], members: &[Member]) -> Result<(), CallError
             return Err(CallError::InvalidOutput(format!("route to {:?} has no recipient", route.tgt_lang)));
         }
         if let Some(r) = route.recipients.iter().find(|r| !known.contains(r.as_str())) {
-            return Err(CallError::InvalidOutput(format!("recipient {:?} is not a member", truncate(r))));
+            return Err(CallError::InvalidOutput(format!("recipient {:?} is not a member", clip(r, 64))));
         }
     }
     Ok(())
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

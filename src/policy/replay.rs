@@ -3,8 +3,8 @@
 //! `GET /admin/policies/{role}/samples`). One call in `every` is kept, the newest `capacity`;
 //! keeping one is a copy of the inputs under a lock no decision waits on.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
@@ -172,7 +172,7 @@ impl<T: Clone> Samples<T> {
             return;
         }
         let sample = make();
-        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut kept = self.kept.lock();
         kept.push_back(sample);
         while kept.len() > self.capacity {
             kept.pop_front();
@@ -181,6 +181,6 @@ impl<T: Clone> Samples<T> {
 
     /// The kept samples, oldest first.
     pub fn list(&self) -> Vec<T> {
-        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned().collect()
+        self.kept.lock().iter().cloned().collect()
     }
 }

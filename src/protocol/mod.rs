@@ -45,7 +45,7 @@ pub fn decode<T: DeserializeOwned>(text: &str, known_types: &[&str]) -> Result<T
                     DecodeError::Malformed(err.to_string())
                 }),
                 Some(kind) if !known_types.contains(&kind.as_str()) => {
-                    Err(DecodeError::UnknownType(truncate(&kind, 64)))
+                    Err(DecodeError::UnknownType(clip(&kind, 64)))
                 }
                 Some(_) => Err(DecodeError::Malformed(err.to_string())),
             }
@@ -59,7 +59,9 @@ struct TypeOnly {
     kind: Option<String>,
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// At most `max` characters of a peer-supplied string, as it goes into an error, a log line or a
+/// stored record.
+pub fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 

@@ -139,7 +139,7 @@ impl CandidatesReply {
     /// replies said; a class id is a hash of its pairs, so an entry never goes stale), which learns
     /// the new ones.
     pub(crate) fn into_candidates(self, known: &ClassPairs) -> Vec<Candidate> {
-        let mut known = known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut known = known.lock();
         for (class, csv) in self.classes {
             if known.len() < MAX_KNOWN_CLASSES {
                 known.insert(
@@ -159,7 +159,7 @@ impl CandidatesReply {
 }
 
 /// The pairs of each capability class a gateway has seen, by class id.
-pub(crate) type ClassPairs = std::sync::Mutex<BTreeMap<String, Arc<Vec<String>>>>;
+pub(crate) type ClassPairs = parking_lot::Mutex<BTreeMap<String, Arc<Vec<String>>>>;
 
 /// Classes remembered at most (a fleet has a handful of node shapes): the ids are sent with every
 /// `candidates` call.

@@ -78,7 +78,7 @@ async fn snapshot(state: &AppState) -> Result<Value, AdminError> {
         "gateway_id": &*state.gateway_id,
         "time_ms": now_ms(),
         "counters": counters,
-        "failures": &*m.failures.lock().unwrap(),
+        "failures": &*m.failures.lock(),
         "latency_ms": {
             "dispatch_p50": ms(m.dispatch_latency.quantile(0.5)),
             "dispatch_p99": ms(m.dispatch_latency.quantile(0.99)),

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::AdminError;
 use crate::gateway::AppState;
+use crate::protocol::clip;
 use crate::scheduler::Record;
 
 /// Fields of stored records that hold names, not numbers, even when they look like numbers.
@@ -48,7 +49,7 @@ pub async fn nodes(State(state): State<AppState>) -> Result<Json<Value>, AdminEr
         (status = 404, description = "No such online node")))]
 pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
     if !state.scheduler.drain_node_by_operator(&id).await? {
-        return Err(AdminError::NotFound(format!("node {}", clip(&id))));
+        return Err(AdminError::NotFound(format!("node {}", clip(&id, 64))));
     }
     tracing::info!(node.id = %id, "Node drained by an operator.");
     Ok(Json(json!({ "node_id": id, "draining": true })))
@@ -63,7 +64,7 @@ pub async fn task(State(state): State<AppState>, Path(id): Path<String>) -> Resu
         .scheduler
         .task_record(&id)
         .await?
-        .ok_or_else(|| AdminError::NotFound(format!("task {}", clip(&id))))?;
+        .ok_or_else(|| AdminError::NotFound(format!("task {}", clip(&id, 64))))?;
     Ok(Json(record_json(&record)))
 }
 
@@ -76,7 +77,7 @@ pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .scheduler
         .job_record(&id)
         .await?
-        .ok_or_else(|| AdminError::NotFound(format!("job {}", clip(&id))))?;
+        .ok_or_else(|| AdminError::NotFound(format!("job {}", clip(&id, 64))))?;
     Ok(Json(record_json(&record)))
 }
 
@@ -99,7 +100,7 @@ pub async fn room(
         .scheduler
         .room_record(&code)
         .await?
-        .ok_or_else(|| AdminError::NotFound(format!("room {}", clip(&code))))?;
+        .ok_or_else(|| AdminError::NotFound(format!("room {}", clip(&code, 64))))?;
     let members: Vec<Value> = members.values().filter_map(|m| serde_json::from_str(m).ok()).collect();
     Ok(Json(json!({ "room_code": code, "room": record_json(&room), "members": members })))
 }
@@ -134,8 +135,4 @@ pub async fn log_level(body: Bytes) -> Result<Json<Value>, AdminError> {
     crate::set_log_filter(filter).map_err(AdminError::BadFilter)?;
     tracing::info!(filter, "Log filter changed.");
     Ok(Json(json!({ "filter": filter })))
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }

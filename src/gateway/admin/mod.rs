@@ -8,7 +8,7 @@ mod fleet;
 mod policies;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use utoipa::OpenApi;
 
-use super::{AppState, constant_time_eq};
+use super::{AppState, bearer, same_secret};
 use crate::scheduler::SchedulerError;
 
 /// Largest policy component accepted.
@@ -142,13 +142,8 @@ async fn authorize(
 ) -> Result<Response, AdminError> {
     match &state.config.admin_token {
         Some(token) => {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+            let presented = bearer(request.headers()).unwrap_or("");
+            if !same_secret(presented, token) {
                 return Err(AdminError::Unauthorized);
             }
         }

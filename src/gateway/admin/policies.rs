@@ -10,10 +10,11 @@ use serde_json::json;
 use super::AdminError;
 use crate::gateway::AppState;
 use crate::policy::{Rejected, Role, sha256_hex};
+use crate::protocol::clip;
 use crate::scheduler::{CanaryEnd, PolicySlot, RollbackReply, SetPolicyReply};
 
 pub(super) fn role(name: &str) -> Result<Role, AdminError> {
-    Role::parse(name).ok_or_else(|| AdminError::UnknownRole(name.chars().take(64).collect()))
+    Role::parse(name).ok_or_else(|| AdminError::UnknownRole(clip(name, 64)))
 }
 
 /// Each role's versions in memory (active, shadow, stats, last rejection), the stored state and
@@ -77,7 +78,7 @@ pub async fn push(
             Some(share @ 1..=100) => PolicySlot::Canary { share },
             _ => return Err(AdminError::UnknownMode("canary needs share=1..100".into())),
         },
-        other => return Err(AdminError::UnknownMode(other.chars().take(32).collect())),
+        other => return Err(AdminError::UnknownMode(clip(other, 32))),
     };
     let policies = state.policies.clone();
     let bytes = body.clone();
