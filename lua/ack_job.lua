@@ -8,8 +8,7 @@
 -- hold this job.
 
 local t = load_task(task_of(ARGV[4]))
-if not t or t.job ~= ARGV[4] or t.node ~= ARGV[1] or t.state ~= 'assigned'
-    or (ARGV[2] ~= '' and tonumber(ARGV[2]) ~= t.attempt) then
+if not runs_job(t, ARGV[4], ARGV[1], ARGV[2]) then
   return cjson.encode({ status = 'stale' })
 end
 t[ARGV[3]] = now_ms()

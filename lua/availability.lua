@@ -20,7 +20,7 @@ for i, key in ipairs(KEYS) do
       local fields = {}
       for j, id in ipairs(ids) do fields[j] = 'n:' .. id end
       for _, raw in ipairs(redis.call('HMGET', P .. 'class:' .. cid .. ':info', unpack(fields))) do
-        if raw and cjson.decode(raw).last_hb + liveness > now then live = live + 1 end
+        if raw and is_live(cjson.decode(raw).last_hb, liveness, now) then live = live + 1 end
       end
     end
   end

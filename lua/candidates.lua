@@ -33,7 +33,7 @@ local pool = redis.call('SRANDMEMBER', KEYS[1], tonumber(ARGV[5]))
 local function candidate(id, cid, raw, load, affinity)
   if not raw then return nil end
   local c = cjson.decode(raw)
-  if c.last_hb + liveness <= now then return nil end
+  if not is_live(c.last_hb, liveness, now) then return nil end
   local running = math.floor(load * c.capacity + 0.5)
   if running >= c.capacity then return nil end
   return { id = id, class = cid, running = running, capacity = c.capacity, cpu = c.cpu, gpu = c.gpu,

@@ -33,8 +33,7 @@ end
 if t.call == ARGV[5] then
   return cjson.encode({ status = t.state, task_id = tid, attempt = t.attempt, wake = '' })
 end
-if t.job ~= jid or t.node ~= node or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= t.attempt)
-    or t.state ~= 'assigned' then
+if not runs_job(t, jid, node, ARGV[3]) then
   return cjson.encode({ status = 'stale', state = holds(t, jid) and t.state or 'superseded' })
 end
 

@@ -116,7 +116,7 @@ local n = redis.call('HMGET', KEYS[4], 'state', 'draining', 'capacity', 'class',
 local jobs = jobs_of(n[6])
 local refused
 if n[1] ~= 'online' then refused = 'offline'
-elseif tonumber(n[5]) + tonumber(ARGV[14]) <= now then refused = 'expired'
+elseif not is_live(n[5], ARGV[14], now) then refused = 'expired'
 elseif n[2] ~= '0' then refused = 'draining'
 elseif #jobs >= tonumber(n[3]) then refused = 'full'
 elseif not n[4] or (ARGV[13] ~= '' and n[4] ~= ARGV[13])

@@ -6,7 +6,7 @@
 -- Returns JSON {status="ok", task_id, spec} when the node holds the job, else {status="stale"}.
 
 local t = load_task(task_of(ARGV[2]))
-if not t or t.job ~= ARGV[2] or t.node ~= ARGV[1] or t.state ~= 'assigned' then
+if not runs_job(t, ARGV[2], ARGV[1], '') then
   return cjson.encode({ status = 'stale' })
 end
 return cjson.encode({ status = 'ok', task_id = task_of(ARGV[2]), spec = t.spec })

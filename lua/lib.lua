@@ -39,6 +39,17 @@ local function job_hex(jid) return string.match(jid, '^[^:]*%-([^:%-]+):') end
 -- Whether task `t` holds (or, ended, held) job `jid` as its last attempt.
 local function holds(t, jid) return t.job == jid or (t.job ~= nil and t.job == job_hex(jid)) end
 
+-- The job fence: whether task `t` is assigned and job `jid` is its current job, on `node`, at
+-- `attempt` (a string; '' when the node did not say). Every call a node makes about a job passes
+-- it, so a late or duplicate call of a superseded attempt changes nothing.
+local function runs_job(t, jid, node, attempt)
+  return t ~= nil and t.state == 'assigned' and t.job == jid and t.node == node
+    and (attempt == '' or tonumber(attempt) == t.attempt)
+end
+
+-- The liveness rule: a node is live while its last heartbeat is younger than the window.
+local function is_live(last_hb, window, now) return tonumber(last_hb) + tonumber(window) > now end
+
 -- A task is one string: "<state JSON>\n<spec JSON>\n<payload JSON>". The state part is decoded
 -- here; spec and payload pass through as the gateway wrote them (never decoded in Lua). One GET
 -- reads it and one SET (with its ttl) writes it, so a task costs two commands per transition.

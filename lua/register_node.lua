@@ -9,7 +9,6 @@
 -- ARGV[7] language pairs     'src>tgt,…' sorted: the pools the node joins, through its class
 -- ARGV[8] liveness window ms (3 × heartbeat interval)
 -- ARGV[9] ready service types 'asr,nmt,…'   ARGV[10] labels JSON   ARGV[11] node info JSON
--- ARGV[12] accepts public jobs '1'/'0'
 --
 -- Returns JSON {status="registered", released={requeued, failed, cancel}}: a node that was still
 -- online under an earlier connection lost that connection's jobs, which go back to their tasks.
@@ -40,7 +39,7 @@ redis.call('HSET', KEYS[1],
   'id', id, 'secret', ARGV[3], 'conn', ARGV[4], 'gateway', ARGV[5],
   'state', 'online', 'draining', '0', 'capacity', ARGV[6], 'running', 0, 'jobs', '[]',
   'pairs', ARGV[7], 'class', cid, 'ready', ARGV[9], 'labels', ARGV[10], 'info', ARGV[11],
-  'accept_public', ARGV[12], 'registered_ms', now, 'last_hb', now,
+  'registered_ms', now, 'last_hb', now,
   'cpu', 0, 'gpu', 0, 'gpu_mem', 0, 'mem', 0, 'gpu_queue', 0)
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[8]), id)

@@ -540,7 +540,6 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
             ready: vec!["asr".into(), "nmt".into(), "tts".into()],
             labels: Default::default(),
             info: serde_json::json!({}),
-            accept_public: true,
         };
         service.register_node(service.cell(0), &node).await?;
     }

@@ -231,7 +231,9 @@ pub fn error_frame(err: &SchedulerError) -> ErrorFrame {
         SchedulerError::Redis(_) => {
             ErrorFrame::new(ErrorCode::SchedulerDependencyDown, "the scheduler store is unavailable; retry")
         }
-        SchedulerError::Reply { .. } => ErrorFrame::new(ErrorCode::InternalError, "internal error"),
+        SchedulerError::Reply { .. } | SchedulerError::Script { .. } => {
+            ErrorFrame::new(ErrorCode::InternalError, "internal error")
+        }
     }
 }
 

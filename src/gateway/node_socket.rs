@@ -164,7 +164,6 @@ async fn register_node(
             "features_supported": msg.features_supported,
             "language_capabilities": msg.language_capabilities,
         }),
-        accept_public: msg.accept_public_jobs.unwrap_or(true),
     };
     let cell = state.scheduler.node_cell(&id, &registration.labels).clone();
     match state.scheduler.register_node(&cell, &registration).await {

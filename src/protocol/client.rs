@@ -276,6 +276,8 @@ pub struct Utterance {
     #[serde(default, deserialize_with = "nullable")]
     pub session_id: String,
     pub utterance_index: u64,
+    /// The fleet's client sets it when the user ended the utterance by hand. An `utterance` is
+    /// always whole, so it changes nothing here; it is still checked (a non-boolean is refused).
     #[serde(default, deserialize_with = "nullable")]
     pub manual_cut: bool,
     #[serde(default)]

@@ -109,6 +109,10 @@ pub enum SchedulerError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from {script}: {source}")]
     Reply { script: &'static str, source: serde_json::Error },
+    /// A script failed in Redis (a bug, or data it did not expect): the message names the file
+    /// and line (`scripts::readable_error`).
+    #[error("script {script} failed: {message}")]
+    Script { script: &'static str, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, SchedulerError>;
@@ -319,8 +323,7 @@ impl MinimalSchedulerService {
             .arg(self.config.liveness_ms())
             .arg(node.ready.join(","))
             .arg(serde_json::to_string(&node.labels).expect("labels serialize"))
-            .arg(node.info.to_string())
-            .arg(if node.accept_public { "1" } else { "0" });
+            .arg(node.info.to_string());
         self.call("register_node", &inv).await
     }
 
@@ -566,7 +569,14 @@ impl MinimalSchedulerService {
         let start = std::time::Instant::now();
         let reply = inv.invoke_async(&mut conn).await;
         self.script_latency.record(name, start.elapsed());
-        Ok(reply?)
+        reply.map_err(|e| {
+            let message = e.to_string();
+            if message.contains("user_script:") {
+                SchedulerError::Script { script: name, message: scripts::readable_error(name, &message) }
+            } else {
+                SchedulerError::Redis(e)
+            }
+        })
     }
 
     /// Round-trip latency of each script, as this gateway saw it.

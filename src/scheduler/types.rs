@@ -80,7 +80,6 @@ pub struct NodeRegistration {
     pub ready: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub info: serde_json::Value,
-    pub accept_public: bool,
 }
 
 /// Resource usage from a heartbeat.

@@ -463,7 +463,6 @@ pub mod direct {
             ready: vec!["asr".into(), "nmt".into(), "tts".into()],
             labels: BTreeMap::from([("region".into(), "eu".into())]),
             info: serde_json::json!({"version":"1"}),
-            accept_public: true,
         }
     }
 
