@@ -4,7 +4,7 @@
 -- KEYS[1..n] pool sets       P..pool:<src>><tgt>   (the capability classes serving the pair)
 -- ARGV[1] liveness window ms
 --
--- Returns JSON [count per key]. Counts nodes with at least one free slot (a lower bound on free
+-- Returns JSON {status="ok", free=[count per key]}. Counts nodes with at least one free slot (a lower bound on free
 -- slots: summing slots would mean reading every node of the pool). Reads at most 64 index entries
 -- per pool, from at most 16 of its classes; a larger count is reported as 64.
 
@@ -26,4 +26,4 @@ for i, key in ipairs(KEYS) do
   end
   out[i] = live
 end
-return cjson.encode(out)
+return cjson.encode({ status = 'ok', free = out })

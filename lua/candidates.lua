@@ -11,7 +11,7 @@
 -- ARGV[7] classes whose pairs the caller knows, 'cid1,cid2' (a class id is a hash of its pairs,
 --         so they never change): their pairs (up to 1.5 KB for 256) are not sent again
 --
--- Returns JSON {nodes = [{id, class, running, capacity, cpu, gpu, gpu_mem, mem, gpu_queue, ready,
+-- Returns JSON {status = "ok", nodes = [{id, class, running, capacity, cpu, gpu, gpu_mem, mem, gpu_queue, ready,
 -- labels, heartbeat_age_ms, affinity}], classes = {cid = pairs}} (the classes not in ARGV[7]), least
 -- loaded first. Per class
 -- read: one ZRANGE of at most 2K + |excluded| entries and one HMGET of their cards (and the
@@ -104,4 +104,4 @@ end
 for cid, class_pairs in pairs(classes) do
   if not class_pairs then classes[cid] = nil end
 end
-return cjson.encode({ nodes = nodes, classes = classes })
+return cjson.encode({ status = 'ok', nodes = nodes, classes = classes })

@@ -3,11 +3,11 @@
 -- KEYS[1] node hash          P..node:<id>
 -- ARGV[1] node id            ARGV[2] connection id
 --
--- Returns JSON {status="draining"}, or {status="NODE_NOT_REGISTERED"}.
+-- Returns JSON {status="draining"}, or {status="not_registered"}.
 
 local n = redis.call('HMGET', KEYS[1], 'state', 'conn', 'class')
 if n[1] ~= 'online' or n[2] ~= ARGV[2] then
-  return cjson.encode({ status = 'NODE_NOT_REGISTERED' })
+  return cjson.encode({ status = 'not_registered' })
 end
 redis.call('HSET', KEYS[1], 'draining', '1')
 -- Out of its class index (no new jobs); its card and its class stay while it is online.

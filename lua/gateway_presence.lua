@@ -4,9 +4,9 @@
 -- KEYS[2] dead gateways zset   <prefix>:{gw}:dead       (gateway → time it was found dead)
 -- ARGV[1] gateway id           ARGV[2] liveness window ms
 --
--- Returns 1 when the gateway was not in the registry (first call, or it had been taken for dead:
--- the caller attaches its sessions again), 0 otherwise.
+-- Returns JSON {status="added"} when the gateway was not in the registry (first call, or it had
+-- been taken for dead: the caller attaches its sessions again), {status="present"} otherwise.
 
 local added = redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-return added
+return cjson.encode({ status = added == 1 and 'added' or 'present' })

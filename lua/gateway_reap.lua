@@ -5,7 +5,7 @@
 -- KEYS[1] live gateways zset   KEYS[2] dead gateways zset
 -- ARGV[1] most gateways to reap per call     ARGV[2] retention ms of dead gateways
 --
--- Returns JSON {at (now, ms: the fence of the takeover's detaches), reaped=[gateway…] (this
+-- Returns JSON {status="ok", at (now, ms: the fence of the takeover's detaches), reaped=[gateway…] (this
 -- caller's), dead=[gateway…] (all recently dead), forgotten=[gateway…] (past retention: the caller
 -- deletes their keys)}.
 
@@ -19,4 +19,4 @@ local cutoff = now - tonumber(ARGV[2])
 local forgotten = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[1]))
 if #forgotten > 0 then redis.call('ZREM', KEYS[2], unpack(forgotten)) end
 local dead = redis.call('ZRANGEBYSCORE', KEYS[2], cutoff, '+inf', 'LIMIT', 0, tonumber(ARGV[1]))
-return cjson.encode({ at = now, reaped = reaped, dead = dead, forgotten = forgotten })
+return cjson.encode({ status = 'ok', at = now, reaped = reaped, dead = dead, forgotten = forgotten })

@@ -8,14 +8,14 @@
 -- ARGV[9] language pairs, or '-' when the heartbeat carried no capabilities
 -- ARGV[10] ready service types, or '-'
 --
--- Returns JSON {status="ok"}, or {status="NODE_NOT_REGISTERED"} when the node is unknown, offline,
+-- Returns JSON {status="ok"}, or {status="not_registered"} when the node is unknown, offline,
 -- or registered by another connection since (the node must send node_register again).
 
 local id = ARGV[1]
 local n = redis.call('HMGET', KEYS[1], 'state', 'conn', 'pairs', 'running', 'capacity', 'draining', 'class',
   'ready', 'labels')
 if n[1] ~= 'online' or n[2] ~= ARGV[2] then
-  return cjson.encode({ status = 'NODE_NOT_REGISTERED' })
+  return cjson.encode({ status = 'not_registered' })
 end
 
 local now = now_ms()

@@ -12,7 +12,7 @@
 --
 -- Returns JSON {status="registered", released={requeued, failed, cancel}}: a node that was still
 -- online under an earlier connection lost that connection's jobs, which go back to their tasks.
--- Errors (as status): NODE_ID_CONFLICT — the id is live and the secret does not match.
+-- Errors (as status): node_id_conflict — the id is live and the secret does not match.
 
 local id = ARGV[1]
 local now = now_ms()
@@ -26,7 +26,7 @@ local deadline = tonumber(redis.call('ZSCORE', KEYS[2], id) or '0')
 local live = cur[1] == 'online' and deadline > now
 
 if live and ARGV[2] ~= cur[2] then
-  return cjson.encode({ status = 'NODE_ID_CONFLICT' })
+  return cjson.encode({ status = 'node_id_conflict' })
 end
 
 local out = released()

@@ -8,7 +8,7 @@
 -- Returns JSON {status="created"}, or {status="CODE_TAKEN"} (the caller draws another code).
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return cjson.encode({ status = 'CODE_TAKEN' })
+  return cjson.encode({ status = 'code_taken' })
 end
 redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'created_ms', now_ms(), 'max_members', ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])

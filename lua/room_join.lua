@@ -10,16 +10,16 @@
 
 local room = redis.call('HMGET', KEYS[1], 'room_id', 'max_members')
 if not room[1] then
-  return cjson.encode({ status = 'ROOM_NOT_FOUND' })
+  return cjson.encode({ status = 'room_not_found' })
 end
 local member = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
 if ARGV[4] == 'join' then
-  if member then return cjson.encode({ status = 'ALREADY_IN_ROOM' }) end
+  if member then return cjson.encode({ status = 'already_in_room' }) end
   if redis.call('HLEN', KEYS[2]) >= tonumber(room[2]) then
-    return cjson.encode({ status = 'ROOM_FULL' })
+    return cjson.encode({ status = 'room_full' })
   end
 elseif not member then
-  return cjson.encode({ status = 'NOT_A_MEMBER' })
+  return cjson.encode({ status = 'not_a_member' })
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])

@@ -6,7 +6,7 @@
 -- Returns JSON {status="ok", members=[member JSON…]} (those left), or {status="NOT_A_MEMBER"}.
 
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then
-  return cjson.encode({ status = 'NOT_A_MEMBER' })
+  return cjson.encode({ status = 'not_a_member' })
 end
 local members = redis.call('HVALS', KEYS[2])
 if #members == 0 then

@@ -8,10 +8,10 @@
 -- {status="NOT_A_MEMBER"} (the membership is checked on every utterance).
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return cjson.encode({ status = 'ROOM_NOT_FOUND' })
+  return cjson.encode({ status = 'room_not_found' })
 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
-  return cjson.encode({ status = 'NOT_A_MEMBER' })
+  return cjson.encode({ status = 'not_a_member' })
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])

@@ -4,12 +4,12 @@
 -- KEYS[1] session hash
 -- ARGV[1] room code, '' for none
 --
--- Returns 1, or 0 when the session is gone.
+-- Returns JSON {status="ok"}, or {status="gone"} when the session is gone.
 
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return cjson.encode({ status = 'gone' }) end
 if ARGV[1] == '' then
   redis.call('HDEL', KEYS[1], 'room')
 else
   redis.call('HSET', KEYS[1], 'room', ARGV[1])
 end
-return 1
+return cjson.encode({ status = 'ok' })

@@ -9,13 +9,14 @@
 --         (delivery hints like expectations: dropped unless the session is attached)
 -- ARGV[3] backlog bound      ARGV[4] backlog ttl ms
 --
--- Returns the gateway id, 'kept' (in the backlog), or 'gone' (no such session: dropped).
+-- Returns JSON {status="attached", gateway}, {status="kept"} (in the backlog), or {status="gone"}
+-- (no such session, or a hint for a detached one: dropped).
 
 local s = redis.call('HMGET', KEYS[1], 'state', 'gateway')
-if not s[1] then return 'gone' end
-if s[1] == 'attached' and ARGV[2] ~= '1' then return s[2] end
-if ARGV[2] == '' then return 'gone' end
+if not s[1] then return cjson.encode({ status = 'gone' }) end
+if s[1] == 'attached' and ARGV[2] ~= '1' then return cjson.encode({ status = 'attached', gateway = s[2] }) end
+if ARGV[2] == '' then return cjson.encode({ status = 'gone' }) end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 'kept'
+return cjson.encode({ status = 'kept' })

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::direct::*;
 use common::*;
+use switchboard::protocol::ErrorCode;
 use switchboard::scheduler::*;
 
 fn config() -> SchedulerConfig {
@@ -254,7 +255,7 @@ async fn node_offline_releases_jobs_and_fails_tasks_out_of_attempts() {
     assert_eq!(released.requeued, [a.task_id()]);
     assert_eq!(released.failed.len(), 1);
     assert_eq!(released.failed[0].task_id, b.task_id());
-    assert_eq!(released.failed[0].code, "NODE_UNAVAILABLE");
+    assert_eq!(released.failed[0].code, ErrorCode::NodeUnavailable);
     assert_eq!(released.failed[0].spec, b);
     assert!(released.cancel.is_empty());
     match s.load_task(s.cell(0), &a.task_id()).await.unwrap() {
@@ -279,7 +280,7 @@ async fn waiting_task_fails_after_the_dispatch_wait() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     match retry(&s, &a, 0, None).await {
         DispatchReply::Failed { code, spec } => {
-            assert_eq!(code, "NO_AVAILABLE_NODE");
+            assert_eq!(code, ErrorCode::NoAvailableNode);
             assert_eq!(spec, a);
         }
         other => panic!("{other:?}"),
@@ -380,6 +381,8 @@ async fn availability_counts_live_nodes_with_a_free_slot_per_pool() {
 
 #[tokio::test]
 async fn a_session_resumes_with_its_token_and_gets_what_was_kept() {
+    use switchboard::scheduler::SessionRoute::{Gone, Kept};
+    let at = |gateway: &str| switchboard::scheduler::SessionRoute::Attached { gateway: gateway.into() };
     let redis = redis();
     let s = scheduler(&redis, config()).await;
     let attached =
@@ -391,7 +394,7 @@ async fn a_session_resumes_with_its_token_and_gets_what_was_kept() {
     ));
     // Attached: frames are routed to its gateway; hints too.
     let routes = s.route_sessions(&[("s-1", "f0", Some(false)), ("s-1", "", None)], 3, 60_000).await.unwrap();
-    assert_eq!(routes, ["gw-a", "gw-a"]);
+    assert_eq!(routes, [at("gw-a"), at("gw-a")]);
     // Only the socket that attached it detaches it.
     assert_eq!(s.session_detach("s-1", Fence::Conn("gw-a/other"), 60_000).await.unwrap(), None);
     assert_eq!(
@@ -400,9 +403,9 @@ async fn a_session_resumes_with_its_token_and_gets_what_was_kept() {
     );
     // Detached: frames are kept (the last 3), hints dropped; unknown sessions are gone.
     let frames = [("s-1", "f1", Some(false)), ("s-1", "f2", Some(false)), ("s-1", "h", None)];
-    assert_eq!(s.route_sessions(&frames, 3, 60_000).await.unwrap(), ["kept", "kept", "gone"]);
+    assert_eq!(s.route_sessions(&frames, 3, 60_000).await.unwrap(), [Kept, Kept, Gone]);
     let more = [("s-1", "f3", Some(false)), ("s-1", "f4", Some(true)), ("s-9", "f", Some(false))];
-    assert_eq!(s.route_sessions(&more, 3, 60_000).await.unwrap(), ["kept", "kept", "gone"]);
+    assert_eq!(s.route_sessions(&more, 3, 60_000).await.unwrap(), [Kept, Kept, Gone]);
     // A wrong token resumes nothing; the right one gets the kept frames, once.
     assert!(matches!(
         s.session_resume("s-1", "gw-b", "gw-b/c2", "wrong").await.unwrap(),
@@ -416,7 +419,7 @@ async fn a_session_resumes_with_its_token_and_gets_what_was_kept() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.route_sessions(&[("s-1", "f5", Some(false))], 3, 60_000).await.unwrap(), ["gw-b"]);
+    assert_eq!(s.route_sessions(&[("s-1", "f5", Some(false))], 3, 60_000).await.unwrap(), [at("gw-b")]);
     // The old socket's late end is fenced off; the new one's is not.
     assert!(matches!(s.session_end("s-1", "gw-a/c1", false).await.unwrap(), SessionEnd::Stale));
     s.session_room("s-1", Some("123456")).await.unwrap();
@@ -426,7 +429,7 @@ async fn a_session_resumes_with_its_token_and_gets_what_was_kept() {
         SessionEnd::Ended { room } => assert_eq!(room, "123456"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.route_sessions(&[("s-1", "f6", Some(false))], 3, 60_000).await.unwrap(), ["gone"]);
+    assert_eq!(s.route_sessions(&[("s-1", "f6", Some(false))], 3, 60_000).await.unwrap(), [Gone]);
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use super::ordering::Overdue;
 use super::peers::{Frame, SessionPeer};
 use super::{AppState, Metrics};
 use crate::protocol::{ErrorCode, ErrorFrame, ToClient, ToNode};
-use crate::scheduler::{CellKeys, InboxEntry, TaskRef, TaskSpec, is_cell_tag};
+use crate::scheduler::{CellKeys, InboxEntry, SessionRoute, TaskRef, TaskSpec, is_cell_tag};
 
 /// Frames queued for the forwarder before producers start dropping them.
 const FORWARD_QUEUE: usize = 65_536;
@@ -442,10 +442,10 @@ async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler
     let mut keep_here = Vec::new();
     for queued in batch {
         match &queued.envelope {
-            Envelope::Session { id, .. } => match session_routes.next().as_deref() {
-                Some("kept") => Metrics::inc(&state.metrics.frames_kept),
-                Some("gone") | None => Metrics::inc(&state.metrics.undeliverable),
-                Some(gateway) if gateway == me => match state.peers.session(id) {
+            Envelope::Session { id, .. } => match session_routes.next() {
+                Some(SessionRoute::Kept) => Metrics::inc(&state.metrics.frames_kept),
+                Some(SessionRoute::Gone) | None => Metrics::inc(&state.metrics.undeliverable),
+                Some(SessionRoute::Attached { gateway }) if gateway == me => match state.peers.session(id) {
                     // It attached here while the frame was on its way.
                     Some(peer) => {
                         let Envelope::Session { id, item } = queued.envelope else { unreachable!() };
@@ -454,7 +454,7 @@ async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler
                     None if !queued.keep => keep_here.push(Queued { keep: true, ..queued }),
                     None => Metrics::inc(&state.metrics.undeliverable),
                 },
-                Some(gateway) => appends.push((gateway.to_owned(), json(&queued.envelope))),
+                Some(SessionRoute::Attached { gateway }) => appends.push((gateway, json(&queued.envelope))),
             },
             Envelope::Node { cell, .. } if !is_cell_tag(cell) => Metrics::inc(&state.metrics.undeliverable),
             Envelope::Node { id, .. } => match node_routes.next().flatten() {

@@ -264,7 +264,7 @@ impl AppState {
         match reply {
             DispatchReply::Waiting | DispatchReply::Refused { .. } => Dispatched::Waiting,
             DispatchReply::Failed { code, spec } => {
-                self.fail_task(&spec, &code, None);
+                self.fail_task(&spec, code, None, None);
                 Dispatched::Failed
             }
             DispatchReply::Duplicate { .. } => {
@@ -322,7 +322,7 @@ impl AppState {
         }
         for failed in released.failed {
             let FailedTask { spec, code, job_id, .. } = failed;
-            self.fail_task(&spec, &code, job_id.as_deref());
+            self.fail_task(&spec, code, None, job_id.as_deref());
         }
         for cancel in released.cancel {
             let message = ToNode::JobCancel(JobCancel {
@@ -348,24 +348,26 @@ impl AppState {
 
     /// Tells every recipient that the task failed with `code`: the speaker gets the `error`, the
     /// other listeners a `missing_result{reason:"task_failed"}`, each in its place in the order.
-    pub fn fail_task(&self, spec: &TaskSpec, code: &str, job_id: Option<&str>) {
+    /// `node_code` is the node's own code when a node reported the failure (it may be one the
+    /// protocol does not name; `code` is then `INTERNAL_ERROR`).
+    pub fn fail_task(&self, spec: &TaskSpec, code: ErrorCode, node_code: Option<&str>, job_id: Option<&str>) {
         Metrics::inc(&self.metrics.tasks_failed);
-        let error_code = error_code(code);
-        self.metrics.failed(error_code.as_str());
-        let end = if error_code == ErrorCode::JobTimeout { TaskEnd::TimedOut } else { TaskEnd::Failed };
+        self.metrics.failed(code.as_str());
+        let end = if code == ErrorCode::JobTimeout { TaskEnd::TimedOut } else { TaskEnd::Failed };
         self.policies.record_outcome(&spec.task_id(), end);
-        let message = match error_code {
+        let message = match code {
             ErrorCode::JobTimeout => "the translation timed out on every attempt",
             ErrorCode::NoAvailableNode => "no node is available for this language pair",
             ErrorCode::NodeUnavailable => "the node serving this utterance went away",
             _ => "the node failed to process this utterance",
         };
-        let frame = ErrorFrame::new(error_code, message).with_details(serde_json::json!({
+        let node_code = node_code.unwrap_or(code.as_str());
+        let frame = ErrorFrame::new(code, message).with_details(serde_json::json!({
             "session_id": spec.session_id,
             "utterance_index": spec.utterance_index,
             "tgt_lang": spec.tgt_lang,
             "job_id": job_id,
-            "node_code": code,
+            "node_code": node_code,
             "trace_id": spec.trace_id,
         }));
         let error = ToClient::Error(frame);
@@ -376,7 +378,7 @@ impl AppState {
         }
         let mut event = self.event(spec, job_id.unwrap_or(""), UiEventKind::Error);
         event.status = "error".into();
-        event.error_code = Some(code.to_owned());
+        event.error_code = Some(node_code.to_owned());
         self.to_session(&spec.session_id, &ToClient::UiEvent(event));
     }
 
@@ -464,9 +466,4 @@ impl AppState {
             hint: None,
         }
     }
-}
-
-/// The protocol code of a failure reason stored in Redis or sent by a node.
-fn error_code(code: &str) -> ErrorCode {
-    serde_json::from_value(serde_json::Value::String(code.to_owned())).unwrap_or(ErrorCode::InternalError)
 }

@@ -307,8 +307,9 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
             wake(state, &result.job_id, next);
         }
         Ok(CompleteReply::Failed(Ended { spec: Some(spec), wake: next, .. })) => {
-            let code = result.error.as_ref().map_or("INTERNAL_ERROR", |e| e.code.as_str());
-            state.fail_task(&spec, code, Some(&result.job_id));
+            let node_code = result.error.as_ref().map(|e| e.code.as_str());
+            let code = node_code.and_then(ErrorCode::parse).unwrap_or(ErrorCode::InternalError);
+            state.fail_task(&spec, code, node_code, Some(&result.job_id));
             wake(state, &result.job_id, next);
         }
         Ok(CompleteReply::Stale { state: job_state }) => {

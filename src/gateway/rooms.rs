@@ -15,8 +15,8 @@ use super::peers::Outbox;
 use super::{AppState, Metrics, error_frame};
 use crate::policy::{Availability, Member, RoomView, Utterance};
 use crate::protocol::{
-    Mode, RawVoicePreference, RelayedSignal, RoomCreate, RoomCreateAck, RoomError, RoomJoin, RoomMember,
-    RoomMembers, Signal, ToClient, now_ms,
+    Mode, RawVoicePreference, RelayedSignal, RoomCreate, RoomCreateAck, RoomError, RoomErrorCode, RoomJoin,
+    RoomMember, RoomMembers, Signal, ToClient, now_ms,
 };
 use crate::protocol::{clip, is_language_code};
 use crate::scheduler::{RoomReply, SchedulerError, SignalReply, TaskSpec, new_id};
@@ -67,8 +67,8 @@ impl Membership {
     }
 }
 
-fn room_error(outbox: &Outbox, code: &str, message: &str) {
-    outbox.send(&ToClient::RoomError(RoomError { code: code.into(), message: Some(message.into()) }));
+fn room_error(outbox: &Outbox, code: RoomErrorCode, message: &str) {
+    outbox.send(&ToClient::RoomError(RoomError { code, message: Some(message.into()) }));
 }
 
 fn new_member(session_id: &str, display_name: Option<String>, preferred_lang: Option<String>) -> RoomMember {
@@ -112,10 +112,10 @@ impl AppState {
     pub async fn room_create(&self, outbox: &Outbox, session_id: &str, m: &mut Membership, msg: RoomCreate) {
         m.sync();
         if m.room.is_some() {
-            return room_error(outbox, "ALREADY_IN_ROOM", "leave the current room first");
+            return room_error(outbox, RoomErrorCode::AlreadyInRoom, "leave the current room first");
         }
         if !valid_lang(&msg.preferred_lang) {
-            return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
+            return room_error(outbox, RoomErrorCode::InvalidMessage, "invalid preferred_lang");
         }
         let member = new_member(session_id, msg.display_name, msg.preferred_lang);
         let room_id = new_id("room-", 12);
@@ -139,7 +139,7 @@ impl AppState {
                 Err(err) => return self.store_error(outbox, &err),
             }
         }
-        room_error(outbox, "INTERNAL_ERROR", "no free room code; retry")
+        room_error(outbox, RoomErrorCode::InternalError, "no free room code; retry")
     }
 
     pub async fn room_join(&self, outbox: &Outbox, session_id: &str, m: &mut Membership, msg: RoomJoin) {
@@ -149,17 +149,17 @@ impl AppState {
         }
         m.sync();
         if m.failed_joins.len() >= self.config.room_failed_joins_per_minute as usize {
-            return room_error(outbox, "RATE_LIMITED", "too many failed joins; wait a minute");
+            return room_error(outbox, RoomErrorCode::RateLimited, "too many failed joins; wait a minute");
         }
         if m.room.is_some() {
-            return room_error(outbox, "ALREADY_IN_ROOM", "leave the current room first");
+            return room_error(outbox, RoomErrorCode::AlreadyInRoom, "leave the current room first");
         }
         if !valid_code(&msg.room_code) {
             m.failed_joins.push_back(Instant::now());
-            return room_error(outbox, "INVALID_ROOM_CODE", "room codes are 6 digits");
+            return room_error(outbox, RoomErrorCode::InvalidRoomCode, "room codes are 6 digits");
         }
         if !valid_lang(&msg.preferred_lang) {
-            return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
+            return room_error(outbox, RoomErrorCode::InvalidMessage, "invalid preferred_lang");
         }
         let member = new_member(session_id, msg.display_name, msg.preferred_lang);
         match self.scheduler.room_join(&msg.room_code, &member, self.config.room_idle_ttl_ms, false).await {
@@ -178,10 +178,10 @@ impl AppState {
             }
             Ok(RoomReply::NotFound) => {
                 m.failed_joins.push_back(Instant::now());
-                room_error(outbox, "ROOM_NOT_FOUND", "no room with this code")
+                room_error(outbox, RoomErrorCode::RoomNotFound, "no room with this code")
             }
-            Ok(RoomReply::Full) => room_error(outbox, "ROOM_FULL", "the room is full"),
-            Ok(_) => room_error(outbox, "ALREADY_IN_ROOM", "already a member"),
+            Ok(RoomReply::Full) => room_error(outbox, RoomErrorCode::RoomFull, "the room is full"),
+            Ok(_) => room_error(outbox, RoomErrorCode::AlreadyInRoom, "already a member"),
             Err(err) => self.store_error(outbox, &err),
         }
     }
@@ -189,17 +189,17 @@ impl AppState {
     pub async fn room_set_lang(&self, outbox: &Outbox, m: &mut Membership, code: &str, lang: Option<String>) {
         m.sync();
         let Some((room, member)) = m.room.as_mut().filter(|(room, _)| room == code) else {
-            return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+            return room_error(outbox, RoomErrorCode::RoomNotFound, "not a member of this room");
         };
         if !valid_lang(&lang) {
-            return room_error(outbox, "INVALID_MESSAGE", "invalid preferred_lang");
+            return room_error(outbox, RoomErrorCode::InvalidMessage, "invalid preferred_lang");
         }
         member.preferred_lang = lang;
         match self.scheduler.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
             Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
             Ok(_) => {
                 m.set(None);
-                room_error(outbox, "ROOM_NOT_FOUND", "the room is gone")
+                room_error(outbox, RoomErrorCode::RoomNotFound, "the room is gone")
             }
             Err(err) => self.store_error(outbox, &err),
         }
@@ -217,18 +217,22 @@ impl AppState {
     ) {
         m.sync();
         let Some((room, member)) = m.room.as_mut().filter(|(room, _)| *room == msg.room_code) else {
-            return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+            return room_error(outbox, RoomErrorCode::RoomNotFound, "not a member of this room");
         };
         let target = msg.target_session_id;
         if target.is_empty() || target == session_id {
-            return room_error(outbox, "INVALID_MESSAGE", "target_session_id must name another member");
+            return room_error(
+                outbox,
+                RoomErrorCode::InvalidMessage,
+                "target_session_id must name another member",
+            );
         }
         match self.scheduler.room_member(room, &target).await {
             Ok(Some(_)) => {}
             Ok(None) => {
                 return room_error(
                     outbox,
-                    "MEMBER_NOT_FOUND",
+                    RoomErrorCode::MemberNotFound,
                     "target_session_id is not a member of this room",
                 );
             }
@@ -238,7 +242,7 @@ impl AppState {
         if msg.receive_raw_voice {
             member.raw_voice_preferences.remove(&target);
         } else if member.raw_voice_preferences.len() >= MAX_MUTED_VOICES {
-            return room_error(outbox, "INVALID_MESSAGE", "too many voices turned off");
+            return room_error(outbox, RoomErrorCode::InvalidMessage, "too many voices turned off");
         } else {
             member.raw_voice_preferences.insert(target, false);
         }
@@ -246,7 +250,7 @@ impl AppState {
             Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
             Ok(_) => {
                 m.set(None);
-                room_error(outbox, "ROOM_NOT_FOUND", "the room is gone")
+                room_error(outbox, RoomErrorCode::RoomNotFound, "the room is gone")
             }
             Err(err) => self.store_error(outbox, &err),
         }
@@ -272,12 +276,12 @@ impl AppState {
         {
             Metrics::inc(&self.metrics.signals_dropped);
             if rate.notice(Instant::now()) {
-                room_error(outbox, "RATE_LIMITED", "too many WebRTC signals; some were dropped");
+                room_error(outbox, RoomErrorCode::RateLimited, "too many WebRTC signals; some were dropped");
             }
             return;
         }
         let Some((room, _)) = m.room.as_ref().filter(|(room, _)| *room == signal.room_code) else {
-            return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+            return room_error(outbox, RoomErrorCode::RoomNotFound, "not a member of this room");
         };
         let (sdp, candidate) = match kind {
             SignalKind::Ice => (None, signal.candidate),
@@ -285,13 +289,21 @@ impl AppState {
         };
         let Some(body) = sdp.as_ref().or(candidate.as_ref()) else {
             let field = if kind == SignalKind::Ice { "candidate" } else { "sdp" };
-            return room_error(outbox, "INVALID_MESSAGE", &format!("{} needs `{field}`", kind.name()));
+            return room_error(
+                outbox,
+                RoomErrorCode::InvalidMessage,
+                &format!("{} needs `{field}`", kind.name()),
+            );
         };
         if serde_json::to_string(body).map_or(usize::MAX, |b| b.len()) > self.config.room_signal_max_bytes {
-            return room_error(outbox, "INVALID_MESSAGE", &format!("{} is too large", kind.name()));
+            return room_error(
+                outbox,
+                RoomErrorCode::InvalidMessage,
+                &format!("{} is too large", kind.name()),
+            );
         }
         if signal.to == session_id {
-            return room_error(outbox, "INVALID_MESSAGE", "`to` must name another member");
+            return room_error(outbox, RoomErrorCode::InvalidMessage, "`to` must name another member");
         }
         let kind_name = match kind {
             SignalKind::Offer => "offer",
@@ -302,10 +314,14 @@ impl AppState {
             Ok(SignalReply::Relay) => {}
             Ok(SignalReply::NotAMember) => {
                 m.set(None);
-                return room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+                return room_error(outbox, RoomErrorCode::RoomNotFound, "not a member of this room");
             }
             Ok(SignalReply::NoReceiver) => {
-                return room_error(outbox, "MEMBER_NOT_FOUND", "`to` is not a member of this room");
+                return room_error(
+                    outbox,
+                    RoomErrorCode::MemberNotFound,
+                    "`to` is not a member of this room",
+                );
             }
             Ok(withheld @ (SignalReply::VoiceOff | SignalReply::Crossing)) => {
                 Metrics::inc(&self.metrics.signals_dropped);
@@ -342,7 +358,7 @@ impl AppState {
         m.sync();
         let Some((room, _)) = m.room.take_if(|(room, _)| code.is_none_or(|c| c == room)) else {
             if let Some(outbox) = outbox {
-                room_error(outbox, "ROOM_NOT_FOUND", "not a member of this room");
+                room_error(outbox, RoomErrorCode::RoomNotFound, "not a member of this room");
             }
             return;
         };

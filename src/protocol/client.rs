@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ErrorFrame;
 use super::node::{Pipeline, nullable};
+use super::{ErrorFrame, RoomErrorCode};
 
 /// Messages a client sends.
 #[derive(Debug, Deserialize)]
@@ -189,7 +189,7 @@ pub struct RoomMembers {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RoomError {
-    pub code: String,
+    pub code: RoomErrorCode,
     pub message: Option<String>,
 }
 

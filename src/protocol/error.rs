@@ -24,6 +24,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code named `wire` (`"JOB_TIMEOUT"`), if it is one of the protocol's.
+    pub fn parse(wire: &str) -> Option<ErrorCode> {
+        serde_json::from_value(serde_json::Value::String(wire.to_owned())).ok()
+    }
+
     /// The code as sent on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +51,21 @@ impl ErrorCode {
             ErrorCode::SchedulerDependencyDown => "SCHEDULER_DEPENDENCY_DOWN",
         }
     }
+}
+
+/// Codes of `room_error` (PROTOCOL.md §2, rooms): the documented five, and the generic ones a room
+/// message can also meet (a malformed field, a member that is not there, an internal failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RoomErrorCode {
+    RoomNotFound,
+    AlreadyInRoom,
+    RoomFull,
+    InvalidRoomCode,
+    RateLimited,
+    MemberNotFound,
+    InvalidMessage,
+    InternalError,
 }
 
 /// `{"type":"error","code":…,"message":…,"details":…}`, sent to nodes and clients alike.

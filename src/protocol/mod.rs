@@ -8,7 +8,7 @@ mod error;
 mod node;
 
 pub use client::*;
-pub use error::{ErrorCode, ErrorFrame};
+pub use error::{ErrorCode, ErrorFrame, RoomErrorCode};
 pub use node::*;
 
 use serde::de::DeserializeOwned;

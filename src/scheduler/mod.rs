@@ -26,7 +26,7 @@ pub use keys::{
 pub use policy_store::{CanaryEnd, PolicyEvent, PolicySlot, PolicyState, RollbackReply, SetPolicyReply};
 pub use rooms::{RoomReply, SignalReply};
 pub use scripts::Scripts;
-pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd};
+pub use sessions::{AttachReply, Fence, NodeRoute, ReapReply, SessionEnd, SessionRoute};
 pub use types::*;
 
 use std::sync::Arc;
@@ -142,6 +142,13 @@ pub struct DispatchRequest<'a> {
     pub create: Option<(&'a TaskSpec, &'a Payload)>,
     /// For a task moving in from another cell: when its dispatch wait ends (ms since the epoch).
     pub moved_in: Option<u64>,
+}
+
+/// `availability.lua`: per pool, live nodes with a free slot.
+#[derive(Deserialize)]
+struct AvailabilityReply {
+    #[serde(deserialize_with = "types::lua_list")]
+    free: Vec<u32>,
 }
 
 /// Which way a job ended on its node.
@@ -395,11 +402,8 @@ impl MinimalSchedulerService {
             inv.key(k.pool(pool));
         }
         inv.arg(self.config.liveness_ms());
-        let raw: String = self.invoke("availability", &inv).await?;
-        if raw == "{}" {
-            return Ok(Vec::new());
-        }
-        parse("availability", &raw)
+        let reply: AvailabilityReply = self.call("availability", &inv).await?;
+        Ok(reply.free)
     }
 
     /// Per pool, the live nodes with a free slot summed over every cell.

@@ -20,15 +20,15 @@ pub enum RoomReply {
         #[serde(default, deserialize_with = "members")]
         members: Vec<RoomMember>,
     },
-    #[serde(rename = "CODE_TAKEN")]
+    #[serde(rename = "code_taken")]
     CodeTaken,
-    #[serde(rename = "ROOM_NOT_FOUND")]
+    #[serde(rename = "room_not_found")]
     NotFound,
-    #[serde(rename = "ROOM_FULL")]
+    #[serde(rename = "room_full")]
     Full,
-    #[serde(rename = "ALREADY_IN_ROOM")]
+    #[serde(rename = "already_in_room")]
     AlreadyIn,
-    #[serde(rename = "NOT_A_MEMBER")]
+    #[serde(rename = "not_a_member")]
     NotAMember,
 }
 

@@ -40,6 +40,32 @@ pub enum Fence<'a> {
     Gateway(&'a str, u64),
 }
 
+/// Where a frame for a session goes (`session_route.lua`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SessionRoute {
+    /// To the session's socket on this gateway.
+    Attached { gateway: String },
+    /// Into the detached session's backlog.
+    Kept,
+    /// Nowhere: no such session (or a hint for a detached one).
+    Gone,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum SessionRoomReply {
+    Ok,
+    Gone,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum PresenceReply {
+    Added,
+    Present,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ReapReply {
     pub at: u64,
@@ -177,7 +203,8 @@ impl MinimalSchedulerService {
         let k = self.session_keys(session_id);
         let mut inv = self.scripts.session_room.prepare_invoke();
         inv.key(&k.session).arg(room.unwrap_or(""));
-        let _: i64 = self.invoke_value("session_room", &inv).await?;
+        // A session that is gone has nothing to record the room on: nothing to do either way.
+        let _: SessionRoomReply = self.call("session_room", &inv).await?;
         Ok(())
     }
 
@@ -205,7 +232,7 @@ impl MinimalSchedulerService {
         Ok(redis::cmd("SPOP").arg(key).arg(count).query_async(&mut conn).await?)
     }
 
-    /// Where each frame goes (one pipeline, in order): a gateway id, `kept` (backlog) or `gone`.
+    /// Where each frame goes (one pipeline, in order).
     /// `keep` per frame: `Some(true)` keep whatever the state, `Some(false)` keep when detached,
     /// `None` never keep (a hint).
     /// A backlog holds at most `backlog` frames and lives `ttl_ms` after its last one.
@@ -214,7 +241,7 @@ impl MinimalSchedulerService {
         frames: &[(&str, &str, Option<bool>)],
         backlog: u32,
         ttl_ms: u64,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<SessionRoute>> {
         let invocations: Vec<_> = frames
             .iter()
             .map(|(session_id, frame, keep)| {
@@ -231,7 +258,8 @@ impl MinimalSchedulerService {
             })
             .collect();
         // One session's frames share a slot, so they keep their order in the batch.
-        self.batch_scripts(&invocations).await
+        let replies: Vec<String> = self.batch_scripts(&invocations).await?;
+        replies.iter().map(|raw| super::parse("session_route", raw)).collect()
     }
 
     /// Each node's gateway and whether it is online (one batch); nodes as (cell tag, node id).
@@ -298,8 +326,8 @@ impl MinimalSchedulerService {
         let k = self.registry_keys();
         let mut inv = self.scripts.gateway_presence.prepare_invoke();
         inv.key(&k.gateways).key(&k.dead).arg(gateway).arg(window_ms);
-        let added: i64 = self.invoke_value("gateway_presence", &inv).await?;
-        Ok(added == 1)
+        let reply: PresenceReply = self.call("gateway_presence", &inv).await?;
+        Ok(reply == PresenceReply::Added)
     }
 
     pub async fn gateway_reap(&self, limit: u32, retention_ms: u64) -> Result<ReapReply> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Mode, Pipeline};
+use crate::protocol::{ErrorCode, Mode, Pipeline};
 
 /// What a task is: everything needed to build its `job_assign` and route its outcome. Stored once,
 /// as JSON, in the task hash; a gateway that re-dispatches or completes the task reads it back.
@@ -181,7 +181,7 @@ pub struct Released {
 #[derive(Debug, Clone, Deserialize)]
 pub struct FailedTask {
     pub task_id: String,
-    pub code: String,
+    pub code: ErrorCode,
     #[serde(default)]
     pub job_id: Option<String>,
     #[serde(deserialize_with = "json_string")]
@@ -197,10 +197,7 @@ pub struct CancelJob {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RegisterReply {
-    Registered {
-        released: Released,
-    },
-    #[serde(rename = "NODE_ID_CONFLICT")]
+    Registered { released: Released },
     NodeIdConflict,
 }
 
@@ -209,7 +206,6 @@ pub enum RegisterReply {
 pub enum NodeReply {
     Ok,
     Draining,
-    #[serde(rename = "NODE_NOT_REGISTERED")]
     NotRegistered,
 }
 
@@ -225,7 +221,7 @@ pub enum DispatchReply {
     },
     Waiting,
     Failed {
-        code: String,
+        code: ErrorCode,
         #[serde(deserialize_with = "json_string")]
         spec: TaskSpec,
     },
