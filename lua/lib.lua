@@ -1,4 +1,4 @@
--- lib.lua: helpers prepended to every script by the loader (src/scheduler/scripts.rs).
+-- lib.lua: helpers prepended to every script by the loader (src/store/scripts.rs).
 --
 -- Replies are JSON (cjson). cjson encodes an empty list as {}; the Rust side reads that as [].
 --
@@ -31,7 +31,7 @@ end
 local function node_key(id) return P .. 'node:' .. id end
 local function task_key(tid) return P .. 'task:' .. tid end
 
--- A job id names its cell and its task: job-<cell tag>-<hex>:<task id> (src/scheduler/mod.rs), so
+-- A job id names its cell and its task: job-<cell tag>-<hex>:<task id> (src/store/mod.rs), so
 -- no job record is kept: the task holds its current job. An ended task keeps only the <hex> part.
 local function task_of(jid) return string.match(jid, '^[^:]*:(.+)$') end
 local function job_hex(jid) return string.match(jid, '^[^:]*%-([^:%-]+):') end

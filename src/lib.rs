@@ -1,7 +1,7 @@
 //! Switchboard: a scheduler gateway for live speech translation.
 //!
 //! Nodes and clients connect over WebSocket ([`gateway`]); every scheduling transition is one Lua
-//! script in Redis ([`scheduler`]); node choice goes through [`policy`]. See docs/ for the model.
+//! script in Redis ([`store`]); node choice goes through [`policy`]. See docs/ for the model.
 
 // Replies and messages are short-lived values moved once; boxing their big variants buys nothing.
 #![allow(clippy::large_enum_variant)]
@@ -13,8 +13,8 @@ pub mod gateway;
 pub mod histogram;
 pub mod policy;
 pub mod protocol;
-pub mod scheduler;
 pub mod sim;
+pub mod store;
 
 use std::sync::OnceLock;
 

@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             // anything).
             let generated = config.admin_token.is_none();
             if generated {
-                config.admin_token = Some(switchboard::scheduler::new_id("", 24).to_ascii_lowercase());
+                config.admin_token = Some(switchboard::store::new_id("", 24).to_ascii_lowercase());
             }
             let token = config.admin_token.clone();
             let token_file =
@@ -156,8 +156,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", config.describe());
             // Where each cell's keys live, for placing cells on Redis Cluster primaries.
             for cell in 0..config.scheduler.cells {
-                let tag = switchboard::scheduler::cell_tag(cell);
-                println!("# cell {cell}: tag {{{tag}}}, slot {}", switchboard::scheduler::slot(&tag));
+                let tag = switchboard::store::cell_tag(cell);
+                println!("# cell {cell}: tag {{{tag}}}, slot {}", switchboard::store::slot(&tag));
             }
             println!("config is valid");
             Ok(())

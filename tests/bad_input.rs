@@ -204,8 +204,7 @@ async fn drained_node_gets_no_new_jobs() {
     let job = node.expect("job_assign").await;
     node.send(json!({"type":"node_drain"})).await;
     eventually("drain applied", || async {
-        let candidates =
-            gw.state.scheduler.candidates(gw.state.scheduler.cell(0), "zh>en", &[], None).await.unwrap();
+        let candidates = gw.state.store.candidates(gw.state.store.cell(0), "zh>en", &[], None).await.unwrap();
         candidates.is_empty()
     })
     .await;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::invariants::{Ledger, redis_problems};
 use common::*;
 use serde_json::{Value, json};
-use switchboard::scheduler::{MinimalSchedulerService, SchedulerConfig};
+use switchboard::store::{SchedulerConfig, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -346,7 +346,7 @@ impl Load {
 /// Redis settles: running counts, jobs and TTLs agree once the last completions ran.
 async fn settled(redis_url: &str, cells: u32) {
     let config = SchedulerConfig { cells, ..SchedulerConfig::default() };
-    let scheduler = MinimalSchedulerService::connect(redis_url, config).await.unwrap();
+    let scheduler = Store::connect(redis_url, config).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut problems = redis_problems(&scheduler).await;
     while !problems.is_empty() && Instant::now() < deadline {

@@ -16,7 +16,7 @@ use common::invariants::{Ledger, redis_problems};
 use common::*;
 use serde_json::{Value, json};
 use switchboard::devredis::RedisCluster;
-use switchboard::scheduler::*;
+use switchboard::store::*;
 
 /// One `CLUSTER SLOTS` entry: first slot, last slot, the primary's [ip, port, id, metadata].
 type SlotRange = (u16, u16, (String, u16, String, redis::Value));
@@ -49,7 +49,7 @@ async fn gateway(
 }
 
 /// The first id `prefix0`, `prefix1`, … whose node lands in `cell` (by id hash).
-fn node_id_in(s: &MinimalSchedulerService, prefix: &str, cell: &CellKeys) -> String {
+fn node_id_in(s: &Store, prefix: &str, cell: &CellKeys) -> String {
     (0..)
         .map(|i| format!("{prefix}{i}"))
         .find(|id| s.node_cell(id, &BTreeMap::new()).tag() == cell.tag())
@@ -109,7 +109,7 @@ fn answered_by(result: &Value) -> String {
     result["text_translated"].as_str().unwrap_or_default().split(':').next().unwrap().to_owned()
 }
 
-async fn consistent(s: &MinimalSchedulerService) {
+async fn consistent(s: &Store) {
     eventually("Redis to be consistent on every primary", || async { redis_problems(s).await.is_empty() })
         .await;
 }
@@ -156,7 +156,7 @@ async fn cell_tags_spread_over_a_real_cluster_and_the_client_routes_by_slot() {
 
     // ... while the scheduler, given that same primary as its only URL, finds out it is a cluster,
     // loads its scripts on every primary and runs each script on the primary of its cell.
-    let s = MinimalSchedulerService::connect(
+    let s = Store::connect(
         &format!("redis://127.0.0.1:{elsewhere}/"),
         SchedulerConfig { heartbeat_interval_ms: 10_000, cells: 3, ..Default::default() },
     )
@@ -202,7 +202,7 @@ async fn sessions_and_a_room_on_two_gateways_are_served_across_three_cells() {
     let cluster = cluster();
     let g1 = gateway(&cluster, 3, |_| {}).await;
     let g2 = gateway(&cluster, 3, |_| {}).await;
-    let s = g1.state.scheduler.clone();
+    let s = g1.state.store.clone();
     // Two nodes per cell, on alternate gateways.
     let stop = Arc::new(AtomicBool::new(false));
     let mut nodes = Vec::new();
@@ -312,7 +312,7 @@ async fn session_with_nodes_in_two_cells(
     g1: &TestGateway,
     g2: &TestGateway,
 ) -> (Peer, String, Peer, String, Peer, String) {
-    let s = &g1.state.scheduler;
+    let s = &g1.state.store;
     let mut client = g2.client().await;
     let session = client.init_one_way("zh", "en").await;
     let home = s.home_cell(&session).clone();
@@ -333,7 +333,7 @@ async fn a_node_lost_mid_job_moves_its_task_to_another_cell_once() {
     let cluster = cluster();
     let g1 = gateway(&cluster, 2, |_| {}).await;
     let g2 = gateway(&cluster, 2, |_| {}).await;
-    let s = g1.state.scheduler.clone();
+    let s = g1.state.store.clone();
     let (mut client, session, mut x, _x_id, mut y, y_id) = session_with_nodes_in_two_cells(&g1, &g2).await;
 
     client.utter(&session, 0).await;
@@ -371,7 +371,7 @@ async fn a_late_result_from_the_old_cell_is_dropped_after_the_task_moved() {
     let short = |c: &mut switchboard::config::Config| c.scheduler.job_timeout_ms = 800;
     let g1 = gateway(&cluster, 2, short).await;
     let g2 = gateway(&cluster, 2, short).await;
-    let s = g1.state.scheduler.clone();
+    let s = g1.state.store.clone();
     let (mut client, session, mut x, x_id, mut y, y_id) = session_with_nodes_in_two_cells(&g1, &g2).await;
 
     client.utter(&session, 0).await;
@@ -403,7 +403,7 @@ async fn a_primary_restarted_during_traffic_delays_tasks_and_loses_none() {
     };
     let g1 = gateway(&cluster, 3, patient).await;
     let g2 = gateway(&cluster, 3, patient).await;
-    let s = g1.state.scheduler.clone();
+    let s = g1.state.store.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let mut nodes = Vec::new();
     for cell in 0..3 {
@@ -468,8 +468,8 @@ async fn raising_the_cell_count_gateway_by_gateway_loses_nothing() {
     // The old configuration (2 cells) and, during the rollout, a gateway with 3.
     let old = gateway(&cluster, 2, |_| {}).await;
     let new = gateway(&cluster, 3, |_| {}).await;
-    let s3 = new.state.scheduler.clone();
-    assert_eq!(old.state.scheduler.cell(1).tag(), s3.cell(1).tag(), "adding a cell renames none");
+    let s3 = new.state.store.clone();
+    assert_eq!(old.state.store.cell(1).tag(), s3.cell(1).tag(), "adding a cell renames none");
     let stop = Arc::new(AtomicBool::new(false));
     // Nodes on both; by id, one of them lands in the new cell 2 when it registers with `new`.
     let in_new_cell = node_id_in(&s3, "late-", s3.cell(2));

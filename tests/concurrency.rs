@@ -16,7 +16,7 @@ async fn concurrent_dispatch_never_overfills_a_node() {
     };
     let a = TestGateway::start(&redis, long).await;
     let b = TestGateway::start(&redis, long).await;
-    let s = &a.state.scheduler;
+    let s = &a.state.store;
     for (i, cap) in [3, 1, 2, 5, 4].into_iter().enumerate() {
         register(s, &direct::node(&format!("n{i}"), &["zh>en"], cap)).await;
     }

@@ -298,7 +298,7 @@ async fn one_task_costs_three_script_calls() {
     let redis = redis();
     let gw = TestGateway::start(&redis, |c| c.scheduler.sweep_interval_ms = 600_000).await;
     let (mut node, mut client, session) = gw.node_and_client(1).await;
-    let mut conn = gw.state.scheduler.connection();
+    let mut conn = gw.state.store.connection();
     let calls = |info: String| -> u64 {
         info.lines()
             .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
@@ -331,8 +331,8 @@ async fn metrics_count_tasks_and_time_dispatches(backend: Backend) {
     assert_eq!(status, 200);
     // candidates + dispatch_task; on 3 cells, when the session's home cell is not the node's, also
     // creating it at home, `availability` of the 2 other cells, `task_move`, and the 2 calls there.
-    let home = gw.state.scheduler.home_cell(&session).tag().to_owned();
-    let node_cell = gw.state.scheduler.list_nodes(1).await.unwrap().0[0]["cell"].clone();
+    let home = gw.state.store.home_cell(&session).tag().to_owned();
+    let node_cell = gw.state.store.list_nodes(1).await.unwrap().0[0]["cell"].clone();
     let calls = if home == node_cell { 2 } else { 1 + 1 + 2 + 1 + 2 };
     let calls = format!("switchboard_dispatch_script_calls_total {calls}");
     for line in [

@@ -86,8 +86,8 @@ fn index_of(m: &Value) -> u64 {
 async fn node_known(gw: &TestGateway) {
     eventually("the node to be registered", || async {
         gw.state
-            .scheduler
-            .candidates(gw.state.scheduler.cell(0), "zh>en", &[], None)
+            .store
+            .candidates(gw.state.store.cell(0), "zh>en", &[], None)
             .await
             .is_ok_and(|c| !c.is_empty())
     })
@@ -102,7 +102,7 @@ async fn settle_and_check(
 ) {
     let mut problems = ledger.check(expected, order);
     // Redis settles once the last completions and sweeps ran.
-    let scheduler = &gateways[0].state.scheduler;
+    let scheduler = &gateways[0].state.store;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut redis = redis_problems(scheduler).await;
     while !redis.is_empty() && tokio::time::Instant::now() < deadline {
@@ -165,8 +165,8 @@ async fn redis_restarted_empty_nodes_register_again_and_sessions_go_on() {
 
     // The checker is not blind: a task key without a TTL and a node whose running count is off
     // are reported.
-    let keys = g1.state.scheduler.cell(0).clone();
-    let mut conn = g1.state.scheduler.connection();
+    let keys = g1.state.store.cell(0).clone();
+    let mut conn = g1.state.store.connection();
     let _: () = redis::cmd("HSET")
         .arg(keys.task("bogus"))
         .arg("state")
@@ -181,7 +181,7 @@ async fn redis_restarted_empty_nodes_register_again_and_sessions_go_on() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let problems = redis_problems(&g1.state.scheduler).await.join("\n");
+    let problems = redis_problems(&g1.state.store).await.join("\n");
     assert!(
         problems.contains("task:bogus has no TTL") && problems.contains("running 1, 0 jobs"),
         "{problems}"
@@ -294,11 +294,11 @@ async fn readiness_recovers_after_redis_restarts_empty_and_after_script_flush() 
     println!("ready {recovered:?} after Redis answered again");
     assert!(recovered < Duration::from_secs(1), "ready {recovered:?} after Redis answered");
 
-    let mut conn = gw.state.scheduler.connection();
+    let mut conn = gw.state.store.connection();
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
     let flushed = std::time::Instant::now();
     eventually("the keeper to reload the scripts", || async {
-        gw.state.scheduler.ready().await.unwrap_or(false)
+        gw.state.store.ready().await.unwrap_or(false)
     })
     .await;
     println!("scripts reloaded {:?} after SCRIPT FLUSH", flushed.elapsed());

@@ -323,7 +323,7 @@ async fn a_gateway_killed_with_jobs_in_flight_loses_none() {
     assert!(got.iter().all(|(_, text)| text.starts_with("n2:")), "{got:?}");
     client.expect_silence(Duration::from_millis(500)).await;
     eventually("Redis to be consistent", || async {
-        common::invariants::redis_problems(&g2.state.scheduler).await.is_empty()
+        common::invariants::redis_problems(&g2.state.store).await.is_empty()
     })
     .await;
     drop(n1);
@@ -390,7 +390,7 @@ async fn a_node_of_a_killed_gateway_reconnects_to_another_and_serves_again() {
 /// still-open sessions again when it is back, so frames from other gateways reach them.
 #[tokio::test]
 async fn a_gateway_taken_for_dead_attaches_its_sessions_again() {
-    use switchboard::scheduler::{Fence, RegistryKeys};
+    use switchboard::store::{Fence, RegistryKeys};
     let redis = redis();
     let g1 = TestGateway::start(&redis, |_| {}).await;
     let g2 = TestGateway::start(&redis, |_| {}).await;
@@ -400,7 +400,7 @@ async fn a_gateway_taken_for_dead_attaches_its_sessions_again() {
     let session = client.init_one_way("zh", "en").await;
 
     // What g2 does when it finds g1 dead: g1 leaves the registry, its sessions are detached.
-    let scheduler = &g2.state.scheduler;
+    let scheduler = &g2.state.store;
     let mut conn = scheduler.connection();
     let g1_id = g1.state.gateway_id.to_string();
     let _: i64 = redis::cmd("ZREM")
@@ -414,7 +414,7 @@ async fn a_gateway_taken_for_dead_attaches_its_sessions_again() {
     let detached =
         scheduler.session_detach(&session, Fence::Gateway(&g1_id, now_ms + 1), 60_000).await.unwrap();
     assert!(detached.is_some());
-    let state_of = |s: &str| switchboard::scheduler::SessionKeys::new("sb", s).session;
+    let state_of = |s: &str| switchboard::store::SessionKeys::new("sb", s).session;
     eventually("g1 to attach its session again", || async {
         direct::hget(scheduler, &state_of(&session), "state").await.as_deref() == Some("attached")
     })

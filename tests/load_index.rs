@@ -8,14 +8,14 @@ mod common;
 use common::direct::*;
 use common::invariants::redis_problems;
 use common::*;
-use switchboard::scheduler::*;
+use switchboard::store::*;
 
 fn config() -> SchedulerConfig {
     SchedulerConfig { heartbeat_interval_ms: 1_000, job_timeout_ms: 10_000, ..fast_scheduler() }
 }
 
-async fn connect(backend: &Backend) -> MinimalSchedulerService {
-    MinimalSchedulerService::connect(&backend.url(), config()).await.expect("scheduler connects")
+async fn connect(backend: &Backend) -> Store {
+    Store::connect(&backend.url(), config()).await.expect("scheduler connects")
 }
 
 /// `src>tgt` for every pair of `langs` (same-language pairs included, as a fleet node registers).
@@ -41,7 +41,7 @@ fn task(index: u64, src: &str, tgt: &str) -> TaskSpec {
 
 /// Commands the primaries ran since the last reset: (all, set and sorted-set writes), summed over
 /// the primaries.
-async fn commands(s: &MinimalSchedulerService) -> (u64, u64) {
+async fn commands(s: &Store) -> (u64, u64) {
     let conn = s.connection();
     let (mut all, mut index) = (0, 0);
     for server in conn.primaries().await.unwrap() {
@@ -63,7 +63,7 @@ async fn commands(s: &MinimalSchedulerService) -> (u64, u64) {
     (all, index)
 }
 
-async fn reset_stats(s: &MinimalSchedulerService) {
+async fn reset_stats(s: &Store) {
     let conn = s.connection();
     for server in conn.primaries().await.unwrap() {
         let mut reset = redis::cmd("CONFIG");
@@ -72,7 +72,7 @@ async fn reset_stats(s: &MinimalSchedulerService) {
     }
 }
 
-async fn consistent(s: &MinimalSchedulerService) {
+async fn consistent(s: &Store) {
     let problems = redis_problems(s).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

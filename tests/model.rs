@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::direct::{self, node as registration};
 use proptest::prelude::*;
-use switchboard::scheduler::*;
+use switchboard::store::*;
 
 const NODES: u8 = 3;
 const TASKS: u8 = 8;
@@ -124,7 +124,7 @@ impl Model {
     }
 }
 
-async fn apply(s: &MinimalSchedulerService, m: &mut Model, op: &Op) {
+async fn apply(s: &Store, m: &mut Model, op: &Op) {
     match op.clone() {
         Op::Register { node, cap, secret_ok } => {
             let id = node_id(node);
@@ -283,7 +283,7 @@ fn check_released(released: &Released, requeued: &BTreeSet<String>, failed: &BTr
 }
 
 /// Redis agrees with the model on every node's load.
-async fn check_nodes(s: &MinimalSchedulerService, m: &Model) {
+async fn check_nodes(s: &Store, m: &Model) {
     let mut conn = s.connection();
     for (id, n) in &m.nodes {
         let key = s.cell(0).node(id);
@@ -303,7 +303,7 @@ async fn check_nodes(s: &MinimalSchedulerService, m: &Model) {
 }
 
 /// Ends every task: a fresh node takes what waits, then everything assigned completes.
-async fn finish(s: &MinimalSchedulerService, m: &mut Model) {
+async fn finish(s: &Store, m: &mut Model) {
     let mut reg = registration("final", &["zh>en"], 64);
     reg.conn = "final".into();
     direct::register(s, &reg).await;
@@ -352,7 +352,7 @@ proptest! {
                 sweep_interval_ms: 1,
                 ..SchedulerConfig::default()
             };
-            let s = MinimalSchedulerService::connect(&redis.url(), config).await.unwrap();
+            let s = Store::connect(&redis.url(), config).await.unwrap();
             let mut conn = s.connection();
             let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
             let mut m = Model::default();

@@ -107,14 +107,7 @@ async fn the_admin_api_shows_nodes_tasks_jobs_rooms_and_gateways_and_drains_a_no
     assert_eq!(admin(&gw, "POST", "/admin/nodes/node-nope/drain", Some("t"), b"").await.0, 404);
     let (_, nodes) = get("/admin/nodes".into()).await;
     assert_eq!(nodes["nodes"][0]["draining"], 1);
-    assert!(
-        gw.state
-            .scheduler
-            .candidates(gw.state.scheduler.cell(0), "zh>en", &[], None)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(gw.state.store.candidates(gw.state.store.cell(0), "zh>en", &[], None).await.unwrap().is_empty());
     gw.stop().await;
 }
 

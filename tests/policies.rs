@@ -13,7 +13,7 @@ use switchboard::policy::{
     Breaker, CallError, CanaryLimits, CanaryVerdict, Limits, LoadError, Loaded, Member, Policies, PolicyHost,
     Rejected, Role, RoomView, TaskEnd, Utterance, samples, sha256_hex,
 };
-use switchboard::scheduler::Candidate;
+use switchboard::store::Candidate;
 
 fn policies() -> Policies {
     Policies::new(PolicyHost::new(
@@ -479,7 +479,7 @@ fn a_canary_is_judged_on_the_outcomes_of_the_tasks_it_placed() {
         assert_eq!(Totals::from_fields(&fields(&c, "c"), "c"), c);
         canary::judge(Role::NodeSelection, &c, &a, &limits)
     };
-    let placed_by_canary = |id: &str| switchboard::scheduler::stable_hash(id) % 100 < 50;
+    let placed_by_canary = |id: &str| switchboard::store::stable_hash(id) % 100 < 50;
     let tasks: Vec<String> = (0..400).map(|i| format!("s-1:{i}:en")).collect();
 
     // Failures: 30 % of the canary's tasks, none of the active's.
@@ -515,7 +515,7 @@ fn a_canary_is_judged_on_the_outcomes_of_the_tasks_it_placed() {
     let candidates = three_candidates();
     let mut i = 0;
     while p.canary(Role::NodeSelection).unwrap().stats.calls.load(std::sync::atomic::Ordering::Relaxed) < 40 {
-        let spec = switchboard::scheduler::TaskSpec { utterance_index: i, ..spec.clone() };
+        let spec = switchboard::store::TaskSpec { utterance_index: i, ..spec.clone() };
         p.select(0, &spec, 1, &[], None, &candidates);
         i += 1;
     }

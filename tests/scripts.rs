@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::direct::*;
 use common::*;
 use switchboard::protocol::ErrorCode;
-use switchboard::scheduler::*;
+use switchboard::store::*;
 
 fn config() -> SchedulerConfig {
     SchedulerConfig { heartbeat_interval_ms: 200, job_timeout_ms: 10_000, ..fast_scheduler() }
@@ -381,8 +381,8 @@ async fn availability_counts_live_nodes_with_a_free_slot_per_pool() {
 
 #[tokio::test]
 async fn a_session_resumes_with_its_token_and_gets_what_was_kept() {
-    use switchboard::scheduler::SessionRoute::{Gone, Kept};
-    let at = |gateway: &str| switchboard::scheduler::SessionRoute::Attached { gateway: gateway.into() };
+    use switchboard::store::SessionRoute::{Gone, Kept};
+    let at = |gateway: &str| switchboard::store::SessionRoute::Attached { gateway: gateway.into() };
     let redis = redis();
     let s = scheduler(&redis, config()).await;
     let attached =
@@ -497,7 +497,7 @@ async fn a_registration_sent_again_after_a_lost_reply_is_done_once() {
 }
 
 /// Creates `spec` in `cell` without a node: it waits there.
-async fn waiting_in(s: &MinimalSchedulerService, cell: &CellKeys, spec: &TaskSpec) {
+async fn waiting_in(s: &Store, cell: &CellKeys, spec: &TaskSpec) {
     let (task, pool, payload) = (spec.task_id(), spec.pool(), payload());
     let request = DispatchRequest {
         cell,

@@ -14,9 +14,9 @@ use serde::Serialize;
 use switchboard::admin_client;
 use switchboard::devredis::{RedisCluster, RedisServer};
 use switchboard::histogram::Histogram;
-use switchboard::scheduler::{MinimalSchedulerService, NodeRegistration, Payload, SchedulerConfig};
 use switchboard::sim::client::{Load, Session, Tally};
 use switchboard::sim::node::{self, NodeSpec};
+use switchboard::store::{NodeRegistration, Payload, SchedulerConfig, Store};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -527,7 +527,7 @@ async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> anyhow::Result
     const BATCH: usize = 32;
     let prefix = format!("bench-ceiling-{}", shape.pairs());
     let config = SchedulerConfig { prefix, ..SchedulerConfig::default() };
-    let service = MinimalSchedulerService::connect(redis_url, config.clone()).await?;
+    let service = Store::connect(redis_url, config.clone()).await?;
     for i in 0..NODES {
         let node = NodeRegistration {
             id: format!("ceiling-{i}"),

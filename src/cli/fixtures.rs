@@ -12,7 +12,7 @@ use switchboard::policy::{
     Availability, Candidates, Compiled, Member, PolicyHost, Role, RoomView, Route, Task, Utterance, convert,
     samples,
 };
-use switchboard::scheduler::Candidate;
+use switchboard::store::Candidate;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,7 +248,7 @@ pub fn replay(host: &PolicyHost, compiled: &Compiled, samples: &[Fixture]) -> an
 /// A node-selection fixture's inputs, as the policy gets them.
 fn selection_inputs(f: &Fixture) -> (Task, Candidates) {
     let t = &f.task;
-    let spec = switchboard::scheduler::TaskSpec {
+    let spec = switchboard::store::TaskSpec {
         src_lang: t.src_lang.clone(),
         tgt_lang: t.tgt_lang.clone(),
         tenant_id: t.tenant_id.clone(),

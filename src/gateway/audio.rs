@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::AudioConfig;
-use crate::scheduler::new_id;
+use crate::store::new_id;
 
 /// Audio formats a session can stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

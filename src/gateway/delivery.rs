@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::connections::{Frame, SessionPeer};
 use super::ordering::Overdue;
-use super::peers::{Frame, SessionPeer};
 use super::{AppState, Metrics};
 use crate::protocol::{ErrorCode, ErrorFrame, ToClient, ToNode};
-use crate::scheduler::{CellKeys, InboxEntry, SessionRoute, TaskRef, TaskSpec, is_cell_tag};
+use crate::store::{CellKeys, InboxEntry, SessionRoute, TaskRef, TaskSpec, is_cell_tag};
 
 /// Frames queued for the forwarder before producers start dropping them.
 const FORWARD_QUEUE: usize = 65_536;
@@ -140,7 +140,7 @@ impl AppState {
     /// Looks up the tasks of outcomes this gateway's sessions have awaited for
     /// `sessions.outcome_audit_ms`, and gives up those whose tasks ended and whose outcome still
     /// has not come one round later (see [`Sequencer::audited`]).
-    pub async fn audit_outcomes(&self) -> crate::scheduler::Result<()> {
+    pub async fn audit_outcomes(&self) -> crate::store::Result<()> {
         let after = Duration::from_millis(self.config.sessions.outcome_audit_ms);
         let now = Instant::now();
         let overdue: Vec<(String, SessionPeer, Overdue)> = self
@@ -156,7 +156,7 @@ impl AppState {
             return Ok(());
         }
         let tasks: Vec<TaskRef> = overdue.iter().flat_map(|(_, _, o)| o.tasks.iter().cloned()).collect();
-        let mut ended = self.scheduler.tasks_ended(&tasks).await?.into_iter();
+        let mut ended = self.store.tasks_ended(&tasks).await?.into_iter();
         for (session_id, peer, o) in overdue {
             // Every task of this utterance takes its answer from `ended`, whatever the others say
             // (the answers of the next utterance follow).
@@ -390,7 +390,7 @@ pub async fn run_forwarder(state: AppState, mut rx: mpsc::Receiver<Queued>) {
 /// is given up: by then the tasks' own deadlines have acted on them. A try that timed out may have
 /// run after all; a frame appended twice is harmless (a listener drops an outcome it already had,
 /// a node's second result for a job is stale).
-async fn forward_with_retries(state: &AppState, batch: Vec<Queued>) -> crate::scheduler::Result<()> {
+async fn forward_with_retries(state: &AppState, batch: Vec<Queued>) -> crate::store::Result<()> {
     let give_up = Instant::now() + Duration::from_millis(state.config.scheduler.job_timeout_ms);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -405,7 +405,7 @@ async fn forward_with_retries(state: &AppState, batch: Vec<Queued>) -> crate::sc
     }
 }
 
-async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler::Result<()> {
+async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::store::Result<()> {
     let me = &*state.gateway_id;
     let kept: Vec<(&str, String, Option<bool>)> = batch
         .iter()
@@ -432,11 +432,11 @@ async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler
     let mut session_routes = if sessions.is_empty() {
         Vec::new()
     } else {
-        state.scheduler.route_sessions(&sessions, sessions_config.backlog, state.detached_ttl_ms()).await?
+        state.store.route_sessions(&sessions, sessions_config.backlog, state.detached_ttl_ms()).await?
     }
     .into_iter();
     let mut node_routes =
-        if nodes.is_empty() { Vec::new() } else { state.scheduler.node_routes(&nodes).await? }.into_iter();
+        if nodes.is_empty() { Vec::new() } else { state.store.node_routes(&nodes).await? }.into_iter();
 
     let mut appends: Vec<(String, String)> = Vec::new();
     let mut keep_here = Vec::new();
@@ -473,7 +473,7 @@ async fn forward_batch(state: &AppState, batch: Vec<Queued>) -> crate::scheduler
         }
     }
     let frames: Vec<(&str, &str)> = appends.iter().map(|(g, p)| (g.as_str(), p.as_str())).collect();
-    state.scheduler.append_to_inboxes(&frames, state.config.gateways.inbox_maxlen).await?;
+    state.store.append_to_inboxes(&frames, state.config.gateways.inbox_maxlen).await?;
     state.metrics.frames_forwarded.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
     if !keep_here.is_empty() {
         Box::pin(forward_batch(state, keep_here)).await?;

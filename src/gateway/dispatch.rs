@@ -13,7 +13,7 @@ use crate::protocol::{
     ErrorCode, ErrorFrame, JobAssign, JobCancel, MissingResult, ToClient, ToNode, TranslationResult, UiEvent,
     UiEventKind, now_ms,
 };
-use crate::scheduler::{
+use crate::store::{
     CellKeys, DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, MoveReply, Payload, Released,
     Result, TaskRef, TaskSpec,
 };
@@ -85,7 +85,7 @@ impl AppState {
         payload: &Payload,
         affinity: Option<&str>,
     ) -> Result<Dispatched> {
-        let home = self.scheduler.home_cell(spec.room_code.as_deref().unwrap_or(&spec.session_id)).clone();
+        let home = self.store.home_cell(spec.room_code.as_deref().unwrap_or(&spec.session_id)).clone();
         let offer = Offer { spec, payload, attempt: 0, affinity };
         self.assign(&home, offer, Vec::new(), Creating::New).await
     }
@@ -94,7 +94,7 @@ impl AppState {
     /// sweep finds it due, or when a slot frees. Concurrent calls are safe: `dispatch_task` lets
     /// one win.
     pub async fn redispatch(&self, cell: &CellKeys, task_id: &str) -> Result<Dispatched> {
-        match self.scheduler.load_task(cell, task_id).await? {
+        match self.store.load_task(cell, task_id).await? {
             LoadTaskReply::Waiting { attempt, tried, spec, payload } => {
                 let offer = Offer { spec: &spec, payload: &payload, attempt, affinity: None };
                 self.assign(cell, offer, tried, Creating::No).await
@@ -118,7 +118,7 @@ impl AppState {
             Tried::Done(dispatched) => return Ok(dispatched),
             Tried::NoNode { exists } => exists,
         };
-        let other = match self.scheduler.cells().len() {
+        let other = match self.store.cells().len() {
             1 => None,
             _ => self.cell_with_free_node(cell, &spec.pool()).await?,
         };
@@ -133,7 +133,7 @@ impl AppState {
             }
         }
         Metrics::inc(&self.metrics.dispatch_script_calls);
-        let wait_until = match self.scheduler.task_move(cell, &spec.task_id(), offer.attempt, &other).await? {
+        let wait_until = match self.store.task_move(cell, &spec.task_id(), offer.attempt, &other).await? {
             MoveReply::Moved { wait_until } => wait_until,
             MoveReply::Stale => return Ok(Dispatched::Stale),
         };
@@ -149,13 +149,12 @@ impl AppState {
     /// The cell other than `except` with the most live nodes that have a free slot for `pool`.
     async fn cell_with_free_node(&self, except: &CellKeys, pool: &str) -> Result<Option<CellKeys>> {
         let pools = [pool.to_owned()];
-        let others: Vec<&CellKeys> =
-            self.scheduler.cells().iter().filter(|c| c.tag() != except.tag()).collect();
+        let others: Vec<&CellKeys> = self.store.cells().iter().filter(|c| c.tag() != except.tag()).collect();
         self.metrics
             .dispatch_script_calls
             .fetch_add(others.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let counts = futures_util::future::try_join_all(
-            others.iter().map(|cell| self.scheduler.availability(cell, &pools)),
+            others.iter().map(|cell| self.store.availability(cell, &pools)),
         )
         .await?;
         let best = others
@@ -182,7 +181,7 @@ impl AppState {
         let mut excluded = tried;
         for _ in 0..READS {
             Metrics::inc(&self.metrics.dispatch_script_calls);
-            let candidates = self.scheduler.candidates(cell, &pool, &excluded, affinity).await?;
+            let candidates = self.store.candidates(cell, &pool, &excluded, affinity).await?;
             let ranked =
                 self.policies.select(cell.number(), spec, attempt + 1, &excluded, affinity, &candidates);
             if ranked.is_empty() {
@@ -202,7 +201,7 @@ impl AppState {
                     moved_in: creating.moved_in(),
                 };
                 Metrics::inc(&self.metrics.dispatch_script_calls);
-                let reply = self.scheduler.dispatch_task(&request).await?;
+                let reply = self.store.dispatch_task(&request).await?;
                 if first && creating == Creating::New {
                     self.announce(cell, spec, &reply);
                 }
@@ -238,7 +237,7 @@ impl AppState {
             moved_in: creating.moved_in(),
         };
         Metrics::inc(&self.metrics.dispatch_script_calls);
-        let reply = self.scheduler.dispatch_task(&request).await?;
+        let reply = self.store.dispatch_task(&request).await?;
         if creating == Creating::New {
             self.announce(cell, spec, &reply);
         }

@@ -3,14 +3,14 @@
 mod admin;
 mod audio;
 mod capabilities;
+mod connections;
 mod delivery;
 mod dispatch;
-mod gateways;
 mod limits;
 mod metrics;
 mod node_socket;
 mod ordering;
-mod peers;
+mod presence;
 mod prometheus;
 mod readiness;
 mod rooms;
@@ -19,9 +19,9 @@ mod socket;
 mod sweeper;
 
 pub use capabilities::{CapabilityError, language_pairs, ready_types};
+pub use connections::{Outbox, Peers};
 pub use dispatch::Dispatched;
 pub use metrics::Metrics;
-pub use peers::{Outbox, Peers};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,13 +38,13 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::policy::{self, Breaker, Limits, Policies, PolicyHost};
 use crate::protocol::{ErrorCode, ErrorFrame};
-use crate::scheduler::{MinimalSchedulerService, SchedulerError, new_id};
+use crate::store::{Store, StoreError, new_id};
 
 /// Handles shared by every request and socket of one gateway.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub scheduler: MinimalSchedulerService,
+    pub store: Store,
     pub policies: Arc<Policies>,
     pub peers: Peers,
     pub forwarder: delivery::Forwarder,
@@ -83,7 +83,7 @@ pub enum GatewayError {
     #[error("redis URL is not set (--redis-url or SWITCHBOARD_REDIS_URL)")]
     NoRedisUrl,
     #[error("cannot reach Redis: {0}")]
-    Scheduler(#[from] SchedulerError),
+    Scheduler(#[from] StoreError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -113,7 +113,7 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Result<Self, GatewayError> {
         let url = config.redis_url.clone().ok_or(GatewayError::NoRedisUrl)?;
-        let scheduler = MinimalSchedulerService::connect(&url, config.scheduler.clone()).await?;
+        let store = Store::connect(&url, config.scheduler.clone()).await?;
         let gateway_id = config.gateway_id.clone().unwrap_or_else(|| new_id("gw-", 8));
         let limits = Limits {
             deadline: Duration::from_millis(config.policy.deadline_ms),
@@ -136,7 +136,7 @@ impl Gateway {
         let (forwarder, forward) = delivery::Forwarder::new();
         let state = AppState {
             config: Arc::new(config),
-            scheduler,
+            store,
             policies,
             peers: Peers::default(),
             forwarder,
@@ -166,8 +166,8 @@ impl Gateway {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, gateway.id = %state.gateway_id, "Gateway listening.");
         state.spawn(tracing::info_span!("sweeper"), sweeper::run(state.clone()));
-        state.spawn(tracing::info_span!("inbox"), gateways::run_inbox(state.clone()));
-        state.spawn(tracing::info_span!("presence"), gateways::run_presence(state.clone()));
+        state.spawn(tracing::info_span!("inbox"), presence::run_inbox(state.clone()));
+        state.spawn(tracing::info_span!("presence"), presence::run_presence(state.clone()));
         state.spawn(tracing::info_span!("outcome_audit"), delivery::run_outcome_audit(state.clone()));
         state.spawn(tracing::info_span!("scripts"), readiness::keep_scripts_loaded(state.clone()));
         // Not on the tracker: it drains what the tracked tasks send while they end, so it ends
@@ -178,7 +178,7 @@ impl Gateway {
         let sync_interval = Duration::from_millis(state.config.policy.sync_interval_ms);
         let sync = policy::sync_stored(
             state.policies.clone(),
-            state.scheduler.clone(),
+            state.store.clone(),
             state.gateway_id.clone(),
             sync_interval,
             state.shutdown.clone(),
@@ -225,13 +225,13 @@ impl Gateway {
     }
 }
 
-/// The one place scheduler failures become `error` frames.
-pub fn error_frame(err: &SchedulerError) -> ErrorFrame {
+/// The one place store failures become `error` frames.
+pub fn error_frame(err: &StoreError) -> ErrorFrame {
     match err {
-        SchedulerError::Redis(_) => {
+        StoreError::Redis(_) => {
             ErrorFrame::new(ErrorCode::SchedulerDependencyDown, "the scheduler store is unavailable; retry")
         }
-        SchedulerError::Reply { .. } | SchedulerError::Script { .. } => {
+        StoreError::Reply { .. } | StoreError::Script { .. } => {
             ErrorFrame::new(ErrorCode::InternalError, "internal error")
         }
     }

@@ -17,7 +17,7 @@ use crate::protocol::{
     ClientAsrPartial, DecodeError, ErrorCode, ErrorFrame, FromNode, JobAck, JobResult, NodeHeartbeat,
     NodeRegister, NodeRegisterAck, ToClient, ToNode, UiEventKind, decode,
 };
-use crate::scheduler::{
+use crate::store::{
     CapabilityUpdate, CellKeys, CompleteReply, Ended, JobReply, NodeRegistration, NodeReply, OfflineReply,
     Outcome, RegisterReply, Usage, new_id,
 };
@@ -165,8 +165,8 @@ async fn register_node(
             "language_capabilities": msg.language_capabilities,
         }),
     };
-    let cell = state.scheduler.node_cell(&id, &registration.labels).clone();
-    match state.scheduler.register_node(&cell, &registration).await {
+    let cell = state.store.node_cell(&id, &registration.labels).clone();
+    match state.store.register_node(&cell, &registration).await {
         Ok(RegisterReply::Registered { released }) => {
             state.peers.add_node(&id, &registration.conn, socket.outbox.clone());
             tracing::Span::current().record("node.id", id.as_str());
@@ -212,7 +212,7 @@ async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: F
         FromNode::NodeHeartbeat(hb) => heartbeat(state, socket, node, hb).await,
         FromNode::JobAck(ack) => job_ack(state, node, ack, false).await,
         FromNode::JobStarted(ack) => job_ack(state, node, ack, true).await,
-        FromNode::AsrPartial(partial) => match state.scheduler.job_route(&partial.job_id, &node.id).await {
+        FromNode::AsrPartial(partial) => match state.store.job_route(&partial.job_id, &node.id).await {
             Ok(JobReply::Ok { spec, .. }) => {
                 if partial.is_final {
                     state.ui_event(&spec, &partial.job_id, UiEventKind::AsrFinal, None);
@@ -235,7 +235,7 @@ async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: F
             Metrics::inc(&state.metrics.node_errors);
             warn!(node.id = %node.id, code = %err.code, message = %err.message, "Node reported an error.");
         }
-        FromNode::NodeDrain {} => match state.scheduler.drain_node(&node.cell, &node.id, &node.conn).await {
+        FromNode::NodeDrain {} => match state.store.drain_node(&node.cell, &node.id, &node.conn).await {
             Ok(NodeReply::NotRegistered) => reply_error(socket, not_registered()),
             Ok(_) => info!(node.id = %node.id, "Node draining."),
             Err(err) => reply_error(socket, error_frame(&err)),
@@ -244,7 +244,7 @@ async fn handle(state: &AppState, socket: &Socket, node: &Registered, message: F
 }
 
 async fn job_ack(state: &AppState, node: &Registered, ack: JobAck, started: bool) {
-    match state.scheduler.ack_job(&ack.job_id, &node.id, ack.attempt_id, started).await {
+    match state.store.ack_job(&ack.job_id, &node.id, ack.attempt_id, started).await {
         // The UI hears of the node accepting the job once, not again when it starts.
         Ok(JobReply::Ok { spec, .. }) if !started => {
             state.ui_event(&spec, &ack.job_id, UiEventKind::NodeAccepted, None)
@@ -276,7 +276,7 @@ async fn heartbeat(state: &AppState, socket: &Socket, node: &Registered, hb: Nod
             Err(err) => reply_error(socket, ErrorFrame::new(ErrorCode::InvalidMessage, err.to_string())),
         }
     }
-    match state.scheduler.heartbeat(&node.cell, &node.id, &node.conn, &usage, &update).await {
+    match state.store.heartbeat(&node.cell, &node.id, &node.conn, &usage, &update).await {
         Ok(NodeReply::NotRegistered) => reply_error(socket, not_registered()),
         Ok(_) => {}
         Err(err) => reply_error(socket, error_frame(&err)),
@@ -285,7 +285,7 @@ async fn heartbeat(state: &AppState, socket: &Socket, node: &Registered, hb: Nod
 
 async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result: JobResult) {
     let outcome = if result.success { Outcome::Completed } else { Outcome::Failed };
-    let reply = state.scheduler.complete_task(&result.job_id, &node.id, result.attempt_id, outcome).await;
+    let reply = state.store.complete_task(&result.job_id, &node.id, result.attempt_id, outcome).await;
     match reply {
         Ok(
             CompleteReply::Completed(Ended { spec: None, .. })
@@ -331,14 +331,14 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
 
 /// A slot of the job's cell just freed: dispatch the cell's oldest waiting task now.
 fn wake(state: &AppState, job_id: &str, task_id: String) {
-    if let (false, Some((cell, _))) = (task_id.is_empty(), state.scheduler.job_task(job_id)) {
+    if let (false, Some((cell, _))) = (task_id.is_empty(), state.store.job_task(job_id)) {
         state.spawn_redispatch(&cell, task_id);
     }
 }
 
 async fn go_offline(state: &AppState, node: &Registered) {
     state.peers.remove_node(&node.id, &node.conn);
-    match state.scheduler.node_offline(&node.cell, &node.id, &node.conn).await {
+    match state.store.node_offline(&node.cell, &node.id, &node.conn).await {
         Ok(OfflineReply::Offline { released }) => {
             info!(node.id = %node.id, requeued = released.requeued.len(), "Node offline.");
             state.handle_released(&node.cell, released);

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{MissingResult, ToClient, now_ms};
-use crate::scheduler::TaskRef;
+use crate::store::TaskRef;
 
 /// How long a resumed session holds every outcome back: the utterances its client sends again
 /// right after resuming announce themselves meanwhile (the expectations the dead gateway held

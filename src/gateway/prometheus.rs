@@ -21,12 +21,12 @@ pub async fn render(state: &AppState) -> String {
         let _ = writeln!(out, "switchboard_tasks_failed_by_reason_total{{reason=\"{reason}\"}} {count}");
     }
     let _ = writeln!(out, "# TYPE switchboard_script_seconds histogram");
-    for (script, h) in state.scheduler.script_latency().iter() {
+    for (script, h) in state.store.script_latency().iter() {
         histogram(&mut out, "switchboard_script_seconds", &format!("script=\"{script}\""), h);
     }
-    if let Ok(counts) = state.scheduler.node_counts().await {
+    if let Ok(counts) = state.store.node_counts().await {
         let _ = writeln!(out, "# TYPE switchboard_nodes gauge");
-        for (cell, (online, live)) in state.scheduler.cells().iter().zip(counts) {
+        for (cell, (online, live)) in state.store.cells().iter().zip(counts) {
             let cell = cell.tag();
             let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"online\"}} {online}");
             let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"live\"}} {live}");

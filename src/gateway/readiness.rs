@@ -22,7 +22,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    match tokio::time::timeout(PROBE_TIMEOUT, state.scheduler.ensure_scripts()).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, state.store.ensure_scripts()).await {
         Ok(Ok(true)) => (StatusCode::OK, "ready"),
         Ok(Ok(false)) => (StatusCode::SERVICE_UNAVAILABLE, "scripts not loaded"),
         Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
@@ -36,7 +36,7 @@ pub async fn keep_scripts_loaded(state: AppState) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
     // The first call sets this gateway's marks.
-    let _ = state.scheduler.data_intact(&state.gateway_id).await;
+    let _ = state.store.data_intact(&state.gateway_id).await;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -44,11 +44,11 @@ pub async fn keep_scripts_loaded(state: AppState) {
         }
         let checked = Instant::now();
         if let Ok(Ok(false)) =
-            tokio::time::timeout(PROBE_TIMEOUT, state.scheduler.data_intact(&state.gateway_id)).await
+            tokio::time::timeout(PROBE_TIMEOUT, state.store.data_intact(&state.gateway_id)).await
         {
             state.give_up_lost_outcomes(checked);
         }
-        match tokio::time::timeout(PROBE_TIMEOUT, state.scheduler.ensure_scripts()).await {
+        match tokio::time::timeout(PROBE_TIMEOUT, state.store.ensure_scripts()).await {
             Ok(Ok(true)) if !healthy => {
                 healthy = true;
                 info!("Redis holds every script again; ready.");

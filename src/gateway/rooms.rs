@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tracing::info;
 
+use super::connections::Outbox;
 use super::limits::RateLimit;
-use super::peers::Outbox;
 use super::{AppState, Metrics, error_frame};
 use crate::policy::{Availability, Member, RoomView, Utterance};
 use crate::protocol::{
@@ -19,7 +19,7 @@ use crate::protocol::{
     RoomMember, RoomMembers, Signal, ToClient, now_ms,
 };
 use crate::protocol::{clip, is_language_code};
-use crate::scheduler::{RoomReply, SchedulerError, SignalReply, TaskSpec, new_id};
+use crate::store::{RoomReply, SignalReply, StoreError, TaskSpec, new_id};
 
 /// Codes drawn before room_create gives up (a collision needs ~10^6 live rooms to be likely).
 const CODE_DRAWS: usize = 5;
@@ -123,7 +123,7 @@ impl AppState {
             let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
             let cfg = &self.config;
             match self
-                .scheduler
+                .store
                 .room_create(&code, &room_id, &member, cfg.room_max_members, cfg.room_idle_ttl_ms)
                 .await
             {
@@ -162,7 +162,7 @@ impl AppState {
             return room_error(outbox, RoomErrorCode::InvalidMessage, "invalid preferred_lang");
         }
         let member = new_member(session_id, msg.display_name, msg.preferred_lang);
-        match self.scheduler.room_join(&msg.room_code, &member, self.config.room_idle_ttl_ms, false).await {
+        match self.store.room_join(&msg.room_code, &member, self.config.room_idle_ttl_ms, false).await {
             Ok(RoomReply::Ok { members, room_id }) => {
                 info!(room.code = %msg.room_code, session.id = %session_id, "Joined a room.");
                 // The fleet's web client enters a room only on `room_create_ack` (its join path
@@ -195,7 +195,7 @@ impl AppState {
             return room_error(outbox, RoomErrorCode::InvalidMessage, "invalid preferred_lang");
         }
         member.preferred_lang = lang;
-        match self.scheduler.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
+        match self.store.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
             Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
             Ok(_) => {
                 m.set(None);
@@ -227,7 +227,7 @@ impl AppState {
                 "target_session_id must name another member",
             );
         }
-        match self.scheduler.room_member(room, &target).await {
+        match self.store.room_member(room, &target).await {
             Ok(Some(_)) => {}
             Ok(None) => {
                 return room_error(
@@ -246,7 +246,7 @@ impl AppState {
         } else {
             member.raw_voice_preferences.insert(target, false);
         }
-        match self.scheduler.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
+        match self.store.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
             Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
             Ok(_) => {
                 m.set(None);
@@ -310,7 +310,7 @@ impl AppState {
             SignalKind::Answer => "answer",
             SignalKind::Ice => "ice",
         };
-        match self.scheduler.room_signal(room, session_id, &signal.to, kind_name).await {
+        match self.store.room_signal(room, session_id, &signal.to, kind_name).await {
             Ok(SignalReply::Relay) => {}
             Ok(SignalReply::NotAMember) => {
                 m.set(None);
@@ -373,7 +373,7 @@ impl AppState {
     /// Takes a session out of a room and tells the members left; returns them.
     pub async fn depart_room(&self, session_id: &str, room: &str) -> Option<Vec<RoomMember>> {
         self.record_room(session_id, None).await;
-        match self.scheduler.room_leave(room, session_id).await {
+        match self.store.room_leave(room, session_id).await {
             Ok(RoomReply::Ok { members, .. }) => {
                 info!(room.code = %room, session.id = %session_id, "Left a room.");
                 self.broadcast_members(room, members.clone());
@@ -389,7 +389,7 @@ impl AppState {
 
     /// Notes the session's room on its record, so a resume keeps it.
     async fn record_room(&self, session_id: &str, room: Option<&str>) {
-        if let Err(err) = self.scheduler.session_room(session_id, room).await {
+        if let Err(err) = self.store.session_room(session_id, room).await {
             tracing::warn!(%err, session.id = %session_id, "Recording the session's room failed.");
         }
     }
@@ -402,22 +402,18 @@ impl AppState {
         }
     }
 
-    fn store_error(&self, outbox: &Outbox, err: &SchedulerError) {
+    fn store_error(&self, outbox: &Outbox, err: &StoreError) {
         outbox.send(&ToClient::Error(error_frame(err)));
     }
 
     /// The tasks of one room utterance: one per route of the room-routing policy, each to its own
     /// recipients. Empty when the speaker is not in a room or the policy routes nothing (the
     /// caller then uses single-session mode).
-    pub async fn room_tasks(
-        &self,
-        m: &mut Membership,
-        spec: &TaskSpec,
-    ) -> Result<Vec<TaskSpec>, SchedulerError> {
+    pub async fn room_tasks(&self, m: &mut Membership, spec: &TaskSpec) -> Result<Vec<TaskSpec>, StoreError> {
         m.sync();
         let Some((code, _)) = &m.room else { return Ok(Vec::new()) };
         let members =
-            match self.scheduler.room_speak(code, &spec.session_id, self.config.room_idle_ttl_ms).await? {
+            match self.store.room_speak(code, &spec.session_id, self.config.room_idle_ttl_ms).await? {
                 RoomReply::Ok { members, .. } => members,
                 _ => {
                     m.set(None); // the room expired or this session was removed
@@ -457,7 +453,7 @@ impl AppState {
         langs.sort();
         langs.dedup();
         let pools: Vec<String> = langs.iter().map(|l| format!("{}>{l}", spec.src_lang)).collect();
-        let counts = self.scheduler.availability_everywhere(&pools).await?;
+        let counts = self.store.availability_everywhere(&pools).await?;
         let availability: Vec<Availability> = langs
             .into_iter()
             .zip(counts)

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::audio::{AudioStream, Codec, Cut, Pushed};
+use super::connections::{Frame, SessionPeer};
 use super::ordering::Sequencer;
-use super::peers::{Frame, SessionPeer};
 use super::rooms::{Membership, SignalKind};
 use super::socket::{Incoming, Socket};
 use super::{AppState, Dispatched, Metrics, error_frame};
@@ -28,7 +28,7 @@ use crate::protocol::{
     SessionInit, SessionInitAck, ToClient, Utterance, decode, now_ms,
 };
 use crate::protocol::{clip, is_language_code};
-use crate::scheduler::{AttachReply, Fence, Payload, SchedulerError, SessionEnd, TaskSpec, new_id};
+use crate::store::{AttachReply, Fence, Payload, SessionEnd, StoreError, TaskSpec, new_id};
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -236,7 +236,7 @@ async fn attach(
     init: SessionInit,
 ) -> Result<(Session, Membership), ErrorFrame> {
     let conn = new_id(&format!("{}/", state.gateway_id), 12);
-    let store_error = |err: SchedulerError| {
+    let store_error = |err: StoreError| {
         warn!(%err, "Attaching a session failed.");
         error_frame(&err)
     };
@@ -245,7 +245,7 @@ async fn attach(
         Some(id) => {
             let token = init.resume_token.clone().unwrap_or_default();
             let reply = state
-                .scheduler
+                .store
                 .session_resume(&id, &state.gateway_id, &conn, &token_sha(&token))
                 .await
                 .map_err(store_error)?;
@@ -266,7 +266,7 @@ async fn attach(
             let mut id = new_id("s-", 8);
             loop {
                 let reply = state
-                    .scheduler
+                    .store
                     .session_open(&id, &state.gateway_id, &conn, &token_sha(&token), &stored)
                     .await
                     .map_err(store_error)?;
@@ -280,10 +280,10 @@ async fn attach(
     };
     let room = match room.as_str() {
         "" => None,
-        code => match state.scheduler.room_member(code, &id).await.map_err(store_error)? {
+        code => match state.store.room_member(code, &id).await.map_err(store_error)? {
             Some(member) => Some((code.to_owned(), member)),
             None => {
-                let _ = state.scheduler.session_room(&id, None).await;
+                let _ = state.store.session_room(&id, None).await;
                 None
             }
         },
@@ -327,11 +327,7 @@ async fn attach(
 
 /// The socket dropped without `session_close`: the session stays resumable for the grace period.
 async fn detach(state: &AppState, session: &Session) {
-    match state
-        .scheduler
-        .session_detach(&session.id, Fence::Conn(&session.conn), state.detached_ttl_ms())
-        .await
-    {
+    match state.store.session_detach(&session.id, Fence::Conn(&session.conn), state.detached_ttl_ms()).await {
         Ok(Some(conn)) => state.end_after_grace(session.id.clone(), conn),
         Ok(None) => {} // resumed on another socket already
         Err(err) => {
@@ -343,7 +339,7 @@ async fn detach(state: &AppState, session: &Session) {
 /// `session_close`: leaves the room and forgets the session now.
 async fn end(state: &AppState, session: &Session, membership: &mut Membership) {
     state.room_leave(None, &session.id, membership, None).await;
-    match state.scheduler.session_end(&session.id, &session.conn, false).await {
+    match state.store.session_end(&session.id, &session.conn, false).await {
         Ok(SessionEnd::Ended { room }) if !room.is_empty() => {
             // A room the record still named though this socket had left its own (a resume race).
             state.depart_room(&session.id, &room).await;
@@ -351,7 +347,7 @@ async fn end(state: &AppState, session: &Session, membership: &mut Membership) {
         Ok(_) => {}
         Err(err) => warn!(%err, session.id = %session.id, "Ending the session failed; its record expires."),
     }
-    let _ = state.scheduler.unindex_session(&state.gateway_id, &session.id).await;
+    let _ = state.store.unindex_session(&state.gateway_id, &session.id).await;
 }
 
 /// Hex sha256 of a resume token: only the hash is stored.
@@ -484,7 +480,7 @@ async fn speak(
     let received = Instant::now();
     // The failure is the utterance's outcome: it goes through the speaker's ordering, after the
     // outcomes of its earlier utterances still in flight.
-    let fail = |err: SchedulerError| {
+    let fail = |err: StoreError| {
         warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
         let details =
             serde_json::json!({ "session_id": spec.session_id, "utterance_index": spec.utterance_index });

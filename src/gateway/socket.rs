@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::connections::{Frame, Outbox};
 use super::limits::RateLimit;
-use super::peers::{Frame, Outbox};
 use super::{AppState, Metrics};
 use crate::protocol::{ErrorCode, ErrorFrame, ToClient};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::AppState;
-use crate::scheduler::SweepReply;
+use crate::store::SweepReply;
 
 pub async fn run(state: AppState) {
     let interval = Duration::from_millis(state.config.scheduler.sweep_interval_ms);
@@ -18,9 +18,9 @@ pub async fn run(state: AppState) {
             _ = ticker.tick() => {}
             _ = state.shutdown.cancelled() => return,
         }
-        let cells = state.scheduler.cells();
+        let cells = state.store.cells();
         let replies = futures_util::future::join_all(
-            cells.iter().map(|cell| state.scheduler.sweep(cell, &state.gateway_id)),
+            cells.iter().map(|cell| state.store.sweep(cell, &state.gateway_id)),
         )
         .await;
         for (cell, reply) in cells.iter().zip(replies) {

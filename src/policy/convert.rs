@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::bindings::{Availability, Member, Mode, Node, ServiceTypes, Task, Utterance};
 use super::host::{Candidates, NodeExtras, RoomView};
 use crate::protocol;
-use crate::scheduler::{Candidate, TaskSpec};
+use crate::store::{Candidate, TaskSpec};
 
 pub fn task(spec: &TaskSpec, attempt: u32, excluded: &[String], affinity: Option<&str>) -> Task {
     Task {

@@ -36,7 +36,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 
 use crate::protocol::now_ms;
-use crate::scheduler::{Candidate, TaskSpec};
+use crate::store::{Candidate, TaskSpec};
 
 const SMOKE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -608,7 +608,7 @@ fn off_worker_if_slow<T>(l: &Loaded, call: impl FnOnce() -> T) -> T {
 fn canary_or_active(slot: &Slot, key: &str) -> Arc<Loaded> {
     if let Some(canary) = slot.canary.load_full() {
         let share = slot.canary_share.load(Relaxed) as u64;
-        if crate::scheduler::stable_hash(key) % 100 < share {
+        if crate::store::stable_hash(key) % 100 < share {
             return canary;
         }
     }

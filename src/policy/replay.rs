@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use serde::Serialize;
 
 use super::{Availability, RoomView, Route, Utterance};
-use crate::scheduler::{Candidate, TaskSpec};
+use crate::store::{Candidate, TaskSpec};
 
 /// One kept decision, in the fixture format of `policy test --fixtures`: the inputs, and the
 /// active version's ranking as `expect_first`.

@@ -11,11 +11,11 @@ use tracing::{info, warn};
 
 use super::canary::{self, CanaryVerdict, Totals};
 use super::{Loaded, Policies, Role};
-use crate::scheduler::{CanaryEnd, MinimalSchedulerService, PolicyState};
+use crate::store::{CanaryEnd, PolicyState, Store};
 
 pub async fn run(
     policies: Arc<Policies>,
-    scheduler: MinimalSchedulerService,
+    store: Store,
     gateway_id: Arc<str>,
     interval: Duration,
     shutdown: CancellationToken,
@@ -30,8 +30,8 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
         }
         for role in Role::ALL {
-            judge_canary(&policies, &scheduler, &gateway_id, role, &mut reported, interval).await;
-            let state = match scheduler.policy_state(role.as_str()).await {
+            judge_canary(&policies, &store, &gateway_id, role, &mut reported, interval).await;
+            let state = match store.policy_state(role.as_str()).await {
                 Ok(state) => state,
                 Err(err) => {
                     warn!(%err, "Reading the stored policy state failed.");
@@ -43,19 +43,19 @@ pub async fn run(
                 continue;
             }
             if state.active != before.active {
-                match load(&policies, &scheduler, role, &state.active).await {
+                match load(&policies, &store, role, &state.active).await {
                     Ok(Some(loaded)) => policies.activate(role, loaded),
                     Ok(None) => policies.reset(role),
                     Err(()) => {}
                 }
             }
             if state.shadow != before.shadow
-                && let Ok(shadow) = load(&policies, &scheduler, role, &state.shadow).await
+                && let Ok(shadow) = load(&policies, &store, role, &state.shadow).await
             {
                 policies.set_shadow(role, shadow);
             }
             if (state.canary != before.canary || state.canary_share != before.canary_share)
-                && let Ok(canary) = load(&policies, &scheduler, role, &state.canary).await
+                && let Ok(canary) = load(&policies, &store, role, &state.canary).await
             {
                 policies.set_canary(role, canary, state.canary_share);
             }
@@ -78,7 +78,7 @@ struct Reported {
 /// it, the others find it ended.
 async fn judge_canary(
     policies: &Policies,
-    scheduler: &MinimalSchedulerService,
+    store: &Store,
     gateway_id: &str,
     role: Role,
     reported: &mut HashMap<Role, Reported>,
@@ -105,7 +105,7 @@ async fn judge_canary(
     let sha = canary.compiled.sha256.clone();
     // A canary's totals outlive a quiet minute, not a forgotten canary.
     let ttl_ms = (interval.as_millis() as u64 * 20).max(60_000);
-    let totals = match scheduler.canary_report(role.as_str(), &sha, &counts, ttl_ms).await {
+    let totals = match store.canary_report(role.as_str(), &sha, &counts, ttl_ms).await {
         Ok(Some(totals)) => totals,
         // Ended or replaced meanwhile: the next sync loads what replaced it.
         Ok(None) => return,
@@ -125,7 +125,7 @@ async fn judge_canary(
         CanaryVerdict::RollBack(reason) => (CanaryEnd::RollBack, reason),
         CanaryVerdict::Promote(reason) => (CanaryEnd::Promote, reason),
     };
-    match scheduler.end_canary(role.as_str(), &sha, end, reason, gateway_id).await {
+    match store.end_canary(role.as_str(), &sha, end, reason, gateway_id).await {
         Ok(true) if end == CanaryEnd::RollBack => {
             warn!(role = role.as_str(), policy.sha256 = %super::short(&sha), %reason, "Canary rolled back.");
             policies.count_canary_end(role, false);
@@ -142,7 +142,7 @@ async fn judge_canary(
 /// The stored version `sha`, compiled and smoke-tested; `None` for the empty sha.
 async fn load(
     policies: &Arc<Policies>,
-    scheduler: &MinimalSchedulerService,
+    store: &Store,
     role: Role,
     sha: &str,
 ) -> Result<Option<Arc<Loaded>>, ()> {
@@ -152,7 +152,7 @@ async fn load(
     if policies.active(role).compiled.sha256 == sha {
         return Ok(Some(policies.active(role)));
     }
-    let bytes = match scheduler.policy_blob(sha).await {
+    let bytes = match store.policy_blob(sha).await {
         Ok(Some(bytes)) => bytes,
         Ok(None) => {
             warn!(%sha, "Stored policy has no blob.");

@@ -40,8 +40,8 @@ pub async fn next_json(stream: &mut WsStream) -> Result<serde_json::Value, SimEr
 
 /// A zh → en one_way task of `session`, addressed to it: what the simulators and tests dispatch
 /// when they call the scheduler directly.
-pub fn task_spec(session: &str, index: u64) -> crate::scheduler::TaskSpec {
-    crate::scheduler::TaskSpec {
+pub fn task_spec(session: &str, index: u64) -> crate::store::TaskSpec {
+    crate::store::TaskSpec {
         session_id: session.into(),
         utterance_index: index,
         src_lang: "zh".into(),

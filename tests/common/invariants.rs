@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use switchboard::gateway::AppState;
-use switchboard::scheduler::MinimalSchedulerService;
+use switchboard::store::Store;
 
 /// The outcomes one listener received, by (speaker, utterance index).
 #[derive(Debug, Default)]
@@ -66,7 +66,7 @@ impl Ledger {
 /// Redis holds a consistent state: every node's running count equals its in-flight jobs, every
 /// job in flight is its task's current job, every online node has its card in its class, and
 /// every key that is meant to expire has a TTL.
-pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
+pub async fn redis_problems(s: &Store) -> Vec<String> {
     let mut conn = s.connection();
     let mut keys: Vec<String> = Vec::new();
     for server in conn.primaries().await.unwrap() {
@@ -120,7 +120,7 @@ pub async fn redis_problems(s: &MinimalSchedulerService) -> Vec<String> {
 
 /// A node is in its class's load index, at running / capacity, exactly when it is online and not
 /// draining.
-async fn index_problems(conn: &mut switchboard::scheduler::RedisConn, node_key: &str) -> Vec<String> {
+async fn index_problems(conn: &mut switchboard::store::RedisConn, node_key: &str) -> Vec<String> {
     let (base, id) = node_key.split_once("node:").unwrap();
     let Some(class) = hget(conn, node_key, "class").await else { return Vec::new() };
     let fields: Vec<Option<String>> = redis::cmd("HMGET")
@@ -149,17 +149,14 @@ async fn index_problems(conn: &mut switchboard::scheduler::RedisConn, node_key: 
 }
 
 /// The state part of a stored task (lua/lib.lua, `load_task`), if the task exists.
-pub async fn task_state(
-    conn: &mut switchboard::scheduler::RedisConn,
-    key: &str,
-) -> Option<serde_json::Value> {
+pub async fn task_state(conn: &mut switchboard::store::RedisConn, key: &str) -> Option<serde_json::Value> {
     let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
     serde_json::from_str(raw?.split('\n').next()?).ok()
 }
 
 /// Every class counts its online nodes and is in the pool of each of its pairs, and only there;
 /// no class outlives its last online node.
-async fn class_problems(conn: &mut switchboard::scheduler::RedisConn, keys: &[String]) -> Vec<String> {
+async fn class_problems(conn: &mut switchboard::store::RedisConn, keys: &[String]) -> Vec<String> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut problems = Vec::new();
     // (cell base, class) → online nodes of the class.
@@ -201,7 +198,7 @@ async fn class_problems(conn: &mut switchboard::scheduler::RedisConn, keys: &[St
     problems
 }
 
-async fn hget(conn: &mut switchboard::scheduler::RedisConn, key: &str, field: &str) -> Option<String> {
+async fn hget(conn: &mut switchboard::store::RedisConn, key: &str, field: &str) -> Option<String> {
     let kind: String = redis::cmd("TYPE").arg(key).query_async(conn).await.unwrap();
     if kind != "hash" {
         return None;
@@ -209,7 +206,7 @@ async fn hget(conn: &mut switchboard::scheduler::RedisConn, key: &str, field: &s
     redis::cmd("HGET").arg(key).arg(field).query_async(conn).await.unwrap()
 }
 
-async fn node_is_online(conn: &mut switchboard::scheduler::RedisConn, key: &str) -> bool {
+async fn node_is_online(conn: &mut switchboard::store::RedisConn, key: &str) -> bool {
     hget(conn, key, "state").await.as_deref() == Some("online")
 }
 

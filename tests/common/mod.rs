@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use switchboard::config::Config;
 use switchboard::devredis::RedisServer;
 use switchboard::gateway::{AppState, Gateway};
-use switchboard::scheduler::{MinimalSchedulerService, SchedulerConfig};
+use switchboard::store::{SchedulerConfig, Store};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
@@ -70,8 +70,8 @@ impl Backend {
     }
 }
 
-pub async fn scheduler(redis: &RedisServer, config: SchedulerConfig) -> MinimalSchedulerService {
-    MinimalSchedulerService::connect(&redis.url(), config).await.expect("scheduler connects")
+pub async fn scheduler(redis: &RedisServer, config: SchedulerConfig) -> Store {
+    Store::connect(&redis.url(), config).await.expect("scheduler connects")
 }
 
 pub struct TestGateway {
@@ -129,7 +129,7 @@ impl TestGateway {
     pub async fn assert_consistent(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let problems = invariants::redis_problems(&self.state.scheduler).await;
+            let problems = invariants::redis_problems(&self.state.store).await;
             if problems.is_empty() {
                 return;
             }
@@ -449,7 +449,7 @@ where
 pub mod direct {
     use std::collections::BTreeMap;
 
-    use switchboard::scheduler::*;
+    use switchboard::store::*;
 
     pub fn node(id: &str, pairs: &[&str], capacity: u32) -> NodeRegistration {
         NodeRegistration {
@@ -474,7 +474,7 @@ pub mod direct {
         Payload { audio: Some("AAAA".into()), text: None }
     }
 
-    pub async fn register(s: &MinimalSchedulerService, n: &NodeRegistration) {
+    pub async fn register(s: &Store, n: &NodeRegistration) {
         match s.register_node(s.cell(0), n).await.unwrap() {
             RegisterReply::Registered { .. } => {}
             other => panic!("register {}: {other:?}", n.id),
@@ -482,7 +482,7 @@ pub mod direct {
     }
 
     /// Creates the task and tries `node`.
-    pub async fn create(s: &MinimalSchedulerService, spec: &TaskSpec, node: Option<&str>) -> DispatchReply {
+    pub async fn create(s: &Store, spec: &TaskSpec, node: Option<&str>) -> DispatchReply {
         let payload = payload();
         let task_id = spec.task_id();
         let pool = spec.pool();
@@ -499,12 +499,7 @@ pub mod direct {
         s.dispatch_task(&request).await.unwrap()
     }
 
-    pub async fn retry(
-        s: &MinimalSchedulerService,
-        spec: &TaskSpec,
-        attempt: u32,
-        node: Option<&str>,
-    ) -> DispatchReply {
+    pub async fn retry(s: &Store, spec: &TaskSpec, attempt: u32, node: Option<&str>) -> DispatchReply {
         let task_id = spec.task_id();
         let pool = spec.pool();
         let request = DispatchRequest {
@@ -528,13 +523,13 @@ pub mod direct {
     }
 
     /// `HGET` of one field, for checks on the stored state.
-    pub async fn hget(s: &MinimalSchedulerService, key: &str, field: &str) -> Option<String> {
+    pub async fn hget(s: &Store, key: &str, field: &str) -> Option<String> {
         let mut conn = s.connection();
         redis::cmd("HGET").arg(key).arg(field).query_async(&mut conn).await.unwrap()
     }
 
     /// A node's score in the load index of its capability class (cell 0), if it is indexed.
-    pub async fn index_score(s: &MinimalSchedulerService, node: &str) -> Option<f64> {
+    pub async fn index_score(s: &Store, node: &str) -> Option<f64> {
         let k = s.cell(0);
         let class = hget(s, &k.node(node), "class").await?;
         let mut conn = s.connection();
@@ -542,7 +537,7 @@ pub mod direct {
     }
 
     /// A node's jobs in flight (cell 0): the `jobs` list of its hash.
-    pub async fn node_jobs(s: &MinimalSchedulerService, node: &str) -> Vec<String> {
+    pub async fn node_jobs(s: &Store, node: &str) -> Vec<String> {
         hget(s, &s.cell(0).node(node), "jobs")
             .await
             .filter(|j| j != "{}")
@@ -551,18 +546,13 @@ pub mod direct {
     }
 
     /// A field of a stored task's state (cell `k`), as text.
-    pub async fn task_field(
-        s: &MinimalSchedulerService,
-        k: &CellKeys,
-        task_id: &str,
-        field: &str,
-    ) -> Option<String> {
+    pub async fn task_field(s: &Store, k: &CellKeys, task_id: &str, field: &str) -> Option<String> {
         let state = super::invariants::task_state(&mut s.connection(), &k.task(task_id)).await?;
         state.get(field).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
     }
 
     /// The capability classes serving `pair` in cell 0.
-    pub async fn pool_classes(s: &MinimalSchedulerService, pair: &str) -> Vec<String> {
+    pub async fn pool_classes(s: &Store, pair: &str) -> Vec<String> {
         let mut conn = s.connection();
         redis::cmd("SMEMBERS").arg(s.cell(0).pool(pair)).query_async(&mut conn).await.unwrap()
     }

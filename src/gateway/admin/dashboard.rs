@@ -59,12 +59,12 @@ async fn snapshot(state: &AppState) -> Result<Value, AdminError> {
     let ms = |us: u64| us as f64 / 1000.0;
     // Bounded work per overview (one a second per open dashboard): a page of nodes, and the rooms
     // of this gateway's sessions rather than a scan of the keyspace.
-    let (nodes, nodes_online) = state.scheduler.list_nodes(OVERVIEW_NODES).await?;
+    let (nodes, nodes_online) = state.store.list_nodes(OVERVIEW_NODES).await?;
     let mut rooms = Vec::new();
     let mut codes: Vec<String> = state.peers.rooms().into_keys().collect();
     codes.sort();
     for code in codes.into_iter().take(OVERVIEW_ROOMS) {
-        if let Some((_, members)) = state.scheduler.room_record(&code).await? {
+        if let Some((_, members)) = state.store.room_record(&code).await? {
             let langs: Vec<Value> = members
                 .values()
                 .filter_map(|m| serde_json::from_str::<Value>(m).ok())

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::AdminError;
 use crate::gateway::AppState;
 use crate::protocol::clip;
-use crate::scheduler::Record;
+use crate::store::Record;
 
 /// Fields of stored records that hold names, not numbers, even when they look like numbers.
 const NAME_FIELDS: &[&str] =
@@ -38,7 +38,7 @@ pub(super) fn record_json(record: &Record) -> Value {
 #[utoipa::path(get, path = "/admin/nodes", tag = "fleet",
     responses((status = 200, description = "Online nodes, by id", body = serde_json::Value)))]
 pub async fn nodes(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
-    let (nodes, _) = state.scheduler.list_nodes(usize::MAX).await?;
+    let (nodes, _) = state.store.list_nodes(usize::MAX).await?;
     Ok(Json(json!({ "nodes": nodes.iter().map(record_json).collect::<Vec<_>>() })))
 }
 
@@ -48,7 +48,7 @@ pub async fn nodes(State(state): State<AppState>) -> Result<Json<Value>, AdminEr
     responses((status = 200, description = "Draining", body = serde_json::Value),
         (status = 404, description = "No such online node")))]
 pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
-    if !state.scheduler.drain_node_by_operator(&id).await? {
+    if !state.store.drain_node_by_operator(&id).await? {
         return Err(AdminError::NotFound(format!("node {}", clip(&id, 64))));
     }
     tracing::info!(node.id = %id, "Node drained by an operator.");
@@ -61,7 +61,7 @@ pub async fn drain(State(state): State<AppState>, Path(id): Path<String>) -> Res
     responses((status = 200, description = "The task", body = serde_json::Value), (status = 404, description = "Unknown or expired")))]
 pub async fn task(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
     let record = state
-        .scheduler
+        .store
         .task_record(&id)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("task {}", clip(&id, 64))))?;
@@ -74,7 +74,7 @@ pub async fn task(State(state): State<AppState>, Path(id): Path<String>) -> Resu
     responses((status = 200, description = "The job", body = serde_json::Value), (status = 404, description = "Unknown or expired")))]
 pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
     let record = state
-        .scheduler
+        .store
         .job_record(&id)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("job {}", clip(&id, 64))))?;
@@ -85,7 +85,7 @@ pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 #[utoipa::path(get, path = "/admin/rooms", tag = "rooms",
     responses((status = 200, description = "Room codes", body = serde_json::Value)))]
 pub async fn rooms(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
-    Ok(Json(json!({ "rooms": state.scheduler.room_codes().await? })))
+    Ok(Json(json!({ "rooms": state.store.room_codes().await? })))
 }
 
 /// A room and its members.
@@ -97,7 +97,7 @@ pub async fn room(
     Path(code): Path<String>,
 ) -> Result<Json<Value>, AdminError> {
     let (room, members) = state
-        .scheduler
+        .store
         .room_record(&code)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("room {}", clip(&code, 64))))?;
@@ -114,8 +114,8 @@ pub async fn gateways(State(state): State<AppState>) -> Result<Json<Value>, Admi
 
 /// This gateway, the live ones with their presence deadline, those found dead recently.
 pub(super) async fn registry(state: &AppState) -> Result<Value, AdminError> {
-    let live = state.scheduler.gateways().await?;
-    let dead = state.scheduler.dead_gateways().await?;
+    let live = state.store.gateways().await?;
+    let dead = state.store.dead_gateways().await?;
     let view = |list: Vec<(String, u64)>, field: &str| -> Vec<Value> {
         list.into_iter().map(|(id, ms)| json!({ "gateway_id": id, field: ms })).collect()
     };

@@ -17,7 +17,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 
 use super::{AppState, bearer, same_secret};
-use crate::scheduler::SchedulerError;
+use crate::store::StoreError;
 
 /// Largest policy component accepted.
 const MAX_POLICY_BYTES: usize = 32 << 20;
@@ -115,7 +115,7 @@ pub enum AdminError {
     #[error("invalid log filter: {0}")]
     BadFilter(String),
     #[error("the policy store is unavailable: {0}")]
-    Store(#[from] SchedulerError),
+    Store(#[from] StoreError),
 }
 
 impl IntoResponse for AdminError {

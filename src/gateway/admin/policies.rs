@@ -11,7 +11,7 @@ use super::AdminError;
 use crate::gateway::AppState;
 use crate::policy::{Rejected, Role, sha256_hex};
 use crate::protocol::clip;
-use crate::scheduler::{CanaryEnd, PolicySlot, RollbackReply, SetPolicyReply};
+use crate::store::{CanaryEnd, PolicySlot, RollbackReply, SetPolicyReply};
 
 pub(super) fn role(name: &str) -> Result<Role, AdminError> {
     Role::parse(name).ok_or_else(|| AdminError::UnknownRole(clip(name, 64)))
@@ -34,9 +34,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Valu
 pub(super) async fn stored(state: &AppState) -> Result<serde_json::Value, AdminError> {
     let mut stored = serde_json::Map::new();
     for role in Role::ALL {
-        let s = state.scheduler.policy_state(role.as_str()).await?;
-        let history = state.scheduler.policy_history(role.as_str()).await?;
-        let events = state.scheduler.policy_events(role.as_str()).await?;
+        let s = state.store.policy_state(role.as_str()).await?;
+        let history = state.store.policy_history(role.as_str()).await?;
+        let events = state.store.policy_events(role.as_str()).await?;
         stored.insert(
             role.as_str().into(),
             json!({ "active": s.active, "shadow": s.shadow, "canary": s.canary, "canary_share": s.canary_share,
@@ -93,7 +93,7 @@ pub async fn push(
     .map_err(|e| AdminError::Rejected(format!("validation did not finish: {e}")))?;
     checked.map_err(|why: Rejected| AdminError::Rejected(why.to_string()))?;
     let sha = sha256_hex(&body);
-    let version = match state.scheduler.set_policy(role.as_str(), slot, &sha, &body).await? {
+    let version = match state.store.set_policy(role.as_str(), slot, &sha, &body).await? {
         SetPolicyReply::Ok { version } => version,
         SetPolicyReply::MissingBlob | SetPolicyReply::Stale => {
             unreachable!("the blob is stored by the same call; only canary_off is stale")
@@ -118,7 +118,7 @@ pub async fn rollback(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let role = role(&name)?;
-    match state.scheduler.rollback_policy(role.as_str()).await? {
+    match state.store.rollback_policy(role.as_str()).await? {
         RollbackReply::Ok { active, version } => {
             let active = if active.is_empty() { "embedded".to_owned() } else { active };
             tracing::info!(role = role.as_str(), %active, "Policy rolled back.");
@@ -138,14 +138,14 @@ pub async fn promote(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let role = role(&name)?;
-    let stored = state.scheduler.policy_state(role.as_str()).await?;
+    let stored = state.store.policy_state(role.as_str()).await?;
     // The canary first: it has been deciding live calls; else the shadow.
     let (sha, from) = match (stored.canary.is_empty(), stored.shadow.is_empty()) {
         (false, _) => (stored.canary, "canary"),
         (true, false) => (stored.shadow, "shadow"),
         (true, true) => return Err(AdminError::NothingToPromote),
     };
-    match state.scheduler.set_policy(role.as_str(), PolicySlot::Active, &sha, b"").await? {
+    match state.store.set_policy(role.as_str(), PolicySlot::Active, &sha, b"").await? {
         SetPolicyReply::Ok { version } => {
             tracing::info!(role = role.as_str(), sha256 = %sha, from, "Policy promoted to active.");
             Ok(Json(json!({ "role": role, "active": sha, "promoted": from, "version": version })))
@@ -179,10 +179,10 @@ pub async fn end_canary(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let role = role(&name)?;
-    let canary = state.scheduler.policy_state(role.as_str()).await?.canary;
+    let canary = state.store.policy_state(role.as_str()).await?.canary;
     if canary.is_empty()
         || !state
-            .scheduler
+            .store
             .end_canary(role.as_str(), &canary, CanaryEnd::RollBack, "ended by an operator", "admin")
             .await?
     {
@@ -200,7 +200,7 @@ pub async fn clear_shadow(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let role = role(&name)?;
-    let reply = state.scheduler.set_policy(role.as_str(), PolicySlot::Shadow, "", b"").await?;
+    let reply = state.store.set_policy(role.as_str(), PolicySlot::Shadow, "", b"").await?;
     let SetPolicyReply::Ok { version } = reply else { unreachable!("clearing stores no blob") };
     Ok(Json(json!({ "role": role, "shadow": null, "version": version })))
 }

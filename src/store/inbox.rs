@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
-use super::{Batch, MinimalSchedulerService, RedisConn, Result};
+use super::{Batch, RedisConn, Result, Store};
 
 /// The consumer group every inbox has; each gateway reads as its own consumer.
 const GROUP: &str = "gw";
@@ -73,7 +73,7 @@ fn entry(id: StreamId) -> Option<InboxEntry> {
     Some(InboxEntry { id: id.id, payload })
 }
 
-impl MinimalSchedulerService {
+impl Store {
     /// Opens `gateway`'s inbox on a dedicated connection (creating the stream and its group) whose
     /// reads may block up to `block`.
     pub async fn open_inbox(&self, gateway: &str, block: Duration) -> Result<Inbox> {

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{MinimalSchedulerService, Result, RoomKeys};
+use super::{Result, RoomKeys, Store};
 use crate::protocol::RoomMember;
 
 /// Replies of the room scripts; the error statuses are the protocol's `room_error` codes.
@@ -61,7 +61,7 @@ fn members<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<Ro
     Ok(members)
 }
 
-impl MinimalSchedulerService {
+impl Store {
     fn room_keys(&self, code: &str) -> RoomKeys {
         RoomKeys::new(&self.config.prefix, code)
     }

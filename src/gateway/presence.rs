@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::AppState;
 use crate::protocol::{RoomExpired, ToClient};
-use crate::scheduler::{Fence, SessionEnd};
+use crate::store::{Fence, SessionEnd};
 
 /// Sessions and gateways handled per Redis call during a takeover.
 const TAKEOVER_BATCH: usize = 256;
@@ -22,7 +22,7 @@ pub async fn run_inbox(state: AppState) {
     let retry = Duration::from_millis(500);
     let block = Duration::from_secs(1);
     while !state.shutdown.is_cancelled() {
-        let mut inbox = match state.scheduler.open_inbox(&state.gateway_id, block).await {
+        let mut inbox = match state.store.open_inbox(&state.gateway_id, block).await {
             Ok(inbox) => inbox,
             Err(err) => {
                 warn!(%err, "Opening the inbox failed; retrying.");
@@ -79,7 +79,7 @@ pub async fn run_presence(state: AppState) {
             _ = state.shutdown.cancelled() => break,
         }
         let asked = Instant::now();
-        let refreshed = state.scheduler.gateway_presence(&state.gateway_id, window).await;
+        let refreshed = state.store.gateway_presence(&state.gateway_id, window).await;
         if refreshed.is_err() || asked.elapsed() > interval {
             in_contact_since = None;
         } else {
@@ -105,7 +105,7 @@ pub async fn run_presence(state: AppState) {
             warn!(%err, "Checking rooms for expiry failed.");
         }
     }
-    if let Err(err) = state.scheduler.gateway_presence(&state.gateway_id, 0).await {
+    if let Err(err) = state.store.gateway_presence(&state.gateway_id, 0).await {
         warn!(%err, "Giving up this gateway's presence failed; the others notice when it expires.");
     }
 }
@@ -113,11 +113,11 @@ pub async fn run_presence(state: AppState) {
 /// After this gateway was taken for dead (a Redis or network outage longer than its presence
 /// window), another gateway detached its sessions although their sockets are still here; after
 /// Redis restarted empty, their records are gone. Either way they are attached here again.
-async fn reattach_sessions(state: &AppState) -> crate::scheduler::Result<()> {
+async fn reattach_sessions(state: &AppState) -> crate::store::Result<()> {
     for (session_id, peer) in state.peers.sessions() {
         let (token_sha, settings) = &*peer.record;
         let kept = state
-            .scheduler
+            .store
             .session_reattach(&session_id, &state.gateway_id, &peer.conn, token_sha, settings)
             .await?;
         state.deliver_kept(&session_id, &peer, kept.unwrap_or_default());
@@ -125,21 +125,21 @@ async fn reattach_sessions(state: &AppState) -> crate::scheduler::Result<()> {
     Ok(())
 }
 
-async fn take_over_dead(state: &AppState) -> crate::scheduler::Result<()> {
+async fn take_over_dead(state: &AppState) -> crate::store::Result<()> {
     let me = &*state.gateway_id;
     let reap =
-        state.scheduler.gateway_reap(TAKEOVER_BATCH as u32, state.config.gateways.dead_retention_ms).await?;
+        state.store.gateway_reap(TAKEOVER_BATCH as u32, state.config.gateways.dead_retention_ms).await?;
     for dead in reap.reaped.iter().filter(|g| *g != me) {
         info!(gateway.id = %dead, "Gateway is dead; taking over its sessions.");
         loop {
-            let sessions = state.scheduler.pop_sessions(dead, TAKEOVER_BATCH).await?;
+            let sessions = state.store.pop_sessions(dead, TAKEOVER_BATCH).await?;
             if sessions.is_empty() {
                 break;
             }
             for session_id in sessions {
                 let ttl = state.detached_ttl_ms();
                 if let Some(conn) =
-                    state.scheduler.session_detach(&session_id, Fence::Gateway(dead, reap.at), ttl).await?
+                    state.store.session_detach(&session_id, Fence::Gateway(dead, reap.at), ttl).await?
                 {
                     state.end_after_grace(session_id, conn);
                 }
@@ -150,27 +150,27 @@ async fn take_over_dead(state: &AppState) -> crate::scheduler::Result<()> {
         // A dead gateway's unacknowledged entries are idle for at least two presence intervals
         // when it is found dead; one interval keeps two claimers from taking the same entry.
         let min_idle = state.config.gateways.heartbeat_interval_ms;
-        let entries = state.scheduler.claim_inbox(dead, me, min_idle).await?;
+        let entries = state.store.claim_inbox(dead, me, min_idle).await?;
         if !entries.is_empty() {
             info!(gateway.id = %dead, frames = entries.len(), "Claimed frames from a dead gateway's inbox.");
             let ids = state.deliver_entries(entries, false);
-            state.scheduler.ack_inbox(dead, &ids).await?;
+            state.store.ack_inbox(dead, &ids).await?;
         }
     }
     for gone in &reap.forgotten {
-        state.scheduler.forget_gateway(gone).await?;
+        state.store.forget_gateway(gone).await?;
     }
     Ok(())
 }
 
 /// Tells local members of rooms that expired (idle for the room ttl) and ends their membership.
-async fn expire_rooms(state: &AppState) -> crate::scheduler::Result<()> {
+async fn expire_rooms(state: &AppState) -> crate::store::Result<()> {
     let rooms = state.peers.rooms();
     if rooms.is_empty() {
         return Ok(());
     }
     let codes: Vec<&str> = rooms.keys().map(String::as_str).collect();
-    let exist = state.scheduler.rooms_exist(&codes).await?;
+    let exist = state.store.rooms_exist(&codes).await?;
     for (code, exists) in codes.iter().zip(exist) {
         if exists {
             continue;
@@ -188,7 +188,7 @@ async fn expire_rooms(state: &AppState) -> crate::scheduler::Result<()> {
                 room_code: code.to_string(),
                 message: "the room was idle too long and has closed".into(),
             }));
-            state.scheduler.session_room(session_id, None).await?;
+            state.store.session_room(session_id, None).await?;
         }
     }
     Ok(())
@@ -214,13 +214,13 @@ impl AppState {
                 _ = tokio::time::sleep(grace) => {}
                 _ = state.shutdown.cancelled() => return,
             }
-            match state.scheduler.session_end(&session_id, &conn, true).await {
+            match state.store.session_end(&session_id, &conn, true).await {
                 Ok(SessionEnd::Ended { room }) => {
                     info!(session.id = %session_id, "Resume grace over; session ended.");
                     if !room.is_empty() {
                         state.depart_room(&session_id, &room).await;
                     }
-                    let _ = state.scheduler.unindex_session(&state.gateway_id, &session_id).await;
+                    let _ = state.store.unindex_session(&state.gateway_id, &session_id).await;
                 }
                 Ok(SessionEnd::Stale) => {}
                 Err(err) => {

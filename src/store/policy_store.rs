@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{MinimalSchedulerService, Result};
+use super::{Result, Store};
 
 /// History entries kept per role (how many rollbacks are possible).
 const HISTORY: u32 = 16;
@@ -88,7 +88,7 @@ pub enum RollbackReply {
     Empty,
 }
 
-impl MinimalSchedulerService {
+impl Store {
     /// Stores `bytes` (when given) and makes `sha256` the role's active, shadow or canary version
     /// (an operator's change, logged as by `admin`).
     pub async fn set_policy(

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Batch, CellKeys, MinimalSchedulerService, RegistryKeys, Result, RoomKeys};
+use super::{Batch, CellKeys, RegistryKeys, Result, RoomKeys, Store};
 
 /// A stored hash, field → value.
 pub type Record = BTreeMap<String, String>;
@@ -12,7 +12,7 @@ pub type Record = BTreeMap<String, String>;
 /// Rooms listed per call at most.
 const ROOM_PAGE: usize = 500;
 
-impl MinimalSchedulerService {
+impl Store {
     /// The records of the first `limit` online nodes by id, over every cell (secret and
     /// connection id left out), with their in-flight jobs and cell, and how many nodes are online.
     pub async fn list_nodes(&self, limit: usize) -> Result<(Vec<Record>, usize)> {
@@ -48,21 +48,6 @@ impl MinimalSchedulerService {
             nodes.push(record);
         }
         Ok((nodes, online))
-    }
-
-    /// Drains a node on behalf of an operator: it takes no new jobs; its jobs in flight finish.
-    pub async fn drain_node_by_operator(&self, node_id: &str) -> Result<bool> {
-        let mut batch = Batch::new(&self.conn);
-        for cell in self.cells() {
-            batch.on(&cell.node(node_id)).cmd("HMGET").arg(cell.node(node_id)).arg("state").arg("conn");
-        }
-        let rows: Vec<(Option<String>, Option<String>)> = batch.query(&self.conn).await?;
-        let online = rows
-            .into_iter()
-            .zip(self.cells())
-            .find_map(|((state, conn), cell)| (state.as_deref() == Some("online")).then_some((cell, conn?)));
-        let Some((cell, conn)) = online else { return Ok(false) };
-        Ok(!matches!(self.drain_node(cell, node_id, &conn).await?, super::NodeReply::NotRegistered))
     }
 
     /// A task's record: where it runs or ended (a cell it moved out of keeps a `moved` record).

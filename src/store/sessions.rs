@@ -5,8 +5,7 @@
 use serde::Deserialize;
 
 use super::{
-    Batch, CellKeys, GatewayKeys, MinimalSchedulerService, RegistryKeys, Result, SchedulerError, SessionKeys,
-    TaskRef, is_cell_tag,
+    Batch, CellKeys, GatewayKeys, RegistryKeys, Result, SessionKeys, Store, StoreError, TaskRef, is_cell_tag,
 };
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +83,7 @@ pub struct NodeRoute {
     pub online: bool,
 }
 
-impl MinimalSchedulerService {
+impl Store {
     pub fn session_keys(&self, session_id: &str) -> SessionKeys {
         SessionKeys::new(&self.config.prefix, session_id)
     }
@@ -392,7 +391,7 @@ impl MinimalSchedulerService {
                 self.load_scripts().await?;
                 Ok(build().query(&self.conn).await?)
             }
-            other => other.map_err(SchedulerError::from),
+            other => other.map_err(StoreError::from),
         }
     }
 }
