@@ -7,7 +7,7 @@
 //! more than the decision itself. An instance whose call trapped or overran is dropped, so the next
 //! call starts from a clean one; a policy must not count on state between calls either way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::node_selection::switchboard::policy::host as wit_host;
 use super::bindings::node_selection::{NodeSelection, NodeSelectionPre};
 use super::bindings::room_routing::{RoomRouting, RoomRoutingPre};
-use super::bindings::{Availability, LanguagePair, Level, Member, Node, Route, Task, Utterance};
+use super::bindings::{Availability, Member, Node, Route, Task, Utterance};
+use super::call_state::CallState;
+use super::validate::{validate_ranking, validate_routes};
 use crate::protocol::clip;
 
 /// How often the epoch advances: the resolution of call deadlines.
@@ -31,7 +32,7 @@ const WARM_PER_THREAD: usize = 8;
 pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 /// Log lines one call may write; more are dropped.
 const LOGS_PER_CALL: u32 = 8;
-const LOG_LINE_CHARS: usize = 512;
+pub(super) const LOG_LINE_CHARS: usize = 512;
 /// The only interface a policy may import.
 const HOST_INTERFACE: &str = "switchboard:policy/host@0.1.1";
 /// Versions of the WIT package a policy may be built against: 0.1.x only adds host functions, and
@@ -143,103 +144,6 @@ pub struct NodeExtras {
     /// `src>tgt`, shared by the candidates of one class; turned into records only when asked.
     pub pairs: Arc<Vec<String>>,
 }
-
-/// The store data of one call.
-pub struct CallState {
-    /// The current call's candidates, for `label`, `labels`, `language-pairs`.
-    extras: Arc<Vec<NodeExtras>>,
-    /// The current call's members' turned-off voices, for `raw-voice-off`.
-    voices_off: Arc<Vec<(String, Vec<String>)>>,
-    limits: StoreLimits,
-    config: Arc<Vec<(String, String)>>,
-    sha256: Arc<str>,
-    logs_left: u32,
-    /// The largest linear memory the call asked for, in bytes.
-    peak_memory: usize,
-}
-
-impl ResourceLimiter for CallState {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if allowed {
-            self.peak_memory = self.peak_memory.max(desired);
-        }
-        Ok(allowed)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
-impl wit_host::Host for CallState {
-    fn log(&mut self, level: Level, message: String) {
-        if self.logs_left == 0 {
-            return;
-        }
-        self.logs_left -= 1;
-        let message: String = clip(&message, LOG_LINE_CHARS);
-        let sha = super::short(&self.sha256);
-        match level {
-            Level::Trace => tracing::trace!(policy.sha256 = sha, "{message}"),
-            Level::Debug => tracing::debug!(policy.sha256 = sha, "{message}"),
-            Level::Info => tracing::info!(policy.sha256 = sha, "{message}"),
-            Level::Warn => tracing::warn!(policy.sha256 = sha, "{message}"),
-            Level::Error => tracing::error!(policy.sha256 = sha, "{message}"),
-        }
-    }
-
-    fn config(&mut self) -> Vec<(String, String)> {
-        self.config.as_ref().clone()
-    }
-
-    fn label(&mut self, node: String, key: String) -> Option<String> {
-        let extras = self.extras.iter().find(|e| e.id == node)?;
-        extras.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-    }
-
-    fn labels(&mut self, node: String) -> Vec<(String, String)> {
-        self.extras.iter().find(|e| e.id == node).map(|e| e.labels.clone()).unwrap_or_default()
-    }
-
-    fn language_pairs(&mut self, node: String) -> Vec<LanguagePair> {
-        let Some(extras) = self.extras.iter().find(|e| e.id == node) else { return Vec::new() };
-        extras
-            .pairs
-            .iter()
-            .filter_map(|p| p.split_once('>'))
-            .map(|(src, tgt)| LanguagePair { src: src.into(), tgt: tgt.into() })
-            .collect()
-    }
-
-    fn raw_voice_off(&mut self, member: String) -> Vec<String> {
-        self.voices_off.iter().find(|(m, _)| *m == member).map(|(_, off)| off.clone()).unwrap_or_default()
-    }
-}
-
-impl super::bindings::node_selection::switchboard::policy::types::Host for CallState {}
 
 /// Versions compiled in this process, by role and content: a version seen before (a rollback, a
 /// swap back, every gateway of a test process) is not compiled again. Compiling takes milliseconds
@@ -509,58 +413,6 @@ impl PolicyHost {
         })
         .0
     }
-}
-
-/// Sorted slices rather than hash sets: this runs on every dispatch, with a few dozen ids.
-fn validate_ranking(ranked: &[String], candidates: &[Node]) -> Result<(), CallError> {
-    if ranked.len() > candidates.len() {
-        return Err(CallError::InvalidOutput(format!(
-            "{} ids for {} candidates",
-            ranked.len(),
-            candidates.len()
-        )));
-    }
-    let mut known: Vec<&str> = candidates.iter().map(|n| n.id.as_str()).collect();
-    known.sort_unstable();
-    if let Some(id) = ranked.iter().find(|id| known.binary_search(&id.as_str()).is_err()) {
-        return Err(CallError::InvalidOutput(format!("{:?} is not a candidate", clip(id, 64))));
-    }
-    let mut seen: Vec<&str> = ranked.iter().map(String::as_str).collect();
-    seen.sort_unstable();
-    if let Some(pair) = seen.windows(2).find(|w| w[0] == w[1]) {
-        return Err(CallError::InvalidOutput(format!("{:?} is ranked twice", clip(pair[0], 64))));
-    }
-    Ok(())
-}
-
-fn validate_routes(routes: &[Route], members: &[Member]) -> Result<(), CallError> {
-    let known: HashSet<&str> = members.iter().map(|m| m.session_id.as_str()).collect();
-    let mut langs = HashSet::new();
-    if routes.len() > members.len() + 1 {
-        return Err(CallError::InvalidOutput(format!(
-            "{} routes for {} members",
-            routes.len(),
-            members.len()
-        )));
-    }
-    for route in routes {
-        if !crate::protocol::is_language_code(&route.tgt_lang) {
-            return Err(CallError::InvalidOutput(format!(
-                "invalid tgt-lang {:?}",
-                clip(&route.tgt_lang, 64)
-            )));
-        }
-        if !langs.insert(route.tgt_lang.as_str()) {
-            return Err(CallError::InvalidOutput(format!("tgt-lang {:?} routed twice", route.tgt_lang)));
-        }
-        if route.recipients.is_empty() {
-            return Err(CallError::InvalidOutput(format!("route to {:?} has no recipient", route.tgt_lang)));
-        }
-        if let Some(r) = route.recipients.iter().find(|r| !known.contains(r.as_str())) {
-            return Err(CallError::InvalidOutput(format!("recipient {:?} is not a member", clip(r, 64))));
-        }
-    }
-    Ok(())
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -2,25 +2,32 @@
 //! hears which language in a room (room routing). See docs/policies.md.
 //!
 //! Each role has an active version (the embedded default until a custom one is loaded) and may have
-//! a shadow version that runs beside it without being enforced. A custom version that fails a call
-//! (trap, deadline, invalid output) falls back to the default for that call, and the fallback is
-//! counted on that version. A breaker stops calling a version that failed `failures` calls in a
-//! row: it is suspended for a cool-down (the default decides, without paying its deadline each
-//! time); after it, one more failure suspends it again, one good call closes the breaker.
+//! a shadow version that runs beside it without being enforced, and a canary that decides a share
+//! of the calls. A custom version that fails a call (trap, deadline, invalid output) falls back to
+//! the default for that call, and the fallback is counted on that version; the breaker
+//! (`breaker.rs`) stops calling one that keeps failing. Loading versions: `versions.rs`; the
+//! fleet-wide canary verdict: `canary.rs`; what operators see: `status.rs`; the wasmtime host:
+//! `host.rs`.
 
 pub mod artifacts;
 mod bindings;
+mod breaker;
+mod call_state;
 pub mod canary;
 pub mod convert;
 mod host;
 pub mod replay;
 mod stats;
+mod status;
 mod sync;
+mod validate;
+mod versions;
 pub mod watch;
 
 pub use sync::run as sync_stored;
 
 pub use bindings::{Availability, Member, Route, Task, Utterance};
+pub use breaker::Breaker;
 pub use canary::{CanaryLimits, CanaryVerdict};
 pub use convert::samples;
 pub use host::{
@@ -28,51 +35,15 @@ pub use host::{
     RoomView, sha256_hex,
 };
 pub use stats::Stats;
+pub use status::{RoleStatus, VersionStatus};
+pub use versions::{Loaded, Rejected, Rejection};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use serde::Serialize;
 
-use crate::protocol::now_ms;
 use crate::store::{Candidate, TaskSpec};
-
-const SMOKE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// One loaded version of a policy.
-pub struct Loaded {
-    pub compiled: Compiled,
-    /// Where it came from: `embedded`, `file:<path>`, `admin`.
-    pub source: String,
-    pub loaded_at_ms: u64,
-    pub stats: Stats,
-}
-
-impl Loaded {
-    pub fn new(compiled: Compiled, source: &str) -> Self {
-        Self { compiled, source: source.to_owned(), loaded_at_ms: now_ms(), stats: Stats::default() }
-    }
-}
-
-/// Why a version was not loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum Rejected {
-    #[error("{0}")]
-    Load(#[from] LoadError),
-    #[error("failed its smoke test: {0}")]
-    Smoke(CallError),
-    #[error("sha256 {0} is not in policy.pinned_sha256")]
-    NotPinned(String),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Rejection {
-    pub sha256: String,
-    pub source: String,
-    pub reason: String,
-    pub at_ms: u64,
-}
 
 struct Slot {
     default: Arc<Loaded>,
@@ -104,20 +75,6 @@ impl Slot {
     }
 }
 
-/// When a misbehaving version stops being called (`policy.breaker_*`).
-#[derive(Debug, Clone, Copy)]
-pub struct Breaker {
-    /// Failed calls in a row that suspend a version; 0 turns the breaker off.
-    pub failures: u64,
-    pub cooldown_ms: u64,
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Self { failures: 5, cooldown_ms: 30_000 }
-    }
-}
-
 /// How a task ended, for the version that placed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskEnd {
@@ -145,71 +102,6 @@ pub struct Policies {
     room_routing: Slot,
     /// sha256s allowed to load (`policy.pinned_sha256`); empty = any version that passes checks.
     pinned: std::collections::BTreeSet<String>,
-}
-
-/// A role's state, for the admin API.
-#[derive(Debug, Clone, Serialize)]
-pub struct RoleStatus {
-    pub role: Role,
-    pub active: VersionStatus,
-    pub shadow: Option<VersionStatus>,
-    /// The canary and the percent of calls it decides.
-    pub canary: Option<VersionStatus>,
-    pub canary_share: u32,
-    pub last_rejection: Option<Rejection>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionStatus {
-    pub sha256: String,
-    pub source: String,
-    pub loaded_at_ms: u64,
-    pub calls: u64,
-    pub fallbacks: u64,
-    pub p50_us: u64,
-    pub p99_us: u64,
-    /// Shadow versions: how often their decision matched the active one's.
-    pub agreement: Option<f64>,
-    /// Set while the breaker holds it suspended: until when (ms since the epoch).
-    pub suspended_until_ms: Option<u64>,
-    /// Times the breaker suspended it, and calls it did not get meanwhile.
-    pub suspensions: u64,
-    pub skipped: u64,
-    /// Calls run off the async worker because the version's previous call was slow.
-    pub offloaded: u64,
-    /// Node selection: how the tasks it placed ended, and their result latency p99 (ms).
-    pub tasks_ok: u64,
-    pub tasks_failed: u64,
-    pub tasks_timed_out: u64,
-    pub result_p99_ms: u64,
-}
-
-impl VersionStatus {
-    fn of(l: &Loaded) -> Self {
-        let agree = l.stats.agreements.load(Relaxed);
-        let disagree = l.stats.disagreements.load(Relaxed);
-        Self {
-            sha256: l.compiled.sha256.clone(),
-            source: l.source.clone(),
-            loaded_at_ms: l.loaded_at_ms,
-            calls: l.stats.calls.load(Relaxed),
-            fallbacks: l.stats.fallbacks.load(Relaxed),
-            p50_us: l.stats.quantile(0.5),
-            p99_us: l.stats.quantile(0.99),
-            agreement: (agree + disagree > 0).then(|| agree as f64 / (agree + disagree) as f64),
-            suspended_until_ms: l
-                .stats
-                .suspended_at(now_ms())
-                .then(|| l.stats.suspended_until_ms.load(Relaxed)),
-            suspensions: l.stats.suspensions.load(Relaxed),
-            skipped: l.stats.skipped.load(Relaxed),
-            offloaded: l.stats.offloaded.load(Relaxed),
-            tasks_ok: l.stats.tasks_ok.load(Relaxed),
-            tasks_failed: l.stats.tasks_failed.load(Relaxed),
-            tasks_timed_out: l.stats.tasks_timed_out.load(Relaxed),
-            result_p99_ms: l.stats.result_ms.quantile(0.99),
-        }
-    }
 }
 
 impl Policies {
@@ -369,123 +261,6 @@ impl Policies {
         run(&slot.default).ok()
     }
 
-    /// Calls version `l` unless the breaker holds it suspended (`None` then), and keeps its breaker:
-    /// `breaker.failures` failed calls in a row suspend it for `breaker.cooldown_ms`.
-    fn guarded<T>(
-        &self,
-        l: &Loaded,
-        run: &impl Fn(&Loaded) -> Result<T, CallError>,
-    ) -> Option<Result<T, CallError>> {
-        let now = now_ms();
-        if l.stats.suspended_at(now) {
-            l.stats.skipped.fetch_add(1, Relaxed);
-            return None;
-        }
-        let out = run(l);
-        if out.is_ok() {
-            l.stats.failures_in_a_row.store(0, Relaxed);
-        } else {
-            let in_a_row = l.stats.failures_in_a_row.fetch_add(1, Relaxed) + 1;
-            // Past a cool-down the count is still at the threshold: one more failure suspends again.
-            if self.breaker.failures > 0 && in_a_row >= self.breaker.failures {
-                l.stats.suspended_until_ms.store(now + self.breaker.cooldown_ms, Relaxed);
-                l.stats.suspensions.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    policy.sha256 = %short(&l.compiled.sha256),
-                    failures = in_a_row,
-                    cooldown_ms = self.breaker.cooldown_ms,
-                    "Policy suspended after failed calls in a row; the default decides until the cool-down ends."
-                );
-            }
-        }
-        Some(out)
-    }
-
-    /// Compiles, type-checks and smoke-tests a version. CPU-heavy (compilation): call it off the
-    /// async runtime.
-    pub fn prepare(&self, role: Role, bytes: &[u8], source: &str) -> Result<Arc<Loaded>, Rejected> {
-        if !self.pinned.is_empty() {
-            let sha = sha256_hex(bytes);
-            if !self.pinned.contains(&sha) {
-                return Err(Rejected::NotPinned(sha));
-            }
-        }
-        let compiled = self.host.compile(role, bytes)?;
-        self.smoke(&compiled).map_err(Rejected::Smoke)?;
-        Ok(Arc::new(Loaded::new(compiled, source)))
-    }
-
-    /// Runs a new version on sample inputs. Its deadline is ten times the live one (at least 50 ms):
-    /// the smoke test checks behaviour, and a busy machine must not reject a sound version; a
-    /// version that never returns still fails it.
-    fn smoke(&self, compiled: &Compiled) -> Result<(), CallError> {
-        let host = self.host.with_deadline((self.host.limits().deadline * 10).max(SMOKE_DEADLINE));
-        match compiled.role {
-            Role::NodeSelection => {
-                host.select(compiled, &samples::task(), &samples::nodes(3))?;
-                host.select(compiled, &samples::task(), &Candidates::default())?;
-            }
-            Role::RoomRouting => {
-                let members = samples::members();
-                host.route(compiled, &samples::utterance(), &members, &samples::availability())?;
-                let alone = RoomView::from(members.members[..1].to_vec());
-                host.route(compiled, &samples::utterance(), &alone, &[])?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Loads `bytes` as the active version of `role`, or records why not and keeps the old one.
-    pub fn load(&self, role: Role, bytes: &[u8], source: &str) -> Result<Arc<Loaded>, Rejected> {
-        match self.prepare(role, bytes, source) {
-            Ok(loaded) => {
-                self.activate(role, loaded.clone());
-                Ok(loaded)
-            }
-            Err(rejected) => {
-                self.reject(role, bytes, source, &rejected);
-                Err(rejected)
-            }
-        }
-    }
-
-    pub fn activate(&self, role: Role, loaded: Arc<Loaded>) {
-        let slot = self.slot(role);
-        tracing::info!(role = role.as_str(), policy.sha256 = %short(&loaded.compiled.sha256), source = %loaded.source, "Policy active.");
-        slot.active.store(loaded);
-    }
-
-    pub fn reject(&self, role: Role, bytes: &[u8], source: &str, why: &Rejected) {
-        let rejection = Rejection {
-            sha256: sha256_hex(bytes),
-            source: source.to_owned(),
-            reason: why.to_string(),
-            at_ms: now_ms(),
-        };
-        tracing::warn!(role = role.as_str(), source, reason = %rejection.reason, "Policy rejected; the active one stays.");
-        self.slot(role).last_rejection.store(Some(Arc::new(rejection)));
-    }
-
-    /// Makes the embedded default active again.
-    pub fn reset(&self, role: Role) {
-        let slot = self.slot(role);
-        self.activate(role, slot.default.clone());
-    }
-
-    pub fn set_shadow(&self, role: Role, shadow: Option<Arc<Loaded>>) {
-        self.slot(role).shadow.store(shadow);
-    }
-
-    /// Gives `canary` `share` percent of the role's calls (none: no canary).
-    pub fn set_canary(&self, role: Role, canary: Option<Arc<Loaded>>, share: u32) {
-        let slot = self.slot(role);
-        slot.canary_share.store(share.min(100), Relaxed);
-        if let Some(c) = &canary {
-            tracing::info!(role = role.as_str(), policy.sha256 = %short(&c.compiled.sha256), share, "Policy canary.");
-        }
-        slot.canary.store(canary);
-    }
-
     /// Counts a canary this gateway ended on its own.
     pub fn count_canary_end(&self, role: Role, promoted: bool) {
         let slot = self.slot(role);
@@ -540,23 +315,6 @@ impl Policies {
 
     pub fn shadow(&self, role: Role) -> Option<Arc<Loaded>> {
         self.slot(role).shadow.load_full()
-    }
-
-    pub fn status(&self) -> Vec<RoleStatus> {
-        Role::ALL
-            .into_iter()
-            .map(|role| {
-                let slot = self.slot(role);
-                RoleStatus {
-                    role,
-                    active: VersionStatus::of(&slot.active.load()),
-                    shadow: slot.shadow.load().as_deref().map(VersionStatus::of),
-                    canary: slot.canary.load().as_deref().map(VersionStatus::of),
-                    canary_share: slot.canary_share.load(Relaxed),
-                    last_rejection: slot.last_rejection.load().as_deref().cloned(),
-                }
-            })
-            .collect()
     }
 }
 
