@@ -16,6 +16,7 @@ mod readiness;
 mod rooms;
 mod session_socket;
 mod socket;
+mod speech;
 mod sweeper;
 
 pub use capabilities::{CapabilityError, language_pairs, ready_types};

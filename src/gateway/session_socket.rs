@@ -1,34 +1,31 @@
 //! `/ws/session`: a client's socket. `session_init` opens a session (or resumes one after a
-//! reconnect, on any gateway); utterances and streamed audio become tasks; results, partials, UI
-//! events and errors come back on the same socket, results in each speaker's order.
-
-use std::sync::Arc;
-
-use parking_lot::Mutex;
-use std::time::{Duration, Instant};
+//! reconnect, on any gateway); utterances and streamed audio become tasks (`speech.rs`); results,
+//! partials, UI events and errors come back on the same socket, results in each speaker's order.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::audio::{AudioStream, Codec, Cut, Pushed};
+use super::audio::{AudioStream, Codec};
 use super::connections::{Frame, SessionPeer};
 use super::ordering::Sequencer;
 use super::rooms::{Membership, SignalKind};
 use super::socket::{Incoming, Socket};
-use super::{AppState, Dispatched, Metrics, error_frame};
+use super::speech::{speak_cut, stream, utter};
+use super::{AppState, Metrics, error_frame};
 use crate::protocol::{
-    AudioChunk, DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck,
-    SessionInit, SessionInitAck, ToClient, Utterance, decode, now_ms,
+    DecodeError, ErrorCode, ErrorFrame, FromClient, Mode, ServerHeartbeat, SessionCloseAck, SessionInit,
+    SessionInitAck, ToClient, decode, now_ms,
 };
 use crate::protocol::{clip, is_language_code};
-use crate::store::{AttachReply, Fence, Payload, SessionEnd, StoreError, TaskSpec, new_id};
+use crate::store::{AttachReply, Fence, SessionEnd, StoreError, new_id};
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -53,27 +50,27 @@ pub async fn upgrade(
 /// What `session_init` set: the defaults of the session's utterances. Stored with the session's
 /// record, so a resume on another gateway restores them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Settings {
-    mode: Mode,
-    src_lang: String,
-    tgt_lang: String,
-    lang_a: Option<String>,
-    lang_b: Option<String>,
-    dialect: Option<String>,
-    tenant_id: Option<String>,
-    trace_id: String,
+pub(super) struct Settings {
+    pub(super) mode: Mode,
+    pub(super) src_lang: String,
+    pub(super) tgt_lang: String,
+    pub(super) lang_a: Option<String>,
+    pub(super) lang_b: Option<String>,
+    pub(super) dialect: Option<String>,
+    pub(super) tenant_id: Option<String>,
+    pub(super) trace_id: String,
     /// Format of streamed audio: `opus` (what the fleet's clients send) or `pcm16`.
-    audio_format: String,
-    sample_rate: u32,
+    pub(super) audio_format: String,
+    pub(super) sample_rate: u32,
 }
 
 /// An attached session: its id, this socket's connection id (the fence of its detach and end),
 /// and its settings.
-struct Session {
-    id: String,
-    conn: String,
-    settings: Settings,
-    audio: AudioStream,
+pub(super) struct Session {
+    pub(super) id: String,
+    pub(super) conn: String,
+    pub(super) settings: Settings,
+    pub(super) audio: AudioStream,
 }
 
 async fn serve(state: AppState, ws: WebSocket) {
@@ -219,11 +216,11 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn reply(socket: &Socket, frame: ErrorFrame) {
+pub(super) fn reply(socket: &Socket, frame: ErrorFrame) {
     socket.outbox.send(&ToClient::Error(frame));
 }
 
-fn invalid(state: &AppState, socket: &Socket, reason: String) {
+pub(super) fn invalid(state: &AppState, socket: &Socket, reason: String) {
     Metrics::inc(&state.metrics.invalid_messages);
     reply(socket, ErrorFrame::new(ErrorCode::InvalidMessage, reason));
 }
@@ -392,185 +389,4 @@ fn settings_of(init: SessionInit) -> Result<Settings, String> {
         audio_format,
         sample_rate: init.sample_rate.unwrap_or(16_000).clamp(1_000, 192_000),
     })
-}
-
-async fn utter(
-    state: &AppState,
-    socket: &Socket,
-    session: &Session,
-    membership: &mut Membership,
-    u: Utterance,
-) {
-    if u.session_id != session.id {
-        let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
-        return reply(socket, frame);
-    }
-    let (spec, payload) = match task_of(state, session, u) {
-        Ok(task) => task,
-        Err(frame) => {
-            if frame.code == ErrorCode::InvalidMessage {
-                Metrics::inc(&state.metrics.invalid_messages);
-            }
-            return reply(socket, frame);
-        }
-    };
-    speak(state, membership, spec, payload, None).await;
-}
-
-async fn stream(
-    state: &AppState,
-    socket: &Socket,
-    session: &mut Session,
-    membership: &mut Membership,
-    c: AudioChunk,
-) {
-    if c.session_id != session.id {
-        let frame = ErrorFrame::new(ErrorCode::InvalidSession, "session_id does not match this session");
-        return reply(socket, frame);
-    }
-    let audio = match c.payload.as_deref().map(|p| BASE64.decode(p)) {
-        None => Vec::new(),
-        Some(Ok(audio)) => audio,
-        Some(Err(_)) => return invalid(state, socket, "payload is not valid base64".into()),
-    };
-    if audio.len() > state.config.max_payload_bytes {
-        return reply(
-            socket,
-            ErrorFrame::new(ErrorCode::PayloadTooLarge, "audio chunk exceeds the payload limit"),
-        );
-    }
-    match session.audio.push(c.seq, &audio, c.is_final, Instant::now()) {
-        (Pushed::Duplicate, _) => tracing::debug!(seq = c.seq, "Repeated audio chunk ignored."),
-        (Pushed::Buffered, Some(cut)) => speak_cut(state, session, membership, cut).await,
-        (Pushed::Buffered, None) => {}
-    }
-}
-
-/// Dispatches one utterance cut from streamed audio. A cut that fails to dispatch is reported and
-/// dropped; the stream goes on with the next one.
-async fn speak_cut(state: &AppState, session: &mut Session, membership: &mut Membership, cut: Cut) {
-    let s = &session.settings;
-    let spec = TaskSpec {
-        turn_id: Some(cut.turn_id.clone()),
-        part_index: cut.part,
-        ..base_spec(session, cut.index, s.src_lang.clone(), s.tgt_lang.clone())
-    };
-    tracing::debug!(
-        index = cut.index,
-        reason = cut.reason,
-        bytes = cut.audio.len(),
-        ms = cut.duration_us / 1000,
-        "Audio cut."
-    );
-    let payload = Payload { audio: Some(BASE64.encode(&cut.audio)), text: None };
-    if let Some(node_id) = speak(state, membership, spec, payload, cut.affinity.as_deref()).await {
-        session.audio.assigned(&cut.turn_id, &node_id);
-    }
-}
-
-/// Turns an utterance into its tasks (one per room route, or the single-session one) and
-/// dispatches them; returns the node the first task went to.
-async fn speak(
-    state: &AppState,
-    membership: &mut Membership,
-    spec: TaskSpec,
-    payload: Payload,
-    affinity: Option<&str>,
-) -> Option<String> {
-    let received = Instant::now();
-    // The failure is the utterance's outcome: it goes through the speaker's ordering, after the
-    // outcomes of its earlier utterances still in flight.
-    let fail = |err: StoreError| {
-        warn!(%err, utterance = spec.utterance_index, "Submitting a task failed.");
-        let details =
-            serde_json::json!({ "session_id": spec.session_id, "utterance_index": spec.utterance_index });
-        let frame = ToClient::Error(error_frame(&err).with_details(details));
-        state.failure_to_speaker(&spec.session_id, spec.utterance_index, &frame);
-    };
-    // In a room, one task per route of the room-routing policy; alone (or with nobody to route
-    // to), the single-session task.
-    let mut tasks = match state.room_tasks(membership, &spec).await {
-        Ok(tasks) => tasks,
-        Err(err) => {
-            fail(err);
-            return None;
-        }
-    };
-    if tasks.is_empty() {
-        tasks.push(spec.clone());
-    }
-    let mut first_node = None;
-    for task in &tasks {
-        match state.submit(task, &payload, affinity).await {
-            Ok(Dispatched::Assigned { node_id, .. }) => {
-                state.metrics.dispatch_latency.record(received.elapsed().as_micros() as u64);
-                first_node.get_or_insert(node_id);
-            }
-            Ok(_) => {}
-            Err(err) => {
-                fail(err);
-                return first_node;
-            }
-        }
-    }
-    first_node
-}
-
-fn base_spec(session: &Session, index: u64, src_lang: String, tgt_lang: String) -> TaskSpec {
-    let s = &session.settings;
-    TaskSpec {
-        session_id: session.id.clone(),
-        utterance_index: index,
-        src_lang,
-        tgt_lang,
-        dialect: s.dialect.clone(),
-        mode: s.mode,
-        lang_a: s.lang_a.clone(),
-        lang_b: s.lang_b.clone(),
-        pipeline: Default::default(),
-        audio_format: s.audio_format.clone(),
-        sample_rate: s.sample_rate,
-        trace_id: s.trace_id.clone(),
-        turn_id: None,
-        part_index: 0,
-        room_code: None,
-        tenant_id: s.tenant_id.clone(),
-        recipients: vec![session.id.clone()],
-        created_ms: now_ms(),
-    }
-}
-
-/// The task of one utterance in single-session mode: the speaker is its only recipient.
-fn task_of(state: &AppState, session: &Session, u: Utterance) -> Result<(TaskSpec, Payload), ErrorFrame> {
-    let bad = |m: String| ErrorFrame::new(ErrorCode::InvalidMessage, m);
-    let size = u.audio.as_ref().map_or(0, String::len) + u.text.as_ref().map_or(0, String::len);
-    if size > state.config.max_payload_bytes {
-        let limit = state.config.max_payload_bytes;
-        return Err(ErrorFrame::new(
-            ErrorCode::PayloadTooLarge,
-            format!("utterance payload exceeds {limit} bytes"),
-        ));
-    }
-    match (&u.audio, &u.text) {
-        (None, None) => return Err(bad("utterance needs `audio` (base64) or `text`".into())),
-        (Some(audio), _) if BASE64.decode(audio).is_err() => {
-            return Err(bad("audio is not valid base64".into()));
-        }
-        _ => {}
-    }
-    let s = &session.settings;
-    let src_lang = u.src_lang.unwrap_or_else(|| s.src_lang.clone());
-    let tgt_lang = u.tgt_lang.unwrap_or_else(|| s.tgt_lang.clone());
-    if !is_language_code(&src_lang) || !is_language_code(&tgt_lang) {
-        return Err(bad("invalid src_lang or tgt_lang".into()));
-    }
-    let spec = TaskSpec {
-        dialect: u.dialect.or_else(|| s.dialect.clone()),
-        pipeline: u.pipeline.unwrap_or_default(),
-        audio_format: u.audio_format.unwrap_or_else(|| s.audio_format.clone()),
-        sample_rate: u.sample_rate.unwrap_or(s.sample_rate),
-        trace_id: u.trace_id.unwrap_or_else(|| s.trace_id.clone()),
-        ..base_spec(session, u.utterance_index, src_lang, tgt_lang)
-    };
-    Ok((spec, Payload { audio: u.audio, text: u.text }))
 }
