@@ -10,6 +10,7 @@ mod limits;
 mod metrics;
 mod node_socket;
 mod ordering;
+mod outcomes;
 mod presence;
 mod prometheus;
 mod readiness;
