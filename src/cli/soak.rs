@@ -19,7 +19,7 @@ use switchboard::sim::client::{Load, Session};
 use switchboard::sim::node::{self, NodeSpec};
 use tokio_util::sync::CancellationToken;
 
-use super::bench::{GatewayProc, rss_kib};
+use super::bench::procs::{GatewayProc, rss_kib};
 
 /// The settings the soaked gateway runs with (see the module doc).
 const SOAK_CONFIG: &str = "[scheduler]\ntask_ttl_ms = 20000\n\n[sessions]\nresume_grace_ms = 10000\n";
