@@ -6,6 +6,7 @@ mod capabilities;
 mod connections;
 mod delivery;
 mod dispatch;
+mod forwarder;
 mod limits;
 mod metrics;
 mod node_socket;
@@ -49,7 +50,7 @@ pub struct AppState {
     pub store: Store,
     pub policies: Arc<Policies>,
     pub peers: Peers,
-    pub forwarder: delivery::Forwarder,
+    pub forwarder: forwarder::Forwarder,
     pub address_limits: limits::AddressLimits,
     pub metrics: Arc<Metrics>,
     pub gateway_id: Arc<str>,
@@ -103,7 +104,7 @@ pub fn app(state: AppState) -> Router {
 pub struct Gateway {
     listener: TcpListener,
     admin: Option<TcpListener>,
-    forward: tokio::sync::mpsc::Receiver<delivery::Queued>,
+    forward: tokio::sync::mpsc::Receiver<forwarder::Queued>,
     pub state: AppState,
 }
 
@@ -135,7 +136,7 @@ impl Gateway {
                 .with_canary_limits(canary)
                 .sampling(config.policy.replay_every, config.policy.replay_samples),
         );
-        let (forwarder, forward) = delivery::Forwarder::new();
+        let (forwarder, forward) = forwarder::Forwarder::new();
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -175,7 +176,8 @@ impl Gateway {
         // Not on the tracker: it drains what the tracked tasks send while they end, so it ends
         // after them (see the end of this function).
         let forwarder = tokio::spawn(
-            delivery::run_forwarder(state.clone(), self.forward).instrument(tracing::info_span!("forwarder")),
+            forwarder::run_forwarder(state.clone(), self.forward)
+                .instrument(tracing::info_span!("forwarder")),
         );
         let sync_interval = Duration::from_millis(state.config.policy.sync_interval_ms);
         let sync = policy::sync_stored(
