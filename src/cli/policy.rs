@@ -1,4 +1,7 @@
-//! `switchboard policy check | test | push | bench`: a policy author's tools.
+//! `switchboard policy …`: a policy author's and an operator's tools — new, build, check, test,
+//! replay, bench, push, status, promote, rollback, shadow, canary. Over 400 lines because it is
+//! the command table: each subcommand is its declaration and a short handler (scaffolding is
+//! `scaffold.rs`, fixtures and replay `fixtures.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -17,6 +17,7 @@ mod prometheus;
 mod readiness;
 mod rooms;
 mod session_socket;
+mod signalling;
 mod socket;
 mod speech;
 mod sweeper;

@@ -6,6 +6,8 @@
 //!
 //! A resumed session releases nothing for its first second ([`RESUME_SETTLE`]), and a failure closes
 //! its utterance (nothing else goes out for it). The file is over 400 lines for its unit tests.
+//!
+//! Over 400 lines with its unit tests (the last third of the file).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

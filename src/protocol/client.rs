@@ -1,4 +1,4 @@
-//! Client ↔ scheduler messages (PROTOCOL.md §2).
+//! Client ↔ scheduler messages (PROTOCOL.md §2): declarations only (about 40 message types).
 
 use serde::{Deserialize, Serialize};
 
