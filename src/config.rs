@@ -164,6 +164,7 @@ pub struct PolicyConfig {
     pub canary_max_p99_us: u64,
     pub canary_max_failure_points: f64,
     pub canary_max_result_p99_ratio: f64,
+    pub canary_result_p99_slack_ms: u64,
     /// Promote a canary that decided this many calls within every limit; 0 = only `policy promote`.
     pub canary_promote_after: u64,
 }
@@ -176,6 +177,7 @@ impl PolicyConfig {
             max_p99_us: self.canary_max_p99_us,
             max_failure_points: self.canary_max_failure_points,
             max_result_p99_ratio: self.canary_max_result_p99_ratio,
+            result_p99_slack_ms: self.canary_result_p99_slack_ms,
             promote_after: self.canary_promote_after,
         }
     }
@@ -200,6 +202,7 @@ impl Default for PolicyConfig {
             canary_max_p99_us: canary.max_p99_us,
             canary_max_failure_points: canary.max_failure_points,
             canary_max_result_p99_ratio: canary.max_result_p99_ratio,
+            canary_result_p99_slack_ms: canary.result_p99_slack_ms,
             canary_promote_after: canary.promote_after,
         }
     }

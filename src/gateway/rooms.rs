@@ -170,21 +170,14 @@ impl AppState {
 
     pub async fn room_set_lang(&self, outbox: &Outbox, m: &mut Membership, code: &str, lang: Option<String>) {
         m.sync();
-        let Some((room, member)) = m.room.as_mut().filter(|(room, _)| room == code) else {
+        let Some((_, member)) = m.room.as_mut().filter(|(room, _)| room == code) else {
             return room_error(outbox, RoomErrorCode::RoomNotFound, "not a member of this room");
         };
         if !valid_lang(&lang) {
             return room_error(outbox, RoomErrorCode::InvalidMessage, "invalid preferred_lang");
         }
         member.preferred_lang = lang;
-        match self.store.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
-            Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
-            Ok(_) => {
-                m.set(None);
-                room_error(outbox, RoomErrorCode::RoomNotFound, "the room is gone")
-            }
-            Err(err) => self.store_error(outbox, &err),
-        }
+        self.save_member(outbox, m).await;
     }
 
     /// `room_raw_voice_preference`: whether this member hears `target`'s original voice. Stored on
@@ -228,8 +221,15 @@ impl AppState {
         } else {
             member.raw_voice_preferences.insert(target, false);
         }
-        match self.store.room_join(room, member, self.config.room_idle_ttl_ms, true).await {
-            Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(room, members),
+        self.save_member(outbox, m).await;
+    }
+
+    /// Writes this session's member record as changed in `m` and shows every member the room; a
+    /// room gone meanwhile is left.
+    async fn save_member(&self, outbox: &Outbox, m: &mut Membership) {
+        let Some((room, member)) = m.room.clone() else { return };
+        match self.store.room_join(&room, &member, self.config.room_idle_ttl_ms, true).await {
+            Ok(RoomReply::Ok { members, .. }) => self.broadcast_members(&room, members),
             Ok(_) => {
                 m.set(None);
                 room_error(outbox, RoomErrorCode::RoomNotFound, "the room is gone")

@@ -20,7 +20,8 @@ use crate::histogram::{BUCKETS, quantile_of};
 /// both `max_p99_us` and twice the active version's. Once `min_calls` of the tasks it placed have
 /// ended it is rolled back if their failure rate (timeouts included) is more than
 /// `max_failure_points` percentage points above the active version's, or their result p99 more
-/// than `max_result_p99_ratio` times the active's. With `promote_after` > 0, a canary that has
+/// than `max_result_p99_ratio` times the active's and `result_p99_slack_ms` above it (results take
+/// hundreds of ms; a few ms apart is noise, whatever the ratio). With `promote_after` > 0, a canary that has
 /// decided that many calls (and seen `min_calls` outcomes, for node selection) within every limit
 /// is promoted.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,7 @@ pub struct CanaryLimits {
     pub max_p99_us: u64,
     pub max_failure_points: f64,
     pub max_result_p99_ratio: f64,
+    pub result_p99_slack_ms: u64,
     pub promote_after: u64,
 }
 
@@ -41,6 +43,7 @@ impl Default for CanaryLimits {
             max_p99_us: 2_000,
             max_failure_points: 5.0,
             max_result_p99_ratio: 2.0,
+            result_p99_slack_ms: 100,
             promote_after: 0,
         }
     }
@@ -182,10 +185,13 @@ pub fn judge(role: Role, canary: &Totals, active: &Totals, l: &CanaryLimits) -> 
             )));
         }
         let (p99, active_p99) = (quantile_of(&canary.result_ms, 0.99), quantile_of(&active.result_ms, 0.99));
-        if active_ended >= min && p99 as f64 > l.max_result_p99_ratio * active_p99 as f64 {
+        if active_ended >= min
+            && p99 as f64 > l.max_result_p99_ratio * active_p99 as f64
+            && p99 > active_p99 + l.result_p99_slack_ms
+        {
             return Some(CanaryVerdict::RollBack(format!(
-                "result p99 {p99} ms for its tasks, the active version's {active_p99} ms (limit {}×)",
-                l.max_result_p99_ratio
+                "result p99 {p99} ms for its tasks, the active version's {active_p99} ms (limit {}× and +{} ms)",
+                l.max_result_p99_ratio, l.result_p99_slack_ms
             )));
         }
     }
