@@ -141,37 +141,9 @@ impl Guest for Policy {
 export!(Policy);
 "#
         .to_owned(),
-        Role::RoomRouting => {
-            r#"//! A room-routing policy: who hears which language when a room member speaks.
-//! The interface is wit/policy.wit; `switchboard policy build` makes the component.
-
-wit_bindgen::generate!({ path: "wit", world: "room-routing" });
-
-use std::collections::BTreeMap;
-
-struct Policy;
-
-impl Guest for Policy {
-    fn route(
-        utterance: Utterance,
-        members: Vec<Member>,
-        _availability: Vec<Availability>,
-    ) -> Result<Vec<Route>, String> {
-        // One route per language the other members asked for.
-        let mut by_lang: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for m in members.into_iter().filter(|m| m.session_id != utterance.session_id) {
-            if let Some(lang) = m.preferred_lang {
-                by_lang.entry(lang).or_default().push(m.session_id);
-            }
-        }
-        Ok(by_lang.into_iter().map(|(tgt_lang, recipients)| Route { tgt_lang, recipients }).collect())
-    }
-}
-
-export!(Policy);
-"#
-            .to_owned()
-        }
+        // The embedded default, as a starting point (its WIT is the crate's own copy here).
+        Role::RoomRouting => include_str!("../../policies/by-language/src/lib.rs")
+            .replace(r#"path: "../../wit""#, r#"path: "wit""#),
     }
 }
 
