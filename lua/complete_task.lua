@@ -12,8 +12,9 @@
 --
 -- Returns JSON {status=…}:
 --   completed / failed {task_id, attempt, spec, wake}   the task ended; deliver to spec.recipients;
---                                        wake is the oldest waiting task of the cell when this
---                                        result freed the node's last slot (a task can only be
+--                                        wake is the head of the fair queue of the task's pool
+--                                        (lib.lua, enqueue) when this result freed the node's
+--                                        last slot (a task can only be
 --                                        waiting for a slot while nodes are full), else ''. A
 --                                        replayed call has no spec: the ended task no longer keeps it
 --   unknown                              no such task (never existed or expired)
@@ -44,5 +45,7 @@ end_task(tid, t, outcome, { took_ms = now_ms() - (t.assigned_ms or 0) })
 redis.call('ZREM', KEYS[3], jid)
 local was_full = free_slot(node, jid)
 
-local wake = was_full and redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
+-- The task the fair queue of this task's pool says is next (lib.lua, enqueue): the node that
+-- just freed a slot serves that pool.
+local wake = was_full and t.pool and redis.call('ZRANGE', P .. 'queue:' .. t.pool, 0, 0)[1] or ''
 return cjson.encode({ status = outcome, task_id = tid, attempt = t.attempt, spec = t.spec, wake = wake })

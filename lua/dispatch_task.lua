@@ -18,6 +18,8 @@
 --          ('' when the caller has no candidate, e.g. a test: the pool ARGV[15] is asked instead)
 -- ARGV[14] liveness window ms: the node is live while its last heartbeat is younger
 -- ARGV[15] the pool (`src>tgt`)
+-- ARGV[16] tenant ('' for none)   ARGV[17] its weight   ARGV[18] its band (0 goes first)
+-- ARGV[19] the most tasks of the tenant that may wait in this cell (first call; lib.lua, enqueue)
 --
 -- Returns JSON {status=…}:
 --   assigned  {attempt, job_id}          the node's slot is taken; send job_assign
@@ -25,6 +27,9 @@
 --                                        wrong_pair, already_tried); the task waits, try another
 --   waiting                              no node given; the task waits for a slot
 --   failed    {code, spec}               no node given and the dispatch wait is over
+--                                        (NO_AVAILABLE_NODE), or the task would wait and its
+--                                        tenant already has the most tasks waiting
+--                                        (NODE_OVERLOADED)
 --   duplicate {state}                    a task with this id exists, in `state` (first call only;
 --                                        a record left by an earlier move out of this cell does
 --                                        not count)
@@ -63,7 +68,9 @@ local t
 if creating then
   t = { state = 'waiting', attempt = expected, tried = '', spec = ARGV[6], payload = ARGV[7],
     max_attempts = tonumber(ARGV[9]), created_ms = now, ttl_ms = tonumber(ARGV[8]),
-    wait_until = moved_in and tonumber(ARGV[12]) or now + tonumber(ARGV[10]) }
+    wait_until = moved_in and tonumber(ARGV[12]) or now + tonumber(ARGV[10]),
+    pool = ARGV[15], tenant = ARGV[16], weight = tonumber(ARGV[17]), band = tonumber(ARGV[18]),
+    bound = tonumber(ARGV[19]) }
 else
   t = load_task(tid)
   local reply = existing(t)
@@ -89,9 +96,30 @@ local function save()
   return nil
 end
 
+local function fail(code)
+  local spec = t.spec
+  dequeue(tid, t, false)
+  if creating then
+    t = { state = 'failed', code = code, attempt = t.attempt, ttl_ms = t.ttl_ms }
+    local other = save()
+    if other then return cjson.encode(other) end
+  else
+    end_task(tid, t, 'failed', { code = code })
+    redis.call('ZREM', KEYS[2], tid)
+  end
+  return cjson.encode({ status = 'failed', code = code, spec = spec })
+end
+
+-- The task waits for a slot: in the fair queue (once; lib.lua, queue_score) and for its next try.
 local function wait(reply)
+  local queued = t.fair ~= nil
+  if not queued then
+    t.fair = queue_score(t, true)
+    if not t.fair then return fail('NODE_OVERLOADED') end
+  end
   local other = save()
   if other then return cjson.encode(other) end
+  if not queued then enqueue(tid, t) end
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[11]), tid)
   return cjson.encode(reply)
 end
@@ -100,16 +128,7 @@ if node == '' then
   if now < t.wait_until then
     return wait({ status = 'waiting' })
   end
-  local spec = t.spec
-  if creating then
-    t = { state = 'failed', code = 'NO_AVAILABLE_NODE', attempt = t.attempt, ttl_ms = t.ttl_ms }
-    local other = save()
-    if other then return cjson.encode(other) end
-  else
-    end_task(tid, t, 'failed', { code = 'NO_AVAILABLE_NODE' })
-    redis.call('ZREM', KEYS[2], tid)
-  end
-  return cjson.encode({ status = 'failed', code = 'NO_AVAILABLE_NODE', spec = spec })
+  return fail('NO_AVAILABLE_NODE')
 end
 
 local n = redis.call('HMGET', KEYS[4], 'state', 'draining', 'capacity', 'class', 'last_hb', 'jobs')
@@ -136,6 +155,7 @@ t.node = node
 t.tried = t.tried == '' and node or (t.tried .. ',' .. node)
 t.assigned_ms = now
 t.lost = nil
+dequeue(tid, t, true)
 local other = save()
 if other then return cjson.encode(other) end
 jobs[#jobs + 1] = jid

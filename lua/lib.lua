@@ -154,6 +154,48 @@ local function jobs_json(jobs)
   return cjson.encode(jobs)
 end
 
+-- The fair queue (docs/overload.md): waiting tasks in the order a freed slot goes to them.
+--   P..queue:<pool>  zset of the pool's waiting tasks, score = band × 1e12 + virtual finish time
+--             (per pool: a freed slot wakes the head of the queue of the pool it served)
+--   P..fair   hash: `v` the virtual clock (the finish time of the last task dispatched from the
+--             queue), `f:<tenant>` the finish time last given to the tenant, `n:<tenant>` how many
+--             of its tasks wait
+-- A task entering the queue starts at max(v, its tenant's last finish) and finishes 1/weight
+-- later: tenants that keep tasks waiting share freed slots in proportion to their weights, and a
+-- tenant that was idle starts at the clock, not with credit. A lower band always goes first. The
+-- task holds its tenant, weight, band and bound (set when it was created) and, while queued, its
+-- finish time (`fair`).
+-- The finish time task `t` would enter the queue with, or nil when its tenant already has
+-- `t.bound` tasks waiting (`bounded` false: no bound, for a task a node lost). Reads only.
+local function queue_score(t, bounded)
+  local tenant = t.tenant or ''
+  local f = redis.call('HMGET', P .. 'fair', 'v', 'f:' .. tenant, 'n:' .. tenant)
+  if bounded and t.bound and (tonumber(f[3]) or 0) >= t.bound then return nil end
+  return math.max(tonumber(f[1]) or 0, tonumber(f[2]) or 0) + 1 / (t.weight or 1)
+end
+
+-- Puts task `t` in the queue at the finish time `queue_score` gave it (`t.fair`), in its band.
+local function enqueue(tid, t)
+  local tenant = t.tenant or ''
+  redis.call('HINCRBY', P .. 'fair', 'n:' .. tenant, 1)
+  redis.call('HSET', P .. 'fair', 'f:' .. tenant, t.fair)
+  redis.call('ZADD', P .. 'queue:' .. t.pool, (t.band or 1) * 1e12 + t.fair, tid)
+end
+
+-- Takes task `t` out of the fair queue (it was dispatched, failed or moved); a dispatched task's
+-- finish time advances the virtual clock.
+local function dequeue(tid, t, dispatched)
+  if not t.fair then return end
+  redis.call('ZREM', P .. 'queue:' .. t.pool, tid)
+  redis.call('HINCRBY', P .. 'fair', 'n:' .. (t.tenant or ''), -1)
+  if dispatched then
+    if t.fair > (tonumber(redis.call('HGET', P .. 'fair', 'v')) or 0) then
+      redis.call('HSET', P .. 'fair', 'v', t.fair)
+    end
+  end
+  t.fair = nil
+end
+
 -- Frees job `jid`'s slot on its node (the job ended, or was taken away): one read, one write and
 -- the node's place in its index.
 local function free_slot(node, jid)
@@ -186,6 +228,9 @@ local function release_job(jid, reason, fail_code, now, out)
   else
     t.state = 'waiting'
     t.lost = reason
+    -- Back in the queue, behind what waits: a bound reached now does not fail a task a node lost.
+    t.fair = queue_score(t, false)
+    enqueue(tid, t)
     store_task(tid, t)
     redis.call('ZADD', P .. 'waiting', now, tid)
     out.requeued[#out.requeued + 1] = tid

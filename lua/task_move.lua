@@ -21,6 +21,7 @@ end
 if not t or t.state ~= 'waiting' or t.attempt ~= tonumber(ARGV[2]) then
   return cjson.encode({ status = 'stale' })
 end
+dequeue(ARGV[1], t, false)
 end_task(ARGV[1], t, 'moved', { moved_to = ARGV[3], wait_until = t.wait_until })
 redis.call('ZREM', KEYS[2], ARGV[1])
 return cjson.encode({ status = 'moved', wait_until = t.wait_until })

@@ -411,6 +411,14 @@ impl Config {
         if s.heartbeat_interval_ms == 0 || s.job_timeout_ms == 0 || s.sweep_interval_ms == 0 {
             return bad("scheduler intervals and timeouts must be positive");
         }
+        if s.max_waiting_per_tenant == 0
+            || s.tenant_weights.values().any(|w| !(w.is_finite() && *w > 0.0))
+            || s.tenant_bands.values().any(|b| *b > 9)
+        {
+            return bad(
+                "scheduler.max_waiting_per_tenant must be at least 1, tenant_weights positive, tenant_bands 0 to 9",
+            );
+        }
         if self.default_capacity == 0 || self.default_capacity > self.max_capacity {
             return bad("default_capacity must be between 1 and max_capacity");
         }

@@ -3,6 +3,7 @@
 //! how classes follow registration, capability changes, drains and node loss, and how candidates
 //! merge the classes of a pool.
 
+#[macro_use]
 mod common;
 
 use common::direct::*;
@@ -202,19 +203,6 @@ async fn completion_races_with_capability_changes_and_drain(backend: Backend) {
     assert_eq!(index_score(&s, "n").await, None, "draining: not indexed again");
     assert!(s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap().is_empty());
     consistent(&s).await;
-}
-
-macro_rules! on_single_redis_and_cluster {
-    ($($name:ident),* $(,)?) => {
-        mod single_redis {
-            use super::*;
-            $(#[tokio::test] async fn $name() { super::$name(Backend::single()).await })*
-        }
-        mod redis_cluster {
-            use super::*;
-            $(#[tokio::test] async fn $name() { super::$name(Backend::cluster()).await })*
-        }
-    };
 }
 
 on_single_redis_and_cluster!(

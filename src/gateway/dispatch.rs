@@ -119,7 +119,7 @@ impl AppState {
             _ => self.cell_with_free_node(cell, &spec.pool()).await?,
         };
         let Some(other) = other else {
-            return self.park(cell, offer, if exists { Creating::No } else { creating }).await;
+            return self.wait_for_slot(cell, offer, if exists { Creating::No } else { creating }).await;
         };
         if !exists {
             // A new task is created in its home cell first: a resent utterance finds it there.
@@ -138,7 +138,7 @@ impl AppState {
         match self.try_nodes(&other, offer, Vec::new(), moved_in).await? {
             Tried::Done(dispatched) => Ok(dispatched),
             Tried::NoNode { exists: true } => Ok(Dispatched::Waiting),
-            Tried::NoNode { exists: false } => self.park(&other, offer, moved_in).await,
+            Tried::NoNode { exists: false } => self.wait_for_slot(&other, offer, moved_in).await,
         }
     }
 
@@ -238,6 +238,23 @@ impl AppState {
             self.announce(cell, spec, &reply);
         }
         Ok(self.settle(reply))
+    }
+
+    /// `park`, where no cell has a node for the task: a task that starts waiting here is told to
+    /// its speaker (`QUEUED`, with its place in the fair queue: one more read, only when it waits).
+    async fn wait_for_slot(
+        &self,
+        cell: &CellKeys,
+        offer: Offer<'_>,
+        creating: Creating,
+    ) -> Result<Dispatched> {
+        let dispatched = self.park(cell, offer, creating).await?;
+        if dispatched == Dispatched::Waiting && creating != Creating::No {
+            let (task_id, pool) = (offer.spec.task_id(), offer.spec.pool());
+            let position = self.store.queue_position(cell, &pool, &task_id).await.unwrap_or(None);
+            self.queued(offer.spec, position);
+        }
+        Ok(dispatched)
     }
 
     /// Tells each recipient's gateway that this task's outcome will come, so results of the

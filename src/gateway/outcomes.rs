@@ -25,6 +25,9 @@ impl AppState {
             ErrorCode::JobTimeout => "the translation timed out on every attempt",
             ErrorCode::NoAvailableNode => "no node is available for this language pair",
             ErrorCode::NodeUnavailable => "the node serving this utterance went away",
+            ErrorCode::NodeOverloaded => {
+                "too many of this tenant's utterances are waiting for a node; retry shortly"
+            }
             _ => "the node failed to process this utterance",
         };
         let node_code = node_code.unwrap_or(code.as_str());
@@ -119,6 +122,13 @@ impl AppState {
         self.to_session(&spec.session_id, &ToClient::UiEvent(event));
     }
 
+    /// Tells the speaker its utterance waits for a slot, and how many waiting tasks go first.
+    pub fn queued(&self, spec: &TaskSpec, position: Option<u64>) {
+        let mut event = self.event(spec, "", UiEventKind::Queued);
+        event.queue_position = position;
+        self.to_session(&spec.session_id, &ToClient::UiEvent(event));
+    }
+
     fn event(&self, spec: &TaskSpec, job_id: &str, kind: UiEventKind) -> UiEvent {
         UiEvent {
             trace_id: spec.trace_id.clone(),
@@ -130,6 +140,7 @@ impl AppState {
             status: "ok".into(),
             error_code: None,
             hint: None,
+            queue_position: None,
         }
     }
 }

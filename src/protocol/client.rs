@@ -369,6 +369,9 @@ pub struct ClientAsrPartial {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UiEventKind {
+    /// *(ext)* No node has a free slot: the utterance waits in the fair queue, at
+    /// `queue_position` (0: next).
+    Queued,
     Dispatched,
     NodeAccepted,
     AsrFinal,
@@ -389,6 +392,9 @@ pub struct UiEvent {
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// *(ext)* `QUEUED`: how many waiting tasks go before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

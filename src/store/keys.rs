@@ -64,6 +64,14 @@ impl CellKeys {
     pub fn waiting(&self) -> String {
         format!("{}waiting", self.base)
     }
+    /// The fair queue of a pool's waiting tasks, and the cell's clock and counts (lua/lib.lua,
+    /// `enqueue`).
+    pub fn queue(&self, pool: &str) -> String {
+        format!("{}queue:{pool}", self.base)
+    }
+    pub fn fair(&self) -> String {
+        format!("{}fair", self.base)
+    }
     pub fn sweep_lock(&self) -> String {
         format!("{}sweep_lock", self.base)
     }

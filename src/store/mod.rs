@@ -76,6 +76,14 @@ pub struct SchedulerConfig {
     pub candidate_classes: u32,
     /// Timeout of one Redis command.
     pub redis_timeout_ms: u64,
+    /// The fair queue of waiting tasks (docs/overload.md): a freed slot goes to the waiting task
+    /// with the lowest band, then the earliest virtual finish time; tenants share slots in
+    /// proportion to their weight (default 1).
+    pub tenant_weights: std::collections::BTreeMap<String, f64>,
+    /// Band per tenant, 0 to 9, lower first (default 1).
+    pub tenant_bands: std::collections::BTreeMap<String, u32>,
+    /// Tasks of one tenant that may wait in a cell; past it a new task fails with NODE_OVERLOADED.
+    pub max_waiting_per_tenant: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -96,6 +104,9 @@ impl Default for SchedulerConfig {
             candidates: 8,
             candidate_classes: 32,
             redis_timeout_ms: 3_000,
+            tenant_weights: Default::default(),
+            tenant_bands: Default::default(),
+            max_waiting_per_tenant: 10_000,
         }
     }
 }
@@ -103,6 +114,13 @@ impl Default for SchedulerConfig {
 impl SchedulerConfig {
     pub fn liveness_ms(&self) -> u64 {
         3 * self.heartbeat_interval_ms
+    }
+
+    /// (weight, band) of `tenant` (`None`: tasks without a tenant, the defaults).
+    pub fn fairness(&self, tenant: Option<&str>) -> (f64, u32) {
+        let tenant = tenant.unwrap_or("");
+        let weight = self.tenant_weights.get(tenant).copied().filter(|w| *w > 0.0).unwrap_or(1.0);
+        (weight, self.tenant_bands.get(tenant).copied().unwrap_or(1).min(9))
     }
 }
 

@@ -125,6 +125,10 @@ impl Store {
             .arg(req.class.unwrap_or(""))
             .arg(c.liveness_ms())
             .arg(req.pool);
+        // The task's place in the fair queue (read on its first call only: the task keeps it).
+        let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref());
+        let (weight, band) = c.fairness(tenant);
+        inv.arg(tenant.unwrap_or("")).arg(weight).arg(band).arg(c.max_waiting_per_tenant);
         self.call("dispatch_task", &inv).await
     }
 
@@ -201,6 +205,13 @@ impl Store {
             .arg(c.node_retention_ms)
             .arg(c.retry_ms);
         self.call("sweep", &inv).await
+    }
+
+    /// How many waiting tasks of `pool` in `cell` go before `task_id` in its fair queue (`None`:
+    /// it is not queued, e.g. dispatched meanwhile).
+    pub async fn queue_position(&self, k: &CellKeys, pool: &str, task_id: &str) -> Result<Option<u64>> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("ZRANK").arg(k.queue(pool)).arg(task_id).query_async(&mut conn).await?)
     }
 
     pub async fn load_task(&self, k: &CellKeys, task_id: &str) -> Result<LoadTaskReply> {

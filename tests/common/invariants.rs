@@ -80,9 +80,10 @@ pub async fn redis_problems(s: &Store) -> Vec<String> {
         let kind = key.rsplit_once("}:").map_or("", |(_, name)| name);
         let persistent_by_design = matches!(
             kind,
-            "nodes" | "alive" | "deadlines" | "waiting" | "inbox" | "sessions" | "gateways" | "dead"
+            "nodes" | "alive" | "deadlines" | "waiting" | "fair" | "inbox" | "sessions" | "gateways" | "dead"
         ) || kind.starts_with("pool:")
             || kind.starts_with("class:")
+            || kind.starts_with("queue:")
             || key.contains("{policy}")
             || (kind.starts_with("node:") && node_is_online(&mut conn, key).await)
             || (kind == "session" && hget(&mut conn, key, "state").await.as_deref() == Some("attached"));
@@ -115,6 +116,49 @@ pub async fn redis_problems(s: &Store) -> Vec<String> {
         }
     }
     problems.extend(class_problems(&mut conn, &keys).await);
+    problems.extend(queue_problems(&mut conn, &keys).await);
+    problems
+}
+
+/// The fair queue holds waiting tasks only, and each tenant's count of waiting tasks is the number
+/// of its tasks in the queue.
+async fn queue_problems(conn: &mut switchboard::store::RedisConn, keys: &[String]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut problems = Vec::new();
+    // Per cell: the tasks queued in all its pools, against the cell's counts.
+    let mut queued: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for key in keys.iter().filter(|k| k.contains("}:queue:")) {
+        let base = &key[..key.find("}:queue:").unwrap() + 2];
+        let members: Vec<String> =
+            redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(conn).await.unwrap();
+        let per_tenant = queued.entry(base.to_owned()).or_default();
+        for task_id in members {
+            let task = task_state(conn, &format!("{base}task:{task_id}")).await;
+            match task.as_ref().filter(|t| t["state"] == "waiting" && t.get("fair").is_some()) {
+                Some(t) => *per_tenant.entry(t["tenant"].as_str().unwrap_or("").to_owned()).or_default() += 1,
+                None => problems.push(format!("{key}: {task_id} is queued, but its task says {task:?}")),
+            }
+        }
+    }
+    for key in keys.iter().filter(|k| k.ends_with("}:fair")) {
+        let base = key.trim_end_matches("fair");
+        let mut per_tenant = queued.remove(base).unwrap_or_default();
+        let counts: BTreeMap<String, String> =
+            redis::cmd("HGETALL").arg(format!("{base}fair")).query_async(conn).await.unwrap();
+        for (field, count) in counts.iter().filter_map(|(f, c)| Some((f.strip_prefix("n:")?, c))) {
+            let queued = per_tenant.remove(field).unwrap_or(0);
+            if count.parse::<i64>().unwrap_or(-1) != queued {
+                problems
+                    .push(format!("{base}fair: tenant {field:?} counts {count} waiting, {queued} queued"));
+            }
+        }
+        for (tenant, queued) in per_tenant {
+            problems.push(format!("{base}fair: tenant {tenant:?} has {queued} queued and no count"));
+        }
+    }
+    for (base, per_tenant) in queued.into_iter().filter(|(_, p)| !p.is_empty()) {
+        problems.push(format!("{base}: {per_tenant:?} queued, but the cell has no counts"));
+    }
     problems
 }
 

@@ -620,3 +620,18 @@ pub fn chromium() -> Option<&'static str> {
         find()
     })
 }
+
+/// One test function per name, run on one redis-server and on the 3-primary cluster.
+#[allow(unused_macros)]
+macro_rules! on_single_redis_and_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod single_redis {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(Backend::single()).await })*
+        }
+        mod redis_cluster {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(Backend::cluster()).await })*
+        }
+    };
+}

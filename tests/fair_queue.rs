@@ -1,0 +1,98 @@
+//! The fair queue of waiting tasks (docs/overload.md): a freed slot goes to the waiting task of the
+//! lowest band with the earliest virtual finish time, so tenants share slots in proportion to their
+//! weights; a tenant past its bound of waiting tasks gets NODE_OVERLOADED. On a real redis-server
+//! and on a 3-primary Redis Cluster.
+
+#[macro_use]
+mod common;
+
+use common::direct::*;
+use common::invariants::redis_problems;
+use common::*;
+use switchboard::protocol::ErrorCode;
+use switchboard::sim::task_spec;
+use switchboard::store::*;
+
+fn config() -> SchedulerConfig {
+    SchedulerConfig {
+        heartbeat_interval_ms: 1_000,
+        job_timeout_ms: 10_000,
+        dispatch_wait_ms: 60_000,
+        tenant_weights: [("a".to_owned(), 3.0), ("b".to_owned(), 1.0)].into(),
+        tenant_bands: [("vip".to_owned(), 0)].into(),
+        max_waiting_per_tenant: 4,
+        ..fast_scheduler()
+    }
+}
+
+fn spec(tenant: &str, index: u64) -> TaskSpec {
+    TaskSpec { tenant_id: Some(tenant.into()), ..task_spec(&format!("s-{tenant}"), index) }
+}
+
+/// The queued task ids, first to be woken first.
+async fn queue(s: &Store) -> Vec<String> {
+    let mut conn = s.connection();
+    redis::cmd("ZRANGE").arg(s.cell(0).queue("zh>en")).arg(0).arg(-1).query_async(&mut conn).await.unwrap()
+}
+
+fn tenant_of(task_id: &str) -> &str {
+    task_id.trim_start_matches("s-").split(':').next().unwrap()
+}
+
+async fn fair_queue_orders_by_weight_band_and_bound(backend: Backend) {
+    let s = Store::connect(&backend.url(), config()).await.unwrap();
+    // No node: every task waits. Tenant a (weight 3) queues 4, then b (weight 1) 4.
+    for i in 0..4 {
+        assert_eq!(create(&s, &spec("a", i), None).await, DispatchReply::Waiting);
+    }
+    for i in 0..4 {
+        assert_eq!(create(&s, &spec("b", i), None).await, DispatchReply::Waiting);
+    }
+    let order: Vec<String> = queue(&s).await.iter().map(|t| tenant_of(t).to_owned()).collect();
+    // Finish times: a 1/3, 2/3, 1, 4/3; b 1, 2, 3, 4 — a gets three slots to b's one.
+    assert_eq!(order, ["a", "a", "a", "b", "a", "b", "b", "b"], "{:?}", queue(&s).await);
+
+    // The bound: a fifth waiting task of a tenant is refused, not queued; other tenants go on.
+    match create(&s, &spec("a", 4), None).await {
+        DispatchReply::Failed { code, spec } => {
+            assert_eq!(code, ErrorCode::NodeOverloaded);
+            assert_eq!(spec.tenant_id.as_deref(), Some("a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(queue(&s).await.len(), 8);
+
+    // A higher band goes first, whenever it comes.
+    assert_eq!(create(&s, &spec("vip", 0), None).await, DispatchReply::Waiting);
+    assert_eq!(tenant_of(&queue(&s).await[0]), "vip");
+
+    // A freed slot wakes the head of the queue; a dispatched task leaves it and moves the clock.
+    register(&s, &node("n1", &["zh>en"], 1)).await;
+    let vip = spec("vip", 0);
+    let job = job_id(&retry(&s, &vip, 0, Some("n1")).await);
+    assert_eq!(tenant_of(&queue(&s).await[0]), "a");
+    let a0 = spec("a", 0);
+    // n1 is full now: a refused try leaves a0 queued where it was.
+    assert!(matches!(retry(&s, &a0, 0, Some("n1")).await, DispatchReply::Refused { .. }));
+    assert_eq!(queue(&s).await[0], a0.task_id());
+    match s.complete_task(&job, "n1", None, Outcome::Completed).await.unwrap() {
+        CompleteReply::Completed(ended) => assert_eq!(ended.wake, a0.task_id(), "the head of the queue"),
+        other => panic!("{other:?}"),
+    }
+    let job = job_id(&retry(&s, &a0, 0, Some("n1")).await);
+    assert_eq!(queue(&s).await.len(), 7, "vip and a0 left the queue");
+    // a went from 4 waiting to 3: one more of its tasks fits again.
+    assert_eq!(create(&s, &spec("a", 5), None).await, DispatchReply::Waiting);
+    // The clock is the latest finish time dispatched: 1 (vip's). A tenant idle until now starts
+    // there, not with credit: c's first task finishes at 2, a's new one at 4/3 + 1/3 (a is behind
+    // its own queued tasks), so the order is a 2/3, a 1, b 1, a 4/3, a 5/3, b 2, c 2, b 3, b 4
+    // (ties by task id).
+    assert_eq!(create(&s, &spec("c", 0), None).await, DispatchReply::Waiting);
+    let order: Vec<String> = queue(&s).await.iter().map(|t| tenant_of(t).to_owned()).collect();
+    assert_eq!(order, ["a", "a", "b", "a", "a", "b", "c", "b", "b"], "{:?}", queue(&s).await);
+    s.complete_task(&job, "n1", None, Outcome::Completed).await.unwrap();
+    let problems = redis_problems(&s).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+on_single_redis_and_cluster!(fair_queue_orders_by_weight_band_and_bound);
