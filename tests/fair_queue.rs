@@ -9,6 +9,8 @@ mod common;
 use common::direct::*;
 use common::invariants::redis_problems;
 use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
 use switchboard::protocol::ErrorCode;
 use switchboard::sim::task_spec;
 use switchboard::store::*;
@@ -96,3 +98,74 @@ async fn fair_queue_orders_by_weight_band_and_bound(backend: Backend) {
 }
 
 on_single_redis_and_cluster!(fair_queue_orders_by_weight_band_and_bound);
+
+/// One tenant bursts 20 utterances at a node with one slot; another tenant, on another gateway,
+/// then sends one. With the fair queue its task is among the next few the node gets (and its
+/// speaker is told where it waits); in arrival order it would be the last.
+async fn a_burst_and_a_steady_tenant(fair_queue: bool) -> (usize, Value) {
+    let redis = redis();
+    let tweak = |c: &mut switchboard::config::Config| {
+        c.scheduler.fair_queue = fair_queue;
+        // Wakes alone decide who gets a freed slot here (the sweep's retries are a fallback).
+        c.scheduler.retry_ms = 60_000;
+        c.scheduler.dispatch_wait_ms = 60_000;
+    };
+    let a = TestGateway::start(&redis, tweak).await;
+    let b = TestGateway::start(&redis, tweak).await;
+    let mut node = a.node().await;
+    node.register(&["zh"], &["en"], 1).await;
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let jobs = seen.clone();
+    let _node = tokio::spawn(async move {
+        while let Some(job) = node.try_recv(Duration::from_secs(30)).await {
+            if job["type"] == "job_assign" {
+                jobs.lock().push(job["session_id"].as_str().unwrap().to_owned());
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                node.answer(&job, "ok").await;
+            }
+        }
+    });
+    let init = |tenant: &str| {
+        json!({"type":"session_init","client_version":"t","platform":"linux","src_lang":"zh",
+            "tgt_lang":"en","mode":"one_way","tenant_id":tenant})
+    };
+    let mut burst = a.client().await;
+    burst.send(init("burst")).await;
+    let burst_session = burst.expect("session_init_ack").await["session_id"].as_str().unwrap().to_owned();
+    for i in 0..20 {
+        burst.utter(&burst_session, i).await;
+    }
+    eventually("the burst queued", || async { !seen.lock().is_empty() }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut steady = b.client().await;
+    steady.send(init("steady")).await;
+    let steady_session = steady.expect("session_init_ack").await["session_id"].as_str().unwrap().to_owned();
+    let before = seen.lock().len();
+    steady.utter(&steady_session, 0).await;
+    let queued = loop {
+        let m = steady.recv().await;
+        if m["type"] == "ui_event" && m["event"] == "QUEUED" {
+            break m;
+        }
+    };
+    steady.expect("translation_result").await;
+    // Jobs the node got after the steady tenant's task came, before it.
+    let place = seen.lock().iter().position(|s| *s == steady_session).unwrap() - before;
+    for _ in 0..20 {
+        burst.expect("translation_result").await;
+    }
+    a.stop().await;
+    b.stop().await;
+    (place, queued)
+}
+
+#[tokio::test]
+async fn a_burst_does_not_starve_a_steady_tenant_on_another_gateway() {
+    let (place, queued) = a_burst_and_a_steady_tenant(true).await;
+    assert!(place <= 2, "{place} burst jobs went before the steady tenant's task");
+    assert!(queued["queue_position"].as_u64().unwrap() <= 1, "{queued}");
+
+    let (place, queued) = a_burst_and_a_steady_tenant(false).await;
+    assert!(place >= 10, "in arrival order it waits behind the burst: {place} jobs went first");
+    assert!(queued["queue_position"].as_u64().unwrap() >= 10, "{queued}");
+}

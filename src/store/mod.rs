@@ -78,7 +78,8 @@ pub struct SchedulerConfig {
     pub redis_timeout_ms: u64,
     /// The fair queue of waiting tasks (docs/overload.md): a freed slot goes to the waiting task
     /// with the lowest band, then the earliest virtual finish time; tenants share slots in
-    /// proportion to their weight (default 1).
+    /// proportion to their weight (default 1). Off: one queue in arrival order for every tenant.
+    pub fair_queue: bool,
     pub tenant_weights: std::collections::BTreeMap<String, f64>,
     /// Band per tenant, 0 to 9, lower first (default 1).
     pub tenant_bands: std::collections::BTreeMap<String, u32>,
@@ -104,6 +105,7 @@ impl Default for SchedulerConfig {
             candidates: 8,
             candidate_classes: 32,
             redis_timeout_ms: 3_000,
+            fair_queue: true,
             tenant_weights: Default::default(),
             tenant_bands: Default::default(),
             max_waiting_per_tenant: 10_000,

@@ -126,7 +126,7 @@ impl Store {
             .arg(c.liveness_ms())
             .arg(req.pool);
         // The task's place in the fair queue (read on its first call only: the task keeps it).
-        let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref());
+        let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref()).filter(|_| c.fair_queue);
         let (weight, band) = c.fairness(tenant);
         inv.arg(tenant.unwrap_or("")).arg(weight).arg(band).arg(c.max_waiting_per_tenant);
         self.call("dispatch_task", &inv).await
