@@ -148,6 +148,12 @@ async fn a_burst_and_a_steady_tenant(fair_queue: bool) -> (usize, Value) {
             break m;
         }
     };
+    // Operators see who waits, from any gateway.
+    let (_, queues) = admin(&b, "GET", "/admin/queues", None, b"").await;
+    let tenant = if fair_queue { "burst" } else { "" }; // off: every task in one flow
+    assert!(queues["waiting"][0]["tenants"][tenant].as_u64().is_some_and(|n| n > 0), "{queues}");
+    let (_, metrics) = admin(&b, "GET", "/metrics", None, b"").await;
+    assert!(metrics.as_str().unwrap().contains("switchboard_waiting_tasks{cell="), "{metrics}");
     steady.expect("translation_result").await;
     // Jobs the node got after the steady tenant's task came, before it.
     let place = seen.lock().iter().position(|s| *s == steady_session).unwrap() - before;

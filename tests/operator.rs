@@ -25,6 +25,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/rooms"),
     ("get", "/admin/rooms/{code}"),
     ("get", "/admin/gateways"),
+    ("get", "/admin/queues"),
     ("put", "/admin/log-level"),
     ("get", "/admin/overview"),
     ("get", "/admin/stream"),

@@ -32,6 +32,15 @@ pub async fn render(state: &AppState) -> String {
             let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"live\"}} {live}");
         }
     }
+    if let Ok(cells) = state.store.waiting_by_tenant().await {
+        let _ = writeln!(out, "# TYPE switchboard_waiting_tasks gauge");
+        for (cell, tenants) in cells {
+            for (tenant, n) in tenants {
+                let tenant = tenant.replace(['"', '\\', '\n'], "_");
+                let _ = writeln!(out, "switchboard_waiting_tasks{{cell=\"{cell}\",tenant=\"{tenant}\"}} {n}");
+            }
+        }
+    }
     // Tasks alive on the runtime: sockets, timers, background loops; flat under a steady load.
     let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
     let _ = writeln!(out, "# TYPE switchboard_tokio_tasks gauge\nswitchboard_tokio_tasks {tasks}");

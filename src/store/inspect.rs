@@ -162,6 +162,28 @@ impl Store {
         Ok(counts.chunks(2).map(|c| (c[0], c[1])).collect())
     }
 
+    /// Per cell (by tag), the tasks each tenant has waiting in the fair queue (`""`: no tenant);
+    /// one pipeline.
+    pub async fn waiting_by_tenant(&self) -> Result<Vec<(String, BTreeMap<String, u64>)>> {
+        let mut batch = Batch::new(&self.conn);
+        for cell in self.cells() {
+            batch.on(&cell.fair()).cmd("HGETALL").arg(cell.fair());
+        }
+        let hashes: Vec<BTreeMap<String, String>> = batch.query(&self.conn).await?;
+        Ok(self
+            .cells()
+            .iter()
+            .zip(hashes)
+            .map(|(cell, fair)| {
+                let waiting = fair
+                    .iter()
+                    .filter_map(|(field, n)| Some((field.strip_prefix("n:")?.to_owned(), n.parse().ok()?)))
+                    .collect();
+                (cell.tag().to_owned(), waiting)
+            })
+            .collect())
+    }
+
     /// Earlier active versions of a policy role, newest first (the rollback stack).
     pub async fn policy_history(&self, role: &str) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();

@@ -91,5 +91,6 @@ async fn snapshot(state: &AppState) -> Result<Value, AdminError> {
         "policies": { "loaded": state.policies.status(), "stored": super::policies::stored(state).await? },
         "rooms": rooms,
         "gateways": super::fleet::registry(state).await?,
+        "waiting": super::fleet::waiting(state).await?,
     }))
 }

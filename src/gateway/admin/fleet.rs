@@ -136,3 +136,20 @@ pub async fn log_level(body: Bytes) -> Result<Json<Value>, AdminError> {
     tracing::info!(filter, "Log filter changed.");
     Ok(Json(json!({ "filter": filter })))
 }
+
+/// Tasks waiting for a slot, per cell and tenant (the fair queue's counts).
+#[utoipa::path(get, path = "/admin/queues", tag = "fleet",
+    responses((status = 200, description = "Waiting tasks per cell and tenant", body = serde_json::Value)))]
+pub async fn queues(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    Ok(Json(json!({ "waiting": waiting(&state).await? })))
+}
+
+pub(super) async fn waiting(state: &AppState) -> Result<Value, AdminError> {
+    let cells = state.store.waiting_by_tenant().await?;
+    Ok(json!(
+        cells
+            .into_iter()
+            .map(|(cell, tenants)| json!({ "cell": cell, "tenants": tenants }))
+            .collect::<Vec<_>>()
+    ))
+}

@@ -38,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/rooms", get(fleet::rooms))
         .route("/admin/rooms/{code}", get(fleet::room))
         .route("/admin/gateways", get(fleet::gateways))
+        .route("/admin/queues", get(fleet::queues))
         .route("/admin/log-level", put(fleet::log_level))
         .route("/admin/overview", get(dashboard::overview))
         .route("/admin/stream", get(dashboard::stream))
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         fleet::rooms,
         fleet::room,
         fleet::gateways,
+        fleet::queues,
         fleet::log_level,
         dashboard::overview,
         dashboard::stream,
