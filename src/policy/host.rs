@@ -28,6 +28,8 @@ use crate::protocol::clip;
 
 /// How often the epoch advances: the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// The least time an instantiation gets (see `with_instance`).
+const INSTANTIATE_MIN: Duration = Duration::from_millis(50);
 /// Warm instances one thread keeps (see `with_instance`).
 const WARM_PER_THREAD: usize = 8;
 /// The largest memory cap a gateway may configure (`policy.memory_mib`).
@@ -325,8 +327,12 @@ impl PolicyHost {
             Some(warm) => warm,
             None => {
                 let mut store = self.store(compiled);
-                let ticks = self.ticks();
-                store.set_epoch_deadline(ticks);
+                // Instantiating (once per version per thread) is not the call: it gets ten times
+                // the call's deadline, at least 50 ms, so a cold instance on a busy machine does
+                // not fail a sound version's call; a start function that never returns still fails.
+                let instantiate = (self.ticks() * 10)
+                    .max(INSTANTIATE_MIN.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
+                store.set_epoch_deadline(instantiate);
                 let bindings = match &compiled.pre {
                     Pre::NodeSelection(pre) => pre.instantiate(&mut store).map(Bindings::NodeSelection),
                     Pre::RoomRouting(pre) => pre.instantiate(&mut store).map(Bindings::RoomRouting),
