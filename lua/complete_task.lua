@@ -13,17 +13,15 @@
 -- Returns JSON {status=…}:
 --   completed / failed {task_id, attempt, spec, wake}   the task ended; deliver to spec.recipients;
 --                                        wake is the head of the fair queue of the task's pool
---                                        (lib.lua, enqueue) when this result freed the node's
---                                        last slot (a task can only be
---                                        waiting for a slot while nodes are full), else ''. A
---                                        replayed call has no spec: the ended task no longer keeps it
+--                                        (lib.lua, enqueue), or '' when none waits. A replayed
+--                                        call has no spec: the ended task no longer keeps it
 --   unknown                              no such task (never existed or expired)
 --   stale {state}                        another node's or attempt's job, or the job has already
 --                                        ended (late result of a superseded attempt, or a second
 --                                        result); dropped and counted by the caller
 --
 -- Commands on the common path: GET task, TIME, SET task, ZREM deadline, HMGET node, HSET node,
--- ZADD class.
+-- ZADD class, ZRANGE queue.
 
 local jid, node = ARGV[1], ARGV[2]
 local tid = task_of(jid)
@@ -43,9 +41,11 @@ t.call = ARGV[5]
 -- How long the node took, for the admin view (two timestamps would cost 40 bytes per task).
 end_task(tid, t, outcome, { took_ms = now_ms() - (t.assigned_ms or 0) })
 redis.call('ZREM', KEYS[3], jid)
-local was_full = free_slot(node, jid)
+free_slot(node, jid)
 
 -- The task the fair queue of this task's pool says is next (lib.lua, enqueue): the node that
--- just freed a slot serves that pool.
-local wake = was_full and t.pool and redis.call('ZRANGE', P .. 'queue:' .. t.pool, 0, 0)[1] or ''
+-- just freed a slot serves that pool. Woken whenever the pool has tasks waiting, not only when the
+-- node was full: a new task does not pass the queue (dispatch_task), so tasks may wait while nodes
+-- have free slots, and only a wake moves them.
+local wake = t.pool and redis.call('ZRANGE', P .. 'queue:' .. t.pool, 0, 0)[1] or ''
 return cjson.encode({ status = outcome, task_id = tid, attempt = t.attempt, spec = t.spec, wake = wake })

@@ -20,12 +20,16 @@
 -- ARGV[15] the pool (`src>tgt`)
 -- ARGV[16] tenant ('' for none)   ARGV[17] its weight   ARGV[18] its band (0 goes first)
 -- ARGV[19] the most tasks of the tenant that may wait in this cell (first call; lib.lua, enqueue)
+-- ARGV[20] '1': the fair queue gates free slots (below); '0': a free slot goes to whoever asks
 --
 -- Returns JSON {status=…}:
 --   assigned  {attempt, job_id}          the node's slot is taken; send job_assign
 --   refused   {reason}                   the node cannot take it (offline, expired, draining, full,
 --                                        wrong_pair, already_tried); the task waits, try another
 --   waiting                              no node given; the task waits for a slot
+--   queued    {wake}                     the node has a slot, but tasks of the pool that the fair
+--                                        queue puts first wait (lib.lua, enqueue): this task waits,
+--                                        and the caller dispatches `wake`, the queue's head
 --   failed    {code, spec}               no node given and the dispatch wait is over
 --                                        (NO_AVAILABLE_NODE), or the task would wait and its
 --                                        tenant already has the most tasks waiting
@@ -40,8 +44,8 @@
 -- answers what it did the first time — `assigned` with that job, or `waiting` for the task it
 -- created — instead of `duplicate`/`stale`, so the gateway still sends the job or announces the task.
 --
--- Commands on the common path (a new task assigned at once): TIME, HMGET node, SET task NX,
--- HSET node, ZADD class, ZADD deadlines.
+-- Commands on the common path (a new task assigned at once): TIME, HMGET node, ZRANGE queue,
+-- SET task NX, HSET node, ZADD class, ZADD deadlines.
 
 local tid, node = ARGV[1], ARGV[3]
 local expected = tonumber(ARGV[2])
@@ -145,6 +149,19 @@ elseif contains(t.tried, node) then refused = 'already_tried'
 end
 if refused then
   return wait({ status = 'refused', reason = refused })
+end
+
+-- The fair queue decides who takes a free slot while tasks of the pool wait: a task behind the
+-- queue's head waits its turn (new arrivals do not pass the queue), or fails once its dispatch
+-- wait is over. One read on the common path.
+local head = ARGV[20] == '1' and redis.call('ZRANGE', P .. 'queue:' .. ARGV[15], 0, 0, 'WITHSCORES') or {}
+if head[1] and head[1] ~= tid then
+  local finish = t.fair or queue_score(t, false)
+  if (t.band or 1) * 1e12 + finish > tonumber(head[2]) then
+    if now >= t.wait_until then return fail('NO_AVAILABLE_NODE') end
+    -- The slot this task may not take goes to the head: the caller dispatches it now.
+    return wait({ status = 'queued', wake = head[1] })
+  end
 end
 
 local jid = ARGV[4]

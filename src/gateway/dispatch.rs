@@ -210,6 +210,15 @@ impl AppState {
                         debug!(node.id = %node_id, %reason, "Node refused the task.");
                         excluded.push(node_id);
                     }
+                    DispatchReply::Queued { wake } => {
+                        // Behind the pool's fair queue: the free slot goes to the queue's head, this
+                        // task waits, and its speaker is told when it is new.
+                        self.spawn_redispatch(cell, wake);
+                        if first {
+                            self.tell_queued(cell, spec).await;
+                        }
+                        return Ok(Tried::Done(Dispatched::Waiting));
+                    }
                     reply => return Ok(Tried::Done(self.settle(reply))),
                 }
             }
@@ -250,11 +259,15 @@ impl AppState {
     ) -> Result<Dispatched> {
         let dispatched = self.park(cell, offer, creating).await?;
         if dispatched == Dispatched::Waiting && creating != Creating::No {
-            let (task_id, pool) = (offer.spec.task_id(), offer.spec.pool());
-            let position = self.store.queue_position(cell, &pool, &task_id).await.unwrap_or(None);
-            self.queued(offer.spec, position);
+            self.tell_queued(cell, offer.spec).await;
         }
         Ok(dispatched)
+    }
+
+    /// `QUEUED` to the speaker of a task that starts waiting, with its place in the fair queue.
+    async fn tell_queued(&self, cell: &CellKeys, spec: &TaskSpec) {
+        let position = self.store.queue_position(cell, &spec.pool(), &spec.task_id()).await.unwrap_or(None);
+        self.queued(spec, position);
     }
 
     /// Tells each recipient's gateway that this task's outcome will come, so results of the
@@ -275,6 +288,7 @@ impl AppState {
     fn settle(&self, reply: DispatchReply) -> Dispatched {
         match reply {
             DispatchReply::Waiting | DispatchReply::Refused { .. } => Dispatched::Waiting,
+            DispatchReply::Queued { .. } => unreachable!("queued replies are handled by try_nodes"),
             DispatchReply::Failed { code, spec } => {
                 self.fail_task(&spec, code, None, None);
                 Dispatched::Failed

@@ -42,10 +42,21 @@ pub struct Tally {
 
 impl Session {
     pub async fn open(url: &str, src: &str, tgt: &str, audio: Arc<str>) -> Result<Self, SimError> {
+        Self::open_as(url, src, tgt, None, audio).await
+    }
+
+    /// `open`, for a tenant (`session_init.tenant_id`).
+    pub async fn open_as(
+        url: &str,
+        src: &str,
+        tgt: &str,
+        tenant: Option<&str>,
+        audio: Arc<str>,
+    ) -> Result<Self, SimError> {
         let (ws, _) = connect_async_with_config(url, None, true).await?;
         let (mut sink, mut stream) = ws.split();
         let init = json!({"type":"session_init","client_version":"sim","platform":"linux",
-            "src_lang":src,"tgt_lang":tgt,"mode":"one_way"});
+            "src_lang":src,"tgt_lang":tgt,"mode":"one_way","tenant_id":tenant});
         sink.send(Message::Text(init.to_string().into())).await?;
         let ack = next_json(&mut stream).await?;
         let id = ack["session_id"].as_str().ok_or_else(|| SimError::Unexpected(ack.to_string()))?.to_owned();

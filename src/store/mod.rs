@@ -78,7 +78,8 @@ pub struct SchedulerConfig {
     pub redis_timeout_ms: u64,
     /// The fair queue of waiting tasks (docs/overload.md): a freed slot goes to the waiting task
     /// with the lowest band, then the earliest virtual finish time; tenants share slots in
-    /// proportion to their weight (default 1). Off: one queue in arrival order for every tenant.
+    /// proportion to their weight (default 1), and a new task does not pass the waiting ones. Off:
+    /// one queue in arrival order for every tenant, and a free slot goes to whichever task asks.
     pub fair_queue: bool,
     pub tenant_weights: std::collections::BTreeMap<String, f64>,
     /// Band per tenant, 0 to 9, lower first (default 1).

@@ -129,6 +129,7 @@ impl Store {
         let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref()).filter(|_| c.fair_queue);
         let (weight, band) = c.fairness(tenant);
         inv.arg(tenant.unwrap_or("")).arg(weight).arg(band).arg(c.max_waiting_per_tenant);
+        inv.arg(if c.fair_queue { "1" } else { "0" });
         self.call("dispatch_task", &inv).await
     }
 

@@ -220,6 +220,11 @@ pub enum DispatchReply {
         reason: String,
     },
     Waiting,
+    /// A slot was free, but the fair queue puts other waiting tasks first: this task waits, and
+    /// `wake` (the queue's head) is to be dispatched now.
+    Queued {
+        wake: String,
+    },
     Failed {
         code: ErrorCode,
         #[serde(deserialize_with = "json_string")]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 mod ceiling;
 mod measure;
+mod overload;
 pub(super) mod procs;
 mod report;
 mod scenarios;
@@ -52,6 +53,10 @@ pub struct BenchArgs {
     audio_bytes: usize,
     #[arg(long, default_value = "target/bench/bench.json")]
     json: PathBuf,
+    /// Only the overload rows (two tenants, the fair queue on and off; docs/overload.md), printed
+    /// as Markdown.
+    #[arg(long, conflicts_with_all = ["url", "write_docs"])]
+    overload: bool,
     /// Regenerate this Markdown report (docs/benchmarks.md) from the run.
     #[arg(long)]
     write_docs: Option<PathBuf>,
@@ -78,6 +83,8 @@ struct Report {
     heartbeat_cpu_percent_of_core: f64,
     heartbeat_nodes: usize,
     scenarios: Vec<ScenarioResult>,
+    /// Two tenants under a burst (none when measuring another scheduler).
+    overload: Vec<overload::TenantRow>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -89,6 +96,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Some(RedisServer::start()?),
     };
     let redis_url = args.redis_url.clone().unwrap_or_else(|| private.as_ref().unwrap().url());
+    if args.overload {
+        let rows = overload::run(&redis_url, args.seconds, "A".repeat(args.audio_bytes).into()).await?;
+        println!("{}", overload::markdown(&rows));
+        return Ok(());
+    }
     let gateway = match &args.url {
         Some(ws) => {
             let ws = ws.trim_end_matches('/').to_owned();
@@ -311,6 +323,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     bench.progress.finish_and_clear();
 
     let best = scenarios.iter().map(|s| s.tasks_per_s).fold(0.0, f64::max);
+    let overload = match bench.args.url {
+        Some(_) => Vec::new(),
+        None => overload::run(&redis_url, seconds, bench.audio.clone()).await?,
+    };
     let report = Report {
         machine: machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -323,6 +339,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         heartbeat_cpu_percent_of_core: heartbeat_cpu,
         heartbeat_nodes: *node_steps.last().unwrap(),
         scenarios,
+        overload,
     };
     let table = table(&report);
     println!("{table}");

@@ -108,13 +108,14 @@ another, so every job_assign and every result crosses gateways through a Redis s
 that adds a node lookup and an `XADD` for the job, a `session_route` and an `XADD` for the result and for the \
 speaker's UI event, and the readers' `XREADGROUP`/`XACK` (about 8 more commands and 2 more script calls); its \
 `gw cpu µs` is the two gateway processes together, which also share the 2 cores with Redis and the bench.\n\n\
-{}",
+{}\n{}",
         r.machine,
         r.command,
         table,
         targets(r),
         dispatch_time(r) + LIMITS,
         cluster(r),
+        if r.overload.is_empty() { String::new() } else { super::overload::markdown(&r.overload) },
     )
 }
 
