@@ -1,4 +1,5 @@
-//! Many tasks dispatched at once, from two gateways on one Redis, never over-fill a node.
+//! Many tasks dispatched at once, from two gateways on one Redis, never over-fill a node (and the
+//! fair queue's gate still fills every slot).
 
 mod common;
 
@@ -36,8 +37,22 @@ async fn concurrent_dispatch_never_overfills_a_node() {
             assigned += 1;
         }
     }
-    assert_eq!(assigned, slots, "every slot is taken, none twice");
+    // A task that found tasks ahead of it in the fair queue waits, and the slot it saw goes to the
+    // queue's head, dispatched in the background: every slot ends up taken, none twice.
+    assert!(assigned <= slots, "{assigned} of {slots} slots");
     let mut conn = s.connection();
+    let store = s.clone();
+    eventually("every slot taken", || {
+        let store = store.clone();
+        async move {
+            let mut taken = 0;
+            for i in 0..5 {
+                taken += direct::node_jobs(&store, &format!("n{i}")).await.len();
+            }
+            taken == slots as usize
+        }
+    })
+    .await;
     for (i, cap) in [3u32, 1, 2, 5, 4].into_iter().enumerate() {
         let key = s.cell(0).node(&format!("n{i}"));
         let running: u32 = redis::cmd("HGET").arg(&key).arg("running").query_async(&mut conn).await.unwrap();

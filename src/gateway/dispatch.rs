@@ -213,7 +213,7 @@ impl AppState {
                     DispatchReply::Queued { wake } => {
                         // Behind the pool's fair queue: the free slot goes to the queue's head, this
                         // task waits, and its speaker is told when it is new.
-                        self.spawn_redispatch(cell, wake);
+                        self.spawn_pump(cell, pool.clone(), wake);
                         if first {
                             self.tell_queued(cell, spec).await;
                         }
@@ -358,6 +358,33 @@ impl AppState {
             });
             self.to_node(cell, &cancel.node_id, &message);
         }
+    }
+
+    /// Dispatches `head`, the head of `pool`'s fair queue, into a slot a task behind it could not
+    /// take. When another gateway or pump dispatched that head first, the next head goes: a free
+    /// slot must not stay idle while tasks of its pool wait. Bounded; the sweep covers the rest.
+    pub fn spawn_pump(&self, cell: &CellKeys, pool: String, head: String) {
+        const TRIES: usize = 4;
+        let state = self.clone();
+        let cell = cell.clone();
+        let span = info_span!("pump", task.id = %head);
+        self.spawn(span, async move {
+            let mut head = head;
+            for _ in 0..TRIES {
+                match state.redispatch(&cell, &head).await {
+                    Ok(Dispatched::Stale | Dispatched::Duplicate) => {}
+                    Ok(_) => return,
+                    Err(err) => {
+                        warn!(%err, "Dispatching the head of the queue failed.");
+                        return;
+                    }
+                }
+                match state.store.queue_head(&cell, &pool).await {
+                    Ok(Some(next)) if next != head => head = next,
+                    _ => return,
+                }
+            }
+        });
     }
 
     pub fn spawn_redispatch(&self, cell: &CellKeys, task_id: String) {

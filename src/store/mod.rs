@@ -81,6 +81,11 @@ pub struct SchedulerConfig {
     /// proportion to their weight (default 1), and a new task does not pass the waiting ones. Off:
     /// one queue in arrival order for every tenant, and a free slot goes to whichever task asks.
     pub fair_queue: bool,
+    /// Experimental, off by default: with the fair queue, a task may take a free slot only when no
+    /// task of its pool that the queue puts first waits; the slot goes to the queue's head
+    /// (docs/overload.md: this is what protects a steady tenant from a burst, and a concurrent
+    /// flood can still leave a slot idle until the sweep).
+    pub fair_queue_gate: bool,
     pub tenant_weights: std::collections::BTreeMap<String, f64>,
     /// Band per tenant, 0 to 9, lower first (default 1).
     pub tenant_bands: std::collections::BTreeMap<String, u32>,
@@ -107,6 +112,7 @@ impl Default for SchedulerConfig {
             candidate_classes: 32,
             redis_timeout_ms: 3_000,
             fair_queue: true,
+            fair_queue_gate: false,
             tenant_weights: Default::default(),
             tenant_bands: Default::default(),
             max_waiting_per_tenant: 10_000,

@@ -129,7 +129,7 @@ impl Store {
         let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref()).filter(|_| c.fair_queue);
         let (weight, band) = c.fairness(tenant);
         inv.arg(tenant.unwrap_or("")).arg(weight).arg(band).arg(c.max_waiting_per_tenant);
-        inv.arg(if c.fair_queue { "1" } else { "0" });
+        inv.arg(if c.fair_queue && c.fair_queue_gate { "1" } else { "0" });
         self.call("dispatch_task", &inv).await
     }
 
@@ -206,6 +206,14 @@ impl Store {
             .arg(c.node_retention_ms)
             .arg(c.retry_ms);
         self.call("sweep", &inv).await
+    }
+
+    /// The head of `pool`'s fair queue in `cell`: the waiting task a free slot goes to.
+    pub async fn queue_head(&self, k: &CellKeys, pool: &str) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let head: Vec<String> =
+            redis::cmd("ZRANGE").arg(k.queue(pool)).arg(0).arg(0).query_async(&mut conn).await?;
+        Ok(head.into_iter().next())
     }
 
     /// How many waiting tasks of `pool` in `cell` go before `task_id` in its fair queue (`None`:
