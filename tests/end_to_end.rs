@@ -2,6 +2,7 @@
 //! scenario that does not count one server's commands or rely on one cell's wake-up, again on a
 //! local 3-primary Redis Cluster with 3 cells (`single_redis::*`, `redis_cluster::*`).
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -352,20 +353,7 @@ async fn metrics_count_tasks_and_time_dispatches(backend: Backend) {
     gw.stop().await;
 }
 
-/// Each scenario as two tests: on one redis-server, and on a 3-primary cluster with 3 cells.
-macro_rules! on_single_redis_and_cluster {
-    ($($name:ident),* $(,)?) => {
-        mod single_redis {
-            use super::*;
-            $(#[tokio::test] async fn $name() { super::$name(Backend::single()).await })*
-        }
-        mod redis_cluster {
-            use super::*;
-            $(#[tokio::test] async fn $name() { super::$name(Backend::cluster()).await })*
-        }
-    };
-}
-
+// Each scenario as two tests: on one redis-server, and on a 3-primary cluster with 3 cells.
 on_single_redis_and_cluster!(
     one_way_utterance_round_trip,
     two_way_auto_uses_the_lang_a_lang_b_pool,
