@@ -9,11 +9,13 @@
 -- ARGV[4] outcome: 'completed' or 'failed'
 -- ARGV[5] call id: new for every call; the same call sent again after its reply was lost answers
 --         what it did the first time (a node's second result is a new call, and stale)
+-- ARGV[6] '1' when the fair queue gates free slots (scheduler.fair_queue_gate)
 --
 -- Returns JSON {status=…}:
 --   completed / failed {task_id, attempt, spec, wake}   the task ended; deliver to spec.recipients;
 --                                        wake is the head of the fair queue of the task's pool
---                                        (lib.lua, enqueue), or '' when none waits. A replayed
+--                                        (lib.lua, enqueue) when this result freed a full node's
+--                                        slot (any slot with the gate), or ''. A replayed
 --                                        call has no spec: the ended task no longer keeps it
 --   unknown                              no such task (never existed or expired)
 --   stale {state}                        another node's or attempt's job, or the job has already
@@ -21,7 +23,7 @@
 --                                        result); dropped and counted by the caller
 --
 -- Commands on the common path: GET task, TIME, SET task, ZREM deadline, HMGET node, HSET node,
--- ZADD class, ZRANGE queue.
+-- ZADD class (and ZRANGE queue with the gate).
 
 local jid, node = ARGV[1], ARGV[2]
 local tid = task_of(jid)
@@ -41,11 +43,11 @@ t.call = ARGV[5]
 -- How long the node took, for the admin view (two timestamps would cost 40 bytes per task).
 end_task(tid, t, outcome, { took_ms = now_ms() - (t.assigned_ms or 0) })
 redis.call('ZREM', KEYS[3], jid)
-free_slot(node, jid)
+local was_full = free_slot(node, jid)
 
 -- The task the fair queue of this task's pool says is next (lib.lua, enqueue): the node that
--- just freed a slot serves that pool. Woken whenever the pool has tasks waiting, not only when the
--- node was full: a new task does not pass the queue (dispatch_task), so tasks may wait while nodes
--- have free slots, and only a wake moves them.
-local wake = t.pool and redis.call('ZRANGE', P .. 'queue:' .. t.pool, 0, 0)[1] or ''
+-- just freed a slot serves that pool. Without the gate a task only waits while nodes are full, so
+-- the queue is read only when this node was (no read on the common path); with the gate
+-- (ARGV[6] '1') tasks may wait while nodes have free slots, so it is read on every result.
+local wake = t.pool and (was_full or ARGV[6] == '1') and redis.call('ZRANGE', P .. 'queue:' .. t.pool, 0, 0)[1] or ''
 return cjson.encode({ status = outcome, task_id = tid, attempt = t.attempt, spec = t.spec, wake = wake })

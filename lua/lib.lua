@@ -197,15 +197,16 @@ local function dequeue(tid, t, dispatched)
 end
 
 -- Frees job `jid`'s slot on its node (the job ended, or was taken away): one read, one write and
--- the node's place in its index.
+-- the node's place in its index. Returns whether the node was full.
 local function free_slot(node, jid)
   local n = redis.call('HMGET', node_key(node), 'state', 'draining', 'class', 'capacity', 'jobs')
   if not n[1] then return false end
   local jobs, kept = jobs_of(n[5]), {}
   for _, j in ipairs(jobs) do if j ~= jid then kept[#kept + 1] = j end end
-  if #kept == #jobs then return end
+  if #kept == #jobs then return false end
   redis.call('HSET', node_key(node), 'running', #kept, 'jobs', jobs_json(kept))
   if n[3] then reindex(node, n[3], n[1] == 'online' and n[2] == '0', #kept, tonumber(n[4]) or 1) end
+  return #jobs >= (tonumber(n[4]) or 1)
 end
 
 -- Ends the job `jid` early (its node went away, or its deadline passed): frees the node's slot

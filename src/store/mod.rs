@@ -125,6 +125,11 @@ impl SchedulerConfig {
         3 * self.heartbeat_interval_ms
     }
 
+    /// Whether the fair queue gates free slots (`dispatch_task`, `complete_task`).
+    pub fn gates_free_slots(&self) -> bool {
+        self.fair_queue && self.fair_queue_gate
+    }
+
     /// (weight, band) of `tenant` (`None`: tasks without a tenant, the defaults).
     pub fn fairness(&self, tenant: Option<&str>) -> (f64, u32) {
         let tenant = tenant.unwrap_or("");

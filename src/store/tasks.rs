@@ -129,7 +129,7 @@ impl Store {
         let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref()).filter(|_| c.fair_queue);
         let (weight, band) = c.fairness(tenant);
         inv.arg(tenant.unwrap_or("")).arg(weight).arg(band).arg(c.max_waiting_per_tenant);
-        inv.arg(if c.fair_queue && c.fair_queue_gate { "1" } else { "0" });
+        inv.arg(if c.gates_free_slots() { "1" } else { "0" });
         self.call("dispatch_task", &inv).await
     }
 
@@ -175,7 +175,8 @@ impl Store {
                 Outcome::Completed => "completed",
                 Outcome::Failed => "failed",
             })
-            .arg(new_id("", 16));
+            .arg(new_id("", 16))
+            .arg(if self.config.gates_free_slots() { "1" } else { "0" });
         // A node's result is not dropped because Redis was away for a moment (frozen, restarting,
         // failing over): the call is sent again — with the same call id, so one that did run is
         // answered again, not run twice — until Redis answers, or until the job's own timeout
