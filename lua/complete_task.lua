@@ -12,18 +12,21 @@
 -- ARGV[6] '1' when the fair queue gates free slots (scheduler.fair_queue_gate)
 --
 -- Returns JSON {status=…}:
---   completed / failed {task_id, attempt, spec, wake}   the task ended; deliver to spec.recipients;
---                                        wake is the head of the fair queue of the task's pool
---                                        (lib.lua, enqueue) when this result freed a full node's
---                                        slot (any slot with the gate), or ''. A replayed
---                                        call has no spec: the ended task no longer keeps it
+--   completed / failed {task_id, attempt, spec, wake, unheld}   the task ended; deliver to
+--                                        spec.recipients; wake is the head of the fair queue of the
+--                                        task's pool (lib.lua, enqueue) when this result freed a full
+--                                        node's slot (any slot with the gate), or ''; unheld the
+--                                        task of the same tenant its cap held, now back in its
+--                                        queue (lib.lua, count_running), or ''. Dispatch both. A
+--                                        replayed call has no spec: the ended task no longer keeps it
 --   unknown                              no such task (never existed or expired)
 --   stale {state}                        another node's or attempt's job, or the job has already
 --                                        ended (late result of a superseded attempt, or a second
 --                                        result); dropped and counted by the caller
 --
 -- Commands on the common path: GET task, TIME, SET task, ZREM deadline, HMGET node, HSET node,
--- ZADD class (and ZRANGE queue with the gate).
+-- ZADD class (and ZRANGE queue with the gate; HINCRBY running for a task with a tenant, ZRANGE held
+-- for one with a cap).
 
 local jid, node = ARGV[1], ARGV[2]
 local tid = task_of(jid)
@@ -32,7 +35,7 @@ if not t then
   return cjson.encode({ status = 'unknown' })
 end
 if t.call == ARGV[5] then
-  return cjson.encode({ status = t.state, task_id = tid, attempt = t.attempt, wake = '' })
+  return cjson.encode({ status = t.state, task_id = tid, attempt = t.attempt, wake = '', unheld = '' })
 end
 if not runs_job(t, jid, node, ARGV[3]) then
   return cjson.encode({ status = 'stale', state = holds(t, jid) and t.state or 'superseded' })
@@ -40,6 +43,7 @@ end
 
 local outcome = ARGV[4]
 t.call = ARGV[5]
+local unheld = count_running(t, -1) or ''
 -- How long the node took, for the admin view (two timestamps would cost 40 bytes per task).
 end_task(tid, t, outcome, { took_ms = now_ms() - (t.assigned_ms or 0) })
 redis.call('ZREM', KEYS[3], jid)
@@ -50,4 +54,5 @@ local was_full = free_slot(node, jid)
 -- the queue is read only when this node was (no read on the common path); with the gate
 -- (ARGV[6] '1') tasks may wait while nodes have free slots, so it is read on every result.
 local wake = t.pool and (was_full or ARGV[6] == '1') and redis.call('ZRANGE', P .. 'queue:' .. t.pool, 0, 0)[1] or ''
-return cjson.encode({ status = outcome, task_id = tid, attempt = t.attempt, spec = t.spec, wake = wake })
+return cjson.encode({ status = outcome, task_id = tid, attempt = t.attempt, spec = t.spec, wake = wake,
+  unheld = unheld })

@@ -20,20 +20,26 @@
 -- ARGV[15] the pool (`src>tgt`)
 -- ARGV[16] tenant ('' for none)   ARGV[17] its weight   ARGV[18] its band (0 goes first)
 -- ARGV[19] the most tasks of the tenant that may wait in this cell (first call; lib.lua, enqueue)
--- ARGV[20] '1': the fair queue gates free slots (below); '0': a free slot goes to whoever asks
+-- ARGV[20] '1': the fair queue (below); '0': off — one flow in arrival order (the task keeps
+--          `fifo`), and a free slot goes to whichever task asks
+-- ARGV[21] the most tasks of the tenant that may run in this cell at once ('' for no cap; first
+--          call; lib.lua, at_cap)
 --
 -- Returns JSON {status=…}:
 --   assigned  {attempt, job_id}          the node's slot is taken; send job_assign
 --   refused   {reason}                   the node cannot take it (offline, expired, draining, full,
 --                                        wrong_pair, already_tried); the task waits, try another
 --   waiting                              no node given; the task waits for a slot
---   queued    {wake}                     the node has a slot, but tasks of the pool that the fair
---                                        queue puts first wait (lib.lua, enqueue): this task waits,
---                                        and the caller dispatches `wake`, the queue's head
+--   queued    {handoff}                  the node has a slot, but a task of the pool that the fair
+--                                        queue puts first waits (lib.lua, enqueue): this task waits
+--                                        and the slot is the head's — `handoff` {task_id, attempt,
+--                                        job_id, spec, payload} is assigned to the node; send it
+--   held      {handoff}                  the task's tenant runs as many tasks as its cap: it waits,
+--                                        held (lib.lua, at_cap); `handoff` as above, or null
 --   failed    {code, spec}               no node given and the dispatch wait is over
---                                        (NO_AVAILABLE_NODE), or the task would wait and its
---                                        tenant already has the most tasks waiting
---                                        (NODE_OVERLOADED)
+--                                        (NO_AVAILABLE_NODE); or the task would wait and its
+--                                        tenant already has the most tasks waiting, or its cap held
+--                                        it for its whole dispatch wait (NODE_OVERLOADED)
 --   duplicate {state}                    a task with this id exists, in `state` (first call only;
 --                                        a record left by an earlier move out of this cell does
 --                                        not count)
@@ -43,9 +49,11 @@
 -- Safe to re-run: the same call sent again after its reply was lost (same new job id, ARGV[4])
 -- answers what it did the first time — `assigned` with that job, or `waiting` for the task it
 -- created — instead of `duplicate`/`stale`, so the gateway still sends the job or announces the task.
+-- (A handoff whose reply was lost is not sent again: the head's job deadline dispatches it anew.)
 --
--- Commands on the common path (a new task assigned at once): TIME, HMGET node, ZRANGE queue,
--- SET task NX, HSET node, ZADD class, ZADD deadlines.
+-- Commands on the common path (a new task assigned at once): TIME, HMGET node, ZRANGE queue (with
+-- the gate), SET task NX, HSET node, ZADD class, ZADD deadlines; HINCRBY running for a task with a
+-- tenant, HGET running for one with a cap.
 
 local tid, node = ARGV[1], ARGV[3]
 local expected = tonumber(ARGV[2])
@@ -74,7 +82,7 @@ if creating then
     max_attempts = tonumber(ARGV[9]), created_ms = now, ttl_ms = tonumber(ARGV[8]),
     wait_until = moved_in and tonumber(ARGV[12]) or now + tonumber(ARGV[10]),
     pool = ARGV[15], tenant = ARGV[16], weight = tonumber(ARGV[17]), band = tonumber(ARGV[18]),
-    bound = tonumber(ARGV[19]) }
+    bound = tonumber(ARGV[19]), cap = tonumber(ARGV[21]), fifo = ARGV[20] ~= '1' or nil }
 else
   t = load_task(tid)
   local reply = existing(t)
@@ -114,18 +122,27 @@ local function fail(code)
   return cjson.encode({ status = 'failed', code = code, spec = spec })
 end
 
--- The task waits for a slot: in the fair queue (once; lib.lua, queue_score) and for its next try.
-local function wait(reply)
+-- The task waits: in the fair queue (entered once; lib.lua, queue_score), or held by its tenant's
+-- cap (`held`), and for its next try. Returns nil, or the reply that ends the call instead.
+local function park(held)
   local queued = t.fair ~= nil
   if not queued then
     t.fair = queue_score(t, true)
     if not t.fair then return fail('NODE_OVERLOADED') end
+    t.held = held or nil
+  else
+    set_held(tid, t, held)
   end
   local other = save()
   if other then return cjson.encode(other) end
   if not queued then enqueue(tid, t) end
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[11]), tid)
-  return cjson.encode(reply)
+  return nil
+end
+
+-- The task waits where it waited (queued, or held).
+local function wait(reply)
+  return park(t.held == true) or cjson.encode(reply)
 end
 
 if node == '' then
@@ -151,33 +168,73 @@ if refused then
   return wait({ status = 'refused', reason = refused })
 end
 
--- The fair queue decides who takes a free slot while tasks of the pool wait: a task behind the
--- queue's head waits its turn (new arrivals do not pass the queue), or fails once its dispatch
--- wait is over. One read on the common path.
-local head = ARGV[20] == '1' and redis.call('ZRANGE', P .. 'queue:' .. ARGV[15], 0, 0, 'WITHSCORES') or {}
-if head[1] and head[1] ~= tid then
-  local finish = t.fair or queue_score(t, false)
-  if (t.band or 1) * 1e12 + finish > tonumber(head[2]) then
-    if now >= t.wait_until then return fail('NO_AVAILABLE_NODE') end
-    -- The slot this task may not take goes to the head: the caller dispatches it now.
-    return wait({ status = 'queued', wake = head[1] })
+-- Who takes the free slot (docs/overload.md). A task whose tenant is at its cap does not: it is
+-- held. With the gate, a task the pool's fair queue puts first does: the head, unless its tenant
+-- is at its cap (then it is held, and the next head is looked at) or it lost a job on this node.
+-- Otherwise this task. One read on the common path (the queue's head).
+local capped = at_cap(t)
+if capped and now >= t.wait_until then return fail('NODE_OVERLOADED') end
+local head, h
+if ARGV[20] == '1' then
+  local mine = capped and math.huge or (t.band or 1) * 1e12 + (t.fair or queue_score(t, false))
+  local queue = P .. 'queue:' .. ARGV[15]
+  for _ = 1, 8 do
+    local top = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+    if not top[1] or top[1] == tid or tonumber(top[2]) >= mine then break end
+    local ht = load_task(top[1])
+    if not ht or ht.state ~= 'waiting' then
+      redis.call('ZREM', queue, top[1])
+    elseif not at_cap(ht) then
+      if not contains(ht.tried, node) then head, h = top[1], ht end
+      break
+    else
+      set_held(top[1], ht, true)
+      store_task(top[1], ht)
+    end
   end
 end
 
+-- Assigns task `task` (id `id`) to the node as job `jid`; the caller stores the task, then
+-- `occupy` takes the slot.
+local function assign(id, task, jid)
+  task.state = 'assigned'
+  task.attempt = task.attempt + 1
+  task.job = jid
+  task.node = node
+  task.tried = task.tried == '' and node or (task.tried .. ',' .. node)
+  task.assigned_ms = now
+  task.lost = nil
+  dequeue(id, task, true)
+end
+
+local function occupy(task, jid)
+  count_running(task, 1)
+  jobs[#jobs + 1] = jid
+  redis.call('HSET', KEYS[4], 'running', #jobs, 'jobs', jobs_json(jobs))
+  reindex(node, n[4], true, #jobs, tonumber(n[3]))
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), jid)
+end
+
+if head or capped then
+  local ended = park(capped)
+  if ended then return ended end
+  local handoff = cjson.null
+  if head then
+    local jid = string.match(ARGV[4], '^[^:]*') .. ':' .. head
+    local spec, payload = h.spec, h.payload
+    assign(head, h, jid)
+    store_task(head, h)
+    occupy(h, jid)
+    redis.call('ZREM', KEYS[2], head)
+    handoff = { task_id = head, attempt = h.attempt, job_id = jid, spec = spec, payload = payload }
+  end
+  return cjson.encode({ status = capped and 'held' or 'queued', handoff = handoff })
+end
+
 local jid = ARGV[4]
-t.state = 'assigned'
-t.attempt = expected + 1
-t.job = jid
-t.node = node
-t.tried = t.tried == '' and node or (t.tried .. ',' .. node)
-t.assigned_ms = now
-t.lost = nil
-dequeue(tid, t, true)
+assign(tid, t, jid)
 local other = save()
 if other then return cjson.encode(other) end
-jobs[#jobs + 1] = jid
-redis.call('HSET', KEYS[4], 'running', #jobs, 'jobs', jobs_json(jobs))
-reindex(node, n[4], true, #jobs, tonumber(n[3]))
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), jid)
+occupy(t, jid)
 if not creating then redis.call('ZREM', KEYS[2], tid) end
 return cjson.encode({ status = 'assigned', attempt = t.attempt, job_id = jid })

@@ -157,43 +157,89 @@ end
 -- The fair queue (docs/overload.md): waiting tasks in the order a freed slot goes to them.
 --   P..queue:<pool>  zset of the pool's waiting tasks, score = band × 1e12 + virtual finish time
 --             (per pool: a freed slot wakes the head of the queue of the pool it served)
+--   P..held:<tenant> zset of the tenant's waiting tasks held by its cap on running tasks (same
+--             score): out of their pools' queues, so they block no one, until one of the
+--             tenant's tasks ends (`unhold`)
 --   P..fair   hash: `v` the virtual clock (the finish time of the last task dispatched from the
 --             queue), `f:<tenant>` the finish time last given to the tenant, `n:<tenant>` how many
---             of its tasks wait
+--             of its tasks wait (queued or held), `r:<tenant>` how many run (tasks with a tenant)
 -- A task entering the queue starts at max(v, its tenant's last finish) and finishes 1/weight
 -- later: tenants that keep tasks waiting share freed slots in proportion to their weights, and a
 -- tenant that was idle starts at the clock, not with credit. A lower band always goes first. The
--- task holds its tenant, weight, band and bound (set when it was created) and, while queued, its
--- finish time (`fair`).
+-- task holds its tenant, weight, band, cap and bound (set when it was created) and, while it
+-- waits, its finish time (`fair`) and whether it is held (`held`).
 -- The finish time task `t` would enter the queue with, or nil when its tenant already has
 -- `t.bound` tasks waiting (`bounded` false: no bound, for a task a node lost). Reads only.
 local function queue_score(t, bounded)
   local tenant = t.tenant or ''
-  local f = redis.call('HMGET', P .. 'fair', 'v', 'f:' .. tenant, 'n:' .. tenant)
+  -- Without the fair queue (`t.fifo`) every tenant is one flow: the queue is in arrival order.
+  local flow = t.fifo and '' or tenant
+  local f = redis.call('HMGET', P .. 'fair', 'v', 'f:' .. flow, 'n:' .. tenant)
   if bounded and t.bound and (tonumber(f[3]) or 0) >= t.bound then return nil end
   return math.max(tonumber(f[1]) or 0, tonumber(f[2]) or 0) + 1 / (t.weight or 1)
 end
 
--- Puts task `t` in the queue at the finish time `queue_score` gave it (`t.fair`), in its band.
+local function queue_key(t)
+  if t.held then return P .. 'held:' .. (t.tenant or '') end
+  return P .. 'queue:' .. t.pool
+end
+
+-- Puts task `t` in its pool's queue (its tenant's held set when `t.held`) at the finish time
+-- `queue_score` gave it (`t.fair`), in its band.
 local function enqueue(tid, t)
   local tenant = t.tenant or ''
   redis.call('HINCRBY', P .. 'fair', 'n:' .. tenant, 1)
-  redis.call('HSET', P .. 'fair', 'f:' .. tenant, t.fair)
-  redis.call('ZADD', P .. 'queue:' .. t.pool, (t.band or 1) * 1e12 + t.fair, tid)
+  redis.call('HSET', P .. 'fair', 'f:' .. (t.fifo and '' or tenant), t.fair)
+  redis.call('ZADD', queue_key(t), (t.band or 1) * 1e12 + t.fair, tid)
+end
+
+-- Moves queued task `t` between its pool's queue and its tenant's held set (`held`); the caller
+-- stores the task.
+local function set_held(tid, t, held)
+  if (t.held or false) == held then return end
+  redis.call('ZREM', queue_key(t), tid)
+  t.held = held or nil
+  redis.call('ZADD', queue_key(t), (t.band or 1) * 1e12 + t.fair, tid)
 end
 
 -- Takes task `t` out of the fair queue (it was dispatched, failed or moved); a dispatched task's
 -- finish time advances the virtual clock.
 local function dequeue(tid, t, dispatched)
   if not t.fair then return end
-  redis.call('ZREM', P .. 'queue:' .. t.pool, tid)
+  redis.call('ZREM', queue_key(t), tid)
   redis.call('HINCRBY', P .. 'fair', 'n:' .. (t.tenant or ''), -1)
   if dispatched then
     if t.fair > (tonumber(redis.call('HGET', P .. 'fair', 'v')) or 0) then
       redis.call('HSET', P .. 'fair', 'v', t.fair)
     end
   end
-  t.fair = nil
+  t.fair, t.held = nil, nil
+end
+
+-- Whether task `t` may not run now: its tenant already runs as many tasks as its cap.
+local function at_cap(t)
+  if not t.cap then return false end
+  return (tonumber(redis.call('HGET', P .. 'fair', 'r:' .. (t.tenant or ''))) or 0) >= t.cap
+end
+
+-- Counts task `t` running (`delta` 1) or no longer running (-1) for its tenant. When a task that
+-- carries a cap stops, its tenant's first held task goes back to its pool's queue: returns its id
+-- (the caller dispatches it), or nil.
+local function count_running(t, delta)
+  local tenant = t.tenant or ''
+  if tenant == '' then return nil end
+  redis.call('HINCRBY', P .. 'fair', 'r:' .. tenant, delta)
+  if delta > 0 or not t.cap then return nil end
+  local first = redis.call('ZRANGE', P .. 'held:' .. tenant, 0, 0)[1]
+  if not first then return nil end
+  local h = load_task(first)
+  if not h or h.state ~= 'waiting' then
+    redis.call('ZREM', P .. 'held:' .. tenant, first)
+    return nil
+  end
+  set_held(first, h, false)
+  store_task(first, h)
+  return first
 end
 
 -- Frees job `jid`'s slot on its node (the job ended, or was taken away): one read, one write and
@@ -219,6 +265,8 @@ local function release_job(jid, reason, fail_code, now, out)
   local t = load_task(tid)
   if not t or t.state ~= 'assigned' or t.job ~= jid then return end
   free_slot(t.node, jid)
+  local unheld = count_running(t, -1)
+  if unheld then out.requeued[#out.requeued + 1] = unheld end
   if reason == 'timed_out' then
     out.cancel[#out.cancel + 1] = { job_id = jid, node_id = t.node }
   end

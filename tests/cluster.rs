@@ -182,6 +182,7 @@ async fn cell_tags_spread_over_a_real_cluster_and_the_client_routes_by_slot() {
             class: None,
             create: Some((&spec, &payload)),
             moved_in: None,
+            admission: None,
         };
         let job = job_id(&s.dispatch_task(&request).await.unwrap());
         assert_eq!(s.job_task(&job).unwrap().0.tag(), k.tag(), "{job} names its cell");

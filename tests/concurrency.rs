@@ -38,7 +38,7 @@ async fn concurrent_dispatch_never_overfills_a_node() {
         }
     }
     // A task that found tasks ahead of it in the fair queue waits, and the slot it saw goes to the
-    // queue's head, dispatched in the background: every slot ends up taken, none twice.
+    // queue's head in the same script (the handoff): every slot ends up taken, none twice.
     assert!(assigned <= slots, "{assigned} of {slots} slots");
     let mut conn = s.connection();
     let store = s.clone();

@@ -508,6 +508,7 @@ async fn waiting_in(s: &Store, cell: &CellKeys, spec: &TaskSpec) {
         class: None,
         create: Some((spec, &payload)),
         moved_in: None,
+        admission: None,
     };
     assert_eq!(s.dispatch_task(&request).await.unwrap(), DispatchReply::Waiting);
 }
@@ -553,6 +554,7 @@ async fn a_task_moves_to_another_cell_once_and_keeps_its_attempts_and_wait() {
         class: None,
         create: Some((&spec, &p)),
         moved_in: Some(wait_until),
+        admission: None,
     };
     match s.dispatch_task(&request).await.unwrap() {
         DispatchReply::Assigned { attempt, job_id } => {
@@ -585,6 +587,7 @@ async fn dispatch_and_complete_sent_again_after_a_lost_reply_answer_the_same() {
         class: None,
         create: Some((&spec, &payload)),
         moved_in: None,
+        admission: None,
     };
     let assigned = s.dispatch_task(&first).await.unwrap();
     let job = job_id(&assigned);

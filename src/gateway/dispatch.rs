@@ -10,8 +10,8 @@ use tracing::{debug, info_span, warn};
 use super::{AppState, Metrics};
 use crate::protocol::{JobAssign, JobCancel, ToNode, UiEventKind};
 use crate::store::{
-    CellKeys, DispatchReply, DispatchRequest, FailedTask, LoadTaskReply, MoveReply, Payload, Released,
-    Result, TaskRef, TaskSpec,
+    CellKeys, DispatchReply, DispatchRequest, FailedTask, Handoff, LoadTaskReply, MoveReply, Payload,
+    Released, Result, TaskRef, TaskSpec,
 };
 
 /// Nodes tried per candidates read before reading candidates again.
@@ -195,6 +195,7 @@ impl AppState {
                     class,
                     create: create.take(),
                     moved_in: creating.moved_in(),
+                    admission: None,
                 };
                 Metrics::inc(&self.metrics.dispatch_script_calls);
                 let reply = self.store.dispatch_task(&request).await?;
@@ -210,10 +211,21 @@ impl AppState {
                         debug!(node.id = %node_id, %reason, "Node refused the task.");
                         excluded.push(node_id);
                     }
-                    DispatchReply::Queued { wake } => {
-                        // Behind the pool's fair queue: the free slot goes to the queue's head, this
-                        // task waits, and its speaker is told when it is new.
-                        self.spawn_pump(cell, pool.clone(), wake);
+                    DispatchReply::Queued { handoff } => {
+                        // Behind the pool's fair queue: the free slot went to the queue's head,
+                        // this task waits, and its speaker is told when it is new.
+                        self.send_handoff(cell, &node_id, handoff);
+                        if first {
+                            self.tell_queued(cell, spec).await;
+                        }
+                        return Ok(Tried::Done(Dispatched::Waiting));
+                    }
+                    DispatchReply::Held { handoff } => {
+                        // Its tenant runs as many tasks as its cap: it waits for one of them to
+                        // end, and the slot went to the queue's head, if any.
+                        if let Some(handoff) = handoff {
+                            self.send_handoff(cell, &node_id, handoff);
+                        }
                         if first {
                             self.tell_queued(cell, spec).await;
                         }
@@ -240,6 +252,7 @@ impl AppState {
             class: None,
             create: (creating != Creating::No).then_some((spec, payload)),
             moved_in: creating.moved_in(),
+            admission: None,
         };
         Metrics::inc(&self.metrics.dispatch_script_calls);
         let reply = self.store.dispatch_task(&request).await?;
@@ -288,7 +301,9 @@ impl AppState {
     fn settle(&self, reply: DispatchReply) -> Dispatched {
         match reply {
             DispatchReply::Waiting | DispatchReply::Refused { .. } => Dispatched::Waiting,
-            DispatchReply::Queued { .. } => unreachable!("queued replies are handled by try_nodes"),
+            DispatchReply::Queued { .. } | DispatchReply::Held { .. } => {
+                unreachable!("queued and held replies are handled by try_nodes")
+            }
             DispatchReply::Failed { code, spec } => {
                 self.fail_task(&spec, code, None, None);
                 Dispatched::Failed
@@ -360,31 +375,10 @@ impl AppState {
         }
     }
 
-    /// Dispatches `head`, the head of `pool`'s fair queue, into a slot a task behind it could not
-    /// take. When another gateway or pump dispatched that head first, the next head goes: a free
-    /// slot must not stay idle while tasks of its pool wait. Bounded; the sweep covers the rest.
-    pub fn spawn_pump(&self, cell: &CellKeys, pool: String, head: String) {
-        const TRIES: usize = 4;
-        let state = self.clone();
-        let cell = cell.clone();
-        let span = info_span!("pump", task.id = %head);
-        self.spawn(span, async move {
-            let mut head = head;
-            for _ in 0..TRIES {
-                match state.redispatch(&cell, &head).await {
-                    Ok(Dispatched::Stale | Dispatched::Duplicate) => {}
-                    Ok(_) => return,
-                    Err(err) => {
-                        warn!(%err, "Dispatching the head of the queue failed.");
-                        return;
-                    }
-                }
-                match state.store.queue_head(&cell, &pool).await {
-                    Ok(Some(next)) if next != head => head = next,
-                    _ => return,
-                }
-            }
-        });
+    /// Sends the job of a waiting task `dispatch_task` gave the slot another task could not take.
+    fn send_handoff(&self, cell: &CellKeys, node_id: &str, handoff: Handoff) {
+        let Handoff { attempt, job_id, spec, payload, .. } = handoff;
+        self.send_job(cell, &spec, &payload, node_id, &job_id, attempt);
     }
 
     pub fn spawn_redispatch(&self, cell: &CellKeys, task_id: String) {

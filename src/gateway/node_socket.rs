@@ -297,20 +297,20 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
             Metrics::inc(&state.metrics.undeliverable);
             warn!(job.id = %result.job_id, "Result recorded, but its reply was lost and the task's recipients are gone.");
         }
-        Ok(CompleteReply::Completed(Ended { spec: Some(spec), wake: next, .. })) => {
+        Ok(CompleteReply::Completed(Ended { spec: Some(spec), wake: next, unheld, .. })) => {
             if let Some(reason) = result.empty_reason() {
                 debug!(job.id = %result.job_id, reason, "Empty result: silence.");
                 state.deliver_silence(&spec, &result.job_id);
             } else {
                 state.deliver_result(&spec, &result.job_id, &result);
             }
-            wake(state, &result.job_id, next);
+            wake(state, &result.job_id, [next, unheld]);
         }
-        Ok(CompleteReply::Failed(Ended { spec: Some(spec), wake: next, .. })) => {
+        Ok(CompleteReply::Failed(Ended { spec: Some(spec), wake: next, unheld, .. })) => {
             let node_code = result.error.as_ref().map(|e| e.code.as_str());
             let code = node_code.and_then(ErrorCode::parse).unwrap_or(ErrorCode::InternalError);
             state.fail_task(&spec, code, node_code, Some(&result.job_id));
-            wake(state, &result.job_id, next);
+            wake(state, &result.job_id, [next, unheld]);
         }
         Ok(CompleteReply::Stale { state: job_state }) => {
             Metrics::inc(&state.metrics.results_stale);
@@ -329,9 +329,11 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
     }
 }
 
-/// A slot of the job's cell just freed: dispatch the cell's oldest waiting task now.
-fn wake(state: &AppState, job_id: &str, task_id: String) {
-    if let (false, Some((cell, _))) = (task_id.is_empty(), state.store.job_task(job_id)) {
+/// A slot of the job's cell just freed: dispatch the head of its pool's fair queue now, and the
+/// task of the same tenant that its cap held, when this job's end let it go.
+fn wake(state: &AppState, job_id: &str, tasks: [String; 2]) {
+    let Some((cell, _)) = state.store.job_task(job_id) else { return };
+    for task_id in tasks.into_iter().filter(|t| !t.is_empty()) {
         state.spawn_redispatch(&cell, task_id);
     }
 }

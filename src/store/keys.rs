@@ -69,6 +69,10 @@ impl CellKeys {
     pub fn queue(&self, pool: &str) -> String {
         format!("{}queue:{pool}", self.base)
     }
+    /// A tenant's tasks held by its cap on running tasks (lua/lib.lua, `at_cap`).
+    pub fn held(&self, tenant: &str) -> String {
+        format!("{}held:{tenant}", self.base)
+    }
     pub fn fair(&self) -> String {
         format!("{}fair", self.base)
     }

@@ -76,19 +76,18 @@ pub struct SchedulerConfig {
     pub candidate_classes: u32,
     /// Timeout of one Redis command.
     pub redis_timeout_ms: u64,
-    /// The fair queue of waiting tasks (docs/overload.md): a freed slot goes to the waiting task
-    /// with the lowest band, then the earliest virtual finish time; tenants share slots in
-    /// proportion to their weight (default 1), and a new task does not pass the waiting ones. Off:
-    /// one queue in arrival order for every tenant, and a free slot goes to whichever task asks.
+    /// The fair queue of waiting tasks (docs/overload.md): a free slot goes to the waiting task
+    /// of its pool with the lowest band, then the earliest virtual finish time — a new task does
+    /// not pass the waiting ones; tenants share slots in proportion to their weight (default 1).
+    /// Off: one queue in arrival order for every tenant, and a free slot goes to whichever task
+    /// asks first.
     pub fair_queue: bool,
-    /// Experimental, off by default: with the fair queue, a task may take a free slot only when no
-    /// task of its pool that the queue puts first waits; the slot goes to the queue's head
-    /// (docs/overload.md: this is what protects a steady tenant from a burst, and a concurrent
-    /// flood can still leave a slot idle until the sweep).
-    pub fair_queue_gate: bool,
     pub tenant_weights: std::collections::BTreeMap<String, f64>,
     /// Band per tenant, 0 to 9, lower first (default 1).
     pub tenant_bands: std::collections::BTreeMap<String, u32>,
+    /// Most tasks of a tenant running at once in a cell (none: no cap); more wait, held, without
+    /// blocking other tenants.
+    pub tenant_max_running: std::collections::BTreeMap<String, u32>,
     /// Tasks of one tenant that may wait in a cell; past it a new task fails with NODE_OVERLOADED.
     pub max_waiting_per_tenant: u32,
 }
@@ -112,9 +111,9 @@ impl Default for SchedulerConfig {
             candidate_classes: 32,
             redis_timeout_ms: 3_000,
             fair_queue: true,
-            fair_queue_gate: false,
             tenant_weights: Default::default(),
             tenant_bands: Default::default(),
+            tenant_max_running: Default::default(),
             max_waiting_per_tenant: 10_000,
         }
     }
@@ -125,16 +124,15 @@ impl SchedulerConfig {
         3 * self.heartbeat_interval_ms
     }
 
-    /// Whether the fair queue gates free slots (`dispatch_task`, `complete_task`).
-    pub fn gates_free_slots(&self) -> bool {
-        self.fair_queue && self.fair_queue_gate
-    }
-
-    /// (weight, band) of `tenant` (`None`: tasks without a tenant, the defaults).
-    pub fn fairness(&self, tenant: Option<&str>) -> (f64, u32) {
+    /// How the configuration admits a task of `tenant` (`None`: tasks without a tenant, the
+    /// defaults); an admission policy may decide instead (`policy::Policies::admit`).
+    pub fn admission(&self, tenant: Option<&str>) -> Admission {
         let tenant = tenant.unwrap_or("");
-        let weight = self.tenant_weights.get(tenant).copied().filter(|w| *w > 0.0).unwrap_or(1.0);
-        (weight, self.tenant_bands.get(tenant).copied().unwrap_or(1).min(9))
+        Admission {
+            weight: self.tenant_weights.get(tenant).copied().filter(|w| *w > 0.0).unwrap_or(1.0),
+            band: self.tenant_bands.get(tenant).copied().unwrap_or(1).min(9),
+            max_running: self.tenant_max_running.get(tenant).copied(),
+        }
     }
 }
 

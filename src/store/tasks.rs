@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    Candidate, CandidatesReply, CellKeys, CompleteReply, DispatchReply, JobReply, LoadTaskReply, MoveReply,
-    Payload, Result, Store, StoreError, SweepReply, TaskSpec, new_id, parse, transient, types,
+    Admission, Candidate, CandidatesReply, CellKeys, CompleteReply, DispatchReply, JobReply, LoadTaskReply,
+    MoveReply, Payload, Result, Store, StoreError, SweepReply, TaskSpec, new_id, parse, transient, types,
 };
 
 /// A new job attempt for a task; see `dispatch_task.lua`.
@@ -28,6 +28,9 @@ pub struct DispatchRequest<'a> {
     pub create: Option<(&'a TaskSpec, &'a Payload)>,
     /// For a task moving in from another cell: when its dispatch wait ends (ms since the epoch).
     pub moved_in: Option<u64>,
+    /// How the task is admitted (first call only); `None`: as the configuration says for its
+    /// tenant.
+    pub admission: Option<Admission>,
 }
 
 /// `availability.lua`: per pool, live nodes with a free slot.
@@ -125,11 +128,14 @@ impl Store {
             .arg(req.class.unwrap_or(""))
             .arg(c.liveness_ms())
             .arg(req.pool);
-        // The task's place in the fair queue (read on its first call only: the task keeps it).
-        let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref()).filter(|_| c.fair_queue);
-        let (weight, band) = c.fairness(tenant);
+        // The task's place in the fair queue and its cap (read on its first call only: the task
+        // keeps them). Without the fair queue every task is one flow in arrival order.
+        let tenant = req.create.and_then(|(spec, _)| spec.tenant_id.as_deref());
+        let admission = req.admission.clone().unwrap_or_else(|| c.admission(tenant));
+        let (weight, band) = if c.fair_queue { (admission.weight, admission.band) } else { (1.0, 1) };
         inv.arg(tenant.unwrap_or("")).arg(weight).arg(band).arg(c.max_waiting_per_tenant);
-        inv.arg(if c.gates_free_slots() { "1" } else { "0" });
+        inv.arg(if c.fair_queue { "1" } else { "0" });
+        inv.arg(admission.max_running.map(|n| n.to_string()).unwrap_or_default());
         self.call("dispatch_task", &inv).await
     }
 
@@ -176,7 +182,7 @@ impl Store {
                 Outcome::Failed => "failed",
             })
             .arg(new_id("", 16))
-            .arg(if self.config.gates_free_slots() { "1" } else { "0" });
+            .arg(if self.config.fair_queue { "1" } else { "0" });
         // A node's result is not dropped because Redis was away for a moment (frozen, restarting,
         // failing over): the call is sent again — with the same call id, so one that did run is
         // answered again, not run twice — until Redis answers, or until the job's own timeout

@@ -220,10 +220,15 @@ pub enum DispatchReply {
         reason: String,
     },
     Waiting,
-    /// A slot was free, but the fair queue puts other waiting tasks first: this task waits, and
-    /// `wake` (the queue's head) is to be dispatched now.
+    /// A slot was free, but the fair queue puts another waiting task first: this task waits, and
+    /// the slot went to the queue's head (`dispatch_task.lua`): send it its job.
     Queued {
-        wake: String,
+        handoff: Handoff,
+    },
+    /// The task's tenant runs as many tasks as its cap: the task waits, held, and the slot went
+    /// to the queue's head, if one could take it.
+    Held {
+        handoff: Option<Handoff>,
     },
     Failed {
         code: ErrorCode,
@@ -235,6 +240,28 @@ pub enum DispatchReply {
         state: String,
     },
     Stale,
+}
+
+/// Where a new task waits when no slot is free, and how much it may run: the fair queue's band
+/// (0 first) and weight, and its tenant's cap on running tasks. From the configuration
+/// (`SchedulerConfig::admission`) or the admission policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub weight: f64,
+    pub band: u32,
+    pub max_running: Option<u32>,
+}
+
+/// A waiting task the script assigned to the slot another task could not take.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct Handoff {
+    pub task_id: String,
+    pub attempt: u32,
+    pub job_id: String,
+    #[serde(deserialize_with = "json_string")]
+    pub spec: TaskSpec,
+    #[serde(deserialize_with = "json_string")]
+    pub payload: Payload,
 }
 
 /// Where a task lives: its cell's tag and its id (an expectation carries it, so the listener's
@@ -254,8 +281,13 @@ pub struct Ended {
     /// keeps its spec (docs/redis.md, "Memory per task").
     #[serde(default, deserialize_with = "optional_json_string")]
     pub spec: Option<TaskSpec>,
-    /// The cell's oldest waiting task, or empty: a slot just freed, so it may be dispatched now.
+    /// The head of the fair queue of the task's pool, or empty: a slot just freed, so it may be
+    /// dispatched now.
     pub wake: String,
+    /// A task of the same tenant its cap held, back in its queue now that this one ended, or
+    /// empty: dispatch it too.
+    #[serde(default)]
+    pub unheld: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -75,6 +75,8 @@ pub async fn redis_problems(s: &Store) -> Vec<String> {
         keys.extend(conn.query_on::<Vec<String>>(server.as_ref(), all).await.unwrap());
     }
     let mut problems = Vec::new();
+    // Per cell and tenant, the tasks in flight (against the fair queue's running counts).
+    let mut running_per_tenant: Running = Default::default();
     for key in &keys {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
         let kind = key.rsplit_once("}:").map_or("", |(_, name)| name);
@@ -84,6 +86,7 @@ pub async fn redis_problems(s: &Store) -> Vec<String> {
         ) || kind.starts_with("pool:")
             || kind.starts_with("class:")
             || kind.starts_with("queue:")
+            || kind.starts_with("held:")
             || key.contains("{policy}")
             || (kind.starts_with("node:") && node_is_online(&mut conn, key).await)
             || (kind == "session" && hget(&mut conn, key, "state").await.as_deref() == Some("attached"));
@@ -112,29 +115,49 @@ pub async fn redis_problems(s: &Store) -> Vec<String> {
                 if !holds {
                     problems.push(format!("{key}: job {job} in flight, but its task says {task:?}"));
                 }
+                let tenant = task.as_ref().and_then(|t| t["tenant"].as_str()).unwrap_or("");
+                if !tenant.is_empty() {
+                    *running_per_tenant
+                        .entry(base.to_owned())
+                        .or_default()
+                        .entry(tenant.to_owned())
+                        .or_default() += 1;
+                }
             }
         }
     }
     problems.extend(class_problems(&mut conn, &keys).await);
-    problems.extend(queue_problems(&mut conn, &keys).await);
+    problems.extend(queue_problems(&mut conn, &keys, running_per_tenant).await);
     problems
 }
 
-/// The fair queue holds waiting tasks only, and each tenant's count of waiting tasks is the number
-/// of its tasks in the queue.
-async fn queue_problems(conn: &mut switchboard::store::RedisConn, keys: &[String]) -> Vec<String> {
+/// Per cell key base (`prefix:{cell}:`), per tenant, a count.
+type Running = std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>;
+
+/// The fair queue holds waiting tasks only (a tenant's held set only held ones), each tenant's
+/// count of waiting tasks is the number of its tasks queued or held, and its count of running
+/// tasks the number of its jobs in flight.
+async fn queue_problems(
+    conn: &mut switchboard::store::RedisConn,
+    keys: &[String],
+    mut running: Running,
+) -> Vec<String> {
     use std::collections::BTreeMap;
     let mut problems = Vec::new();
-    // Per cell: the tasks queued in all its pools, against the cell's counts.
-    let mut queued: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for key in keys.iter().filter(|k| k.contains("}:queue:")) {
-        let base = &key[..key.find("}:queue:").unwrap() + 2];
+    // Per cell: the tasks queued in all its pools and held, against the cell's counts.
+    let mut queued: Running = BTreeMap::new();
+    for key in keys.iter().filter(|k| k.contains("}:queue:") || k.contains("}:held:")) {
+        let held = key.contains("}:held:");
+        let base = &key[..key.find(if held { "}:held:" } else { "}:queue:" }).unwrap() + 2];
         let members: Vec<String> =
             redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(conn).await.unwrap();
         let per_tenant = queued.entry(base.to_owned()).or_default();
         for task_id in members {
             let task = task_state(conn, &format!("{base}task:{task_id}")).await;
-            match task.as_ref().filter(|t| t["state"] == "waiting" && t.get("fair").is_some()) {
+            let fits = |t: &&Value| {
+                t["state"] == "waiting" && t.get("fair").is_some() && (t["held"] == true) == held
+            };
+            match task.as_ref().filter(fits) {
                 Some(t) => *per_tenant.entry(t["tenant"].as_str().unwrap_or("").to_owned()).or_default() += 1,
                 None => problems.push(format!("{key}: {task_id} is queued, but its task says {task:?}")),
             }
@@ -145,6 +168,17 @@ async fn queue_problems(conn: &mut switchboard::store::RedisConn, keys: &[String
         let mut per_tenant = queued.remove(base).unwrap_or_default();
         let counts: BTreeMap<String, String> =
             redis::cmd("HGETALL").arg(format!("{base}fair")).query_async(conn).await.unwrap();
+        let mut in_flight = running.remove(base).unwrap_or_default();
+        for (tenant, count) in counts.iter().filter_map(|(f, c)| Some((f.strip_prefix("r:")?, c))) {
+            let jobs = in_flight.remove(tenant).unwrap_or(0);
+            if count.parse::<i64>().unwrap_or(-1) != jobs {
+                problems
+                    .push(format!("{base}fair: tenant {tenant:?} counts {count} running, {jobs} in flight"));
+            }
+        }
+        for (tenant, jobs) in in_flight.into_iter().filter(|(_, n)| *n > 0) {
+            problems.push(format!("{base}fair: tenant {tenant:?} has {jobs} in flight and no running count"));
+        }
         for (field, count) in counts.iter().filter_map(|(f, c)| Some((f.strip_prefix("n:")?, c))) {
             let queued = per_tenant.remove(field).unwrap_or(0);
             if count.parse::<i64>().unwrap_or(-1) != queued {
@@ -155,6 +189,9 @@ async fn queue_problems(conn: &mut switchboard::store::RedisConn, keys: &[String
         for (tenant, queued) in per_tenant {
             problems.push(format!("{base}fair: tenant {tenant:?} has {queued} queued and no count"));
         }
+    }
+    for (base, per_tenant) in running.into_iter().filter(|(_, p)| p.values().any(|n| *n > 0)) {
+        problems.push(format!("{base}: {per_tenant:?} in flight, but the cell has no running counts"));
     }
     for (base, per_tenant) in queued.into_iter().filter(|(_, p)| !p.is_empty()) {
         problems.push(format!("{base}: {per_tenant:?} queued, but the cell has no counts"));

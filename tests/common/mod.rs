@@ -495,6 +495,7 @@ pub mod direct {
             class: None,
             create: Some((spec, &payload)),
             moved_in: None,
+            admission: None,
         };
         s.dispatch_task(&request).await.unwrap()
     }
@@ -511,6 +512,7 @@ pub mod direct {
             class: None,
             create: None,
             moved_in: None,
+            admission: None,
         };
         s.dispatch_task(&request).await.unwrap()
     }

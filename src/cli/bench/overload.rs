@@ -63,9 +63,7 @@ async fn one_case(
     let prefix = format!("ov{}", switchboard::store::new_id("", 6).to_lowercase());
     std::fs::write(
         &config,
-        format!(
-            "[scheduler]\nprefix = \"{prefix}\"\nfair_queue = {fair}\nfair_queue_gate = {fair}\ndispatch_wait_ms = 10000\n"
-        ),
+        format!("[scheduler]\nprefix = \"{prefix}\"\nfair_queue = {fair}\ndispatch_wait_ms = 10000\n"),
     )?;
     let gateway = GatewayProc::start_with(redis_url, 1, Some(&config)).await?;
     let stop = CancellationToken::new();
