@@ -10,7 +10,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
 /// Built into the binary: the policies used when no custom one is loaded.
-const EMBEDDED: &[&str] = &["least-loaded", "by-language"];
+const EMBEDDED: &[&str] = &["least-loaded", "by-language", "configured"];
 
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -137,7 +137,7 @@ impl Default for AudioConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Watched directory with `node-selection.wasm` / `room-routing.wasm`.
+    /// Watched directory with `node-selection.wasm` / `room-routing.wasm` / `admission.wasm`.
     pub dir: Option<PathBuf>,
     /// Deadline of one policy call.
     pub deadline_ms: u64,

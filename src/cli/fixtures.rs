@@ -1,6 +1,7 @@
 //! `switchboard policy test FILE --fixtures F.json`: a policy's own cases, reported like `cargo
-//! test`. A fixture is an input (a task and its candidates, or a room utterance, its members and
-//! availability) and what the policy must decide; the file is a JSON list of them.
+//! test`. A fixture is an input (a task and its candidates, a room utterance, its members and
+//! availability, or an admission request) and what the policy must decide; the file is a JSON list
+//! of them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use switchboard::policy::replay::{SampleAdmission, SampleDecision};
 use switchboard::policy::{
     Availability, Candidates, Compiled, Member, PolicyHost, Role, RoomView, Route, Task, Utterance, convert,
     samples,
@@ -37,6 +39,11 @@ pub struct Fixture {
     /// Target language → recipients (order within a route does not matter).
     #[serde(default)]
     expect_routes: Option<BTreeMap<String, Vec<String>>>,
+    // admission
+    #[serde(default)]
+    admission: SampleAdmission,
+    #[serde(default)]
+    expect_admission: Option<SampleDecision>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +149,7 @@ pub fn run(
         let outcome = match compiled.role {
             Role::NodeSelection => node_selection(host, compiled, f, explain),
             Role::RoomRouting => room_routing(host, compiled, f, explain),
+            Role::Admission => admission(host, compiled, f, explain),
         };
         match outcome {
             Ok(()) => println!("fixture {} ... ok", f.name),
@@ -185,6 +193,23 @@ fn node_selection(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: 
     Ok(())
 }
 
+fn admission(host: &PolicyHost, compiled: &Compiled, f: &Fixture, explain: bool) -> Result<(), String> {
+    let Some(expected) = &f.expect_admission else { return Err("no `expect_admission` (admission)".into()) };
+    let request = f.admission.request();
+    if explain {
+        println!("  request:    {request:?}");
+    }
+    let decision = host.admit(compiled, &request).map_err(|e| format!("the call failed: {e}"))?;
+    let got = SampleDecision::from(&decision);
+    if explain {
+        println!("  decision:   {got:?}");
+    }
+    if !expected.matches(&got) {
+        return Err(format!("expected {expected:?}\n     got {got:?}"));
+    }
+    Ok(())
+}
+
 /// Runs `compiled` on recorded live decisions (fixtures whose `expect_first` is the active
 /// version's ranking, or whose `expect_routes` are the routes decided) and reports how often, and
 /// where, it decides otherwise.
@@ -212,6 +237,10 @@ pub fn replay(host: &PolicyHost, compiled: &Compiled, samples: &[Fixture]) -> an
                     (got != want).then(|| format!("active {want:?}, this one {got:?}"))
                 })
             }
+            Role::Admission => host.admit(compiled, &f.admission.request()).map(|decision| {
+                let (got, want) = (SampleDecision::from(&decision), f.expect_admission.clone());
+                (Some(&got) != want.as_ref()).then(|| format!("decided {want:?}, this one {got:?}"))
+            }),
         };
         let example = match differs {
             Ok(None) => continue,
@@ -239,6 +268,9 @@ pub fn replay(host: &PolicyHost, compiled: &Compiled, samples: &[Fixture]) -> an
         Role::RoomRouting => {
             println!("  routes differ from the ones decided:            {first} ({:.1} %)", percent(first));
         }
+        Role::Admission => {
+            println!("  decision differs from the one made:             {first} ({:.1} %)", percent(first));
+        }
     }
     println!("  calls failed (the default would decide):        {failed} ({:.1} %)", percent(failed));
     if !examples.is_empty() {
@@ -260,6 +292,9 @@ fn warm_up(host: &PolicyHost, compiled: &Compiled, cases: &[Fixture]) {
             if let Ok((utterance, room, availability)) = routing_inputs(f) {
                 let _ = host.route(compiled, &utterance, &room, &availability);
             }
+        }
+        Role::Admission => {
+            let _ = host.admit(compiled, &f.admission.request());
         }
     }
 }

@@ -20,7 +20,7 @@ pub enum PolicyCommand {
     /// working example and a README.
     New {
         name: String,
-        /// node-selection or room-routing.
+        /// node-selection, room-routing or admission.
         #[arg(long)]
         role: String,
         #[arg(long, default_value = ".")]
@@ -35,7 +35,7 @@ pub enum PolicyCommand {
     /// Validate a component like the gateway's loader does; print its world, imports and exports.
     Check {
         file: PathBuf,
-        /// node-selection or room-routing; tried both when absent.
+        /// node-selection, room-routing or admission; tried each when absent.
         #[arg(long)]
         role: Option<String>,
     },
@@ -349,7 +349,7 @@ fn check(file: &Path, role: Option<&str>) -> anyhow::Result<()> {
     println!("imports  {}", if imports.is_empty() { "-".into() } else { imports.join(", ") });
     println!("exports  {}", exports.join(", "));
     let compiled = compile(&host, &bytes, role)?;
-    println!("world    switchboard:policy/{}@0.1.1", compiled.role.as_str());
+    println!("world    switchboard:policy/{}@0.1.2", compiled.role.as_str());
     let policies = Policies::new(host);
     match policies.prepare(compiled.role, &bytes, "check") {
         Ok(_) => println!("smoke    ok (sample inputs, within 5 ms and 16 MiB)"),
@@ -383,6 +383,15 @@ fn test(file: &Path, role: Option<&str>, candidates: usize, calls: usize) -> any
             for _ in 0..calls {
                 let start = Instant::now();
                 host.route(&compiled, &u, &m, &a)?;
+                stats.record(start.elapsed().as_micros() as u64);
+            }
+        }
+        Role::Admission => {
+            let request = samples::admission_request();
+            println!("decision {:?}", host.admit(&compiled, &request));
+            for _ in 0..calls {
+                let start = Instant::now();
+                host.admit(&compiled, &request)?;
                 stats.record(start.elapsed().as_micros() as u64);
             }
         }

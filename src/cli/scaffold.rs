@@ -144,6 +144,9 @@ export!(Policy);
         // The embedded default, as a starting point (its WIT is the crate's own copy here).
         Role::RoomRouting => include_str!("../../policies/by-language/src/lib.rs")
             .replace(r#"path: "../../wit""#, r#"path: "wit""#),
+        // The example of docs/overload.md, as a starting point.
+        Role::Admission => include_str!("../../policies/interactive-first/src/lib.rs")
+            .replace(r#"path: "../../wit""#, r#"path: "wit""#),
     }
 }
 
@@ -196,6 +199,30 @@ fn fixtures(role: Role) -> String {
     ],
     "availability": { "zh": 4, "ja": 1 },
     "expect_routes": { "zh": ["s-2", "s-3"], "ja": ["s-4"] }
+  }
+]
+"#
+        .to_owned(),
+        Role::Admission => r#"[
+  {
+    "name": "a room utterance goes first",
+    "admission": { "room_code": "123456", "mode": "two_way_auto", "tenant_id": "acme" },
+    "expect_admission": { "admit": { "band": 0, "weight": 1.0 } }
+  },
+  {
+    "name": "one-way captioning waits behind the rest",
+    "admission": { "mode": "one_way", "tenant_id": "acme" },
+    "expect_admission": { "admit": { "band": 2, "weight": 1.0 } }
+  },
+  {
+    "name": "a trial tenant runs at most 2 tasks, at half weight",
+    "admission": { "mode": "two_way_auto", "tenant_id": "trial-kiosk" },
+    "expect_admission": { "admit": { "band": 1, "weight": 0.5, "max_running": 2 } }
+  },
+  {
+    "name": "a trial tenant with 20 tasks waiting is turned away",
+    "admission": { "tenant_id": "trial-kiosk", "tenant_waiting": 20 },
+    "expect_admission": { "reject": "" }
   }
 ]
 "#

@@ -7,11 +7,12 @@
 
 use tracing::{debug, info_span, warn};
 
+use super::admission::Admitted;
 use super::{AppState, Metrics};
 use crate::protocol::{JobAssign, JobCancel, ToNode, UiEventKind};
 use crate::store::{
-    CellKeys, DispatchReply, DispatchRequest, FailedTask, Handoff, LoadTaskReply, MoveReply, Payload,
-    Released, Result, TaskRef, TaskSpec,
+    Admission, CellKeys, DispatchReply, DispatchRequest, FailedTask, Handoff, LoadTaskReply, MoveReply,
+    Payload, Released, Result, TaskRef, TaskSpec,
 };
 
 /// Nodes tried per candidates read before reading candidates again.
@@ -60,6 +61,8 @@ struct Offer<'a> {
     attempt: u32,
     /// The node that served the utterance's turn so far (streamed audio).
     affinity: Option<&'a str>,
+    /// A new task's terms from the admission policy (`None`: the configuration's).
+    admission: Option<&'a Admission>,
 }
 
 /// How offering a task to a cell's nodes ended.
@@ -82,7 +85,15 @@ impl AppState {
         affinity: Option<&str>,
     ) -> Result<Dispatched> {
         let home = self.store.home_cell(spec.room_code.as_deref().unwrap_or(&spec.session_id)).clone();
-        let offer = Offer { spec, payload, attempt: 0, affinity };
+        let admission = match self.admit_task(&home, spec).await? {
+            Admitted::On(admission) => admission,
+            Admitted::Rejected(reason) => {
+                self.expect_outcomes(&home, spec);
+                self.reject_task(spec, &reason);
+                return Ok(Dispatched::Failed);
+            }
+        };
+        let offer = Offer { spec, payload, attempt: 0, affinity, admission: admission.as_ref() };
         self.assign(&home, offer, Vec::new(), Creating::New).await
     }
 
@@ -92,7 +103,8 @@ impl AppState {
     pub async fn redispatch(&self, cell: &CellKeys, task_id: &str) -> Result<Dispatched> {
         match self.store.load_task(cell, task_id).await? {
             LoadTaskReply::Waiting { attempt, tried, spec, payload } => {
-                let offer = Offer { spec: &spec, payload: &payload, attempt, affinity: None };
+                let offer =
+                    Offer { spec: &spec, payload: &payload, attempt, affinity: None, admission: None };
                 self.assign(cell, offer, tried, Creating::No).await
             }
             _ => Ok(Dispatched::Stale),
@@ -169,7 +181,7 @@ impl AppState {
         tried: Vec<String>,
         creating: Creating,
     ) -> Result<Tried> {
-        let Offer { spec, payload, attempt, affinity } = offer;
+        let Offer { spec, payload, attempt, affinity, admission } = offer;
         let task_id = spec.task_id();
         let pool = spec.pool();
         // Spec and payload go with the first dispatch_task call only: it creates the task.
@@ -195,7 +207,7 @@ impl AppState {
                     class,
                     create: create.take(),
                     moved_in: creating.moved_in(),
-                    admission: None,
+                    admission: admission.cloned(),
                 };
                 Metrics::inc(&self.metrics.dispatch_script_calls);
                 let reply = self.store.dispatch_task(&request).await?;
@@ -241,7 +253,7 @@ impl AppState {
     /// Leaves the task waiting in `cell` (creating it there unless `Creating::No`), or fails it when
     /// its dispatch wait is over.
     async fn park(&self, cell: &CellKeys, offer: Offer<'_>, creating: Creating) -> Result<Dispatched> {
-        let Offer { spec, payload, attempt, .. } = offer;
+        let Offer { spec, payload, attempt, admission, .. } = offer;
         let (task_id, pool) = (spec.task_id(), spec.pool());
         let request = DispatchRequest {
             cell,
@@ -252,7 +264,7 @@ impl AppState {
             class: None,
             create: (creating != Creating::No).then_some((spec, payload)),
             moved_in: creating.moved_in(),
-            admission: None,
+            admission: admission.cloned(),
         };
         Metrics::inc(&self.metrics.dispatch_script_calls);
         let reply = self.store.dispatch_task(&request).await?;
@@ -287,11 +299,17 @@ impl AppState {
     /// speaker's later utterances wait for it (ordering). A duplicate created nothing: see
     /// [`AppState::resent`].
     fn announce(&self, cell: &CellKeys, spec: &TaskSpec, reply: &DispatchReply) {
-        let task = TaskRef { cell: cell.tag().to_owned(), id: spec.task_id() };
         if let DispatchReply::Duplicate { state } = reply {
+            let task = TaskRef { cell: cell.tag().to_owned(), id: spec.task_id() };
             self.resent(spec, task, state);
             return;
         }
+        self.expect_outcomes(cell, spec);
+    }
+
+    /// Tells each recipient's gateway that this task's outcome will come (ordering).
+    fn expect_outcomes(&self, cell: &CellKeys, spec: &TaskSpec) {
+        let task = TaskRef { cell: cell.tag().to_owned(), id: spec.task_id() };
         for recipient in &spec.recipients {
             self.expect_outcome(recipient, &spec.session_id, spec.utterance_index, task.clone());
         }

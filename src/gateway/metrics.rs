@@ -40,6 +40,8 @@ counters!(
     tasks_failed,
     /// Utterances that repeated an existing task and were ignored.
     tasks_duplicate,
+    /// Tasks the admission policy turned away (`NODE_OVERLOADED`, with its reason).
+    tasks_rejected,
     /// Results from a node that does not hold the job (superseded attempt, second result, other node).
     results_stale,
     /// Results for jobs that do not exist.

@@ -1,6 +1,7 @@
 //! The gateway: the axum app with the node and session sockets, the dispatch path, and the sweep.
 
 mod admin;
+mod admission;
 mod audio;
 mod capabilities;
 mod connections;

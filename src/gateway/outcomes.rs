@@ -17,8 +17,6 @@ impl AppState {
     /// `node_code` is the node's own code when a node reported the failure (it may be one the
     /// protocol does not name; `code` is then `INTERNAL_ERROR`).
     pub fn fail_task(&self, spec: &TaskSpec, code: ErrorCode, node_code: Option<&str>, job_id: Option<&str>) {
-        Metrics::inc(&self.metrics.tasks_failed);
-        self.metrics.failed(code.as_str());
         let end = if code == ErrorCode::JobTimeout { TaskEnd::TimedOut } else { TaskEnd::Failed };
         self.policies.record_outcome(&spec.task_id(), end);
         let message = match code {
@@ -30,6 +28,28 @@ impl AppState {
             }
             _ => "the node failed to process this utterance",
         };
+        self.task_failed(spec, code, message, node_code, job_id);
+    }
+
+    /// A new task the admission policy turned away: `NODE_OVERLOADED` with the policy's reason.
+    pub fn reject_task(&self, spec: &TaskSpec, reason: &str) {
+        Metrics::inc(&self.metrics.tasks_rejected);
+        let message = format!("not admitted: {}", crate::protocol::clip(reason, 200));
+        self.task_failed(spec, ErrorCode::NodeOverloaded, &message, None, None);
+    }
+
+    /// The failure of a task to its recipients: an `error` to the speaker, `missing_result` to the
+    /// others, each in the speaker's order; a `ui_event` `ERROR` to the speaker.
+    fn task_failed(
+        &self,
+        spec: &TaskSpec,
+        code: ErrorCode,
+        message: &str,
+        node_code: Option<&str>,
+        job_id: Option<&str>,
+    ) {
+        Metrics::inc(&self.metrics.tasks_failed);
+        self.metrics.failed(code.as_str());
         let node_code = node_code.unwrap_or(code.as_str());
         let frame = ErrorFrame::new(code, message).with_details(serde_json::json!({
             "session_id": spec.session_id,

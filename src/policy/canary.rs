@@ -195,8 +195,8 @@ pub fn judge(role: Role, canary: &Totals, active: &Totals, l: &CanaryLimits) -> 
             )));
         }
     }
-    // Room routing places no tasks: its decisions are the whole evidence.
-    let outcomes_seen = role == Role::RoomRouting || ended >= min;
+    // Room routing and admission place no tasks: their decisions are the whole evidence.
+    let outcomes_seen = role != Role::NodeSelection || ended >= min;
     let promote = l.promote_after > 0 && canary.decisions >= l.promote_after.max(min) && outcomes_seen;
     promote.then(|| {
         CanaryVerdict::Promote(format!(

@@ -2,10 +2,34 @@
 
 use std::sync::Arc;
 
-use super::bindings::{Availability, Member, Mode, Node, ServiceTypes, Task, Utterance};
+use super::bindings::{AdmissionRequest, Availability, Member, Mode, Node, ServiceTypes, Task, Utterance};
 use super::host::{Candidates, NodeExtras, RoomView};
 use crate::protocol;
-use crate::store::{Candidate, TaskSpec};
+use crate::store::{Candidate, TaskSpec, TenantLoad};
+
+fn mode(mode: protocol::Mode) -> Mode {
+    match mode {
+        protocol::Mode::OneWay => Mode::OneWay,
+        protocol::Mode::TwoWayAuto => Mode::TwoWayAuto,
+    }
+}
+
+/// A new task and its cell's counts, as the admission policy sees them.
+pub fn admission_request(spec: &TaskSpec, load: &TenantLoad) -> AdmissionRequest {
+    AdmissionRequest {
+        session_id: spec.session_id.clone(),
+        utterance_index: spec.utterance_index,
+        src_lang: spec.src_lang.clone(),
+        tgt_lang: spec.tgt_lang.clone(),
+        mode: mode(spec.mode),
+        tenant_id: spec.tenant_id.clone(),
+        room_code: spec.room_code.clone(),
+        recipients: spec.recipients.len() as u32,
+        tenant_waiting: load.tenant_waiting,
+        tenant_running: load.tenant_running,
+        pool_waiting: load.pool_waiting,
+    }
+}
 
 pub fn task(spec: &TaskSpec, attempt: u32, excluded: &[String], affinity: Option<&str>) -> Task {
     Task {
@@ -15,10 +39,7 @@ pub fn task(spec: &TaskSpec, attempt: u32, excluded: &[String], affinity: Option
         tgt_lang: spec.tgt_lang.clone(),
         lang_a: spec.lang_a.clone(),
         lang_b: spec.lang_b.clone(),
-        mode: match spec.mode {
-            protocol::Mode::OneWay => Mode::OneWay,
-            protocol::Mode::TwoWayAuto => Mode::TwoWayAuto,
-        },
+        mode: mode(spec.mode),
         required_services: service_types(required_services(&spec.pipeline)),
         tenant_id: spec.tenant_id.clone(),
         turn_id: spec.turn_id.clone(),
@@ -157,6 +178,23 @@ pub mod samples {
             .collect();
         let voices_off = vec![("s-00000003".to_owned(), vec!["s-00000001".to_owned()])];
         RoomView { members, voices_off: std::sync::Arc::new(voices_off) }
+    }
+
+    /// A room task of a tenant with tasks waiting and running.
+    pub fn admission_request() -> AdmissionRequest {
+        AdmissionRequest {
+            session_id: "s-00000001".into(),
+            utterance_index: 7,
+            src_lang: "en".into(),
+            tgt_lang: "zh".into(),
+            mode: Mode::TwoWayAuto,
+            tenant_id: Some("acme".into()),
+            room_code: Some("123456".into()),
+            recipients: 2,
+            tenant_waiting: 3,
+            tenant_running: 5,
+            pool_waiting: 12,
+        }
     }
 
     pub fn availability() -> Vec<Availability> {

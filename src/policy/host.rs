@@ -19,11 +19,14 @@ use wasmtime::component::types::{ComponentExtern, ComponentItem};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 
+use super::bindings::admission::{Admission as AdmissionWorld, AdmissionPre};
 use super::bindings::node_selection::{NodeSelection, NodeSelectionPre};
 use super::bindings::room_routing::{RoomRouting, RoomRoutingPre};
-use super::bindings::{Availability, Member, Node, Route, Task, Utterance};
+use super::bindings::{
+    AdmissionDecision, AdmissionRequest, Availability, Member, Node, Route, Task, Utterance,
+};
 use super::call_state::CallState;
-use super::validate::{validate_ranking, validate_routes};
+use super::validate::{validate_admission, validate_ranking, validate_routes};
 use crate::protocol::clip;
 
 /// How often the epoch advances: the resolution of call deadlines.
@@ -38,10 +41,11 @@ pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 const LOGS_PER_CALL: u32 = 8;
 pub(super) const LOG_LINE_CHARS: usize = 512;
 /// The only interface a policy may import.
-const HOST_INTERFACE: &str = "switchboard:policy/host@0.1.1";
-/// Versions of the WIT package a policy may be built against: 0.1.x only adds host functions, and
-/// wasmtime links a `@0.1.0` import to the `@0.1.1` host (semver-compatible lookup).
-const PACKAGE_VERSIONS: &[&str] = &["0.1.0", "0.1.1"];
+const HOST_INTERFACE: &str = "switchboard:policy/host@0.1.2";
+/// Versions of the WIT package a policy may be built against: 0.1.x only adds host functions,
+/// types and worlds, and wasmtime links a `@0.1.0` import to the `@0.1.2` host (semver-compatible
+/// lookup).
+const PACKAGE_VERSIONS: &[&str] = &["0.1.0", "0.1.1", "0.1.2"];
 
 /// Whether a component may import `name`: the host or types interface of a known version.
 fn allowed_import(name: &str) -> bool {
@@ -56,15 +60,17 @@ fn allowed_import(name: &str) -> bool {
 pub enum Role {
     NodeSelection,
     RoomRouting,
+    Admission,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::NodeSelection, Role::RoomRouting];
+    pub const ALL: [Role; 3] = [Role::NodeSelection, Role::RoomRouting, Role::Admission];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::NodeSelection => "node-selection",
             Role::RoomRouting => "room-routing",
+            Role::Admission => "admission",
         }
     }
 
@@ -116,6 +122,7 @@ pub struct Compiled {
 enum Pre {
     NodeSelection(NodeSelectionPre<CallState>),
     RoomRouting(RoomRoutingPre<CallState>),
+    Admission(AdmissionPre<CallState>),
 }
 
 /// The candidates of a node-selection call: the records the policy gets, and what it may ask the
@@ -176,6 +183,7 @@ struct Warm {
 enum Bindings {
     NodeSelection(NodeSelection),
     RoomRouting(RoomRouting),
+    Admission(AdmissionWorld),
 }
 
 /// (host id, compiled version id).
@@ -196,6 +204,7 @@ struct Runtime {
     engine: Engine,
     node_selection: Linker<CallState>,
     room_routing: Linker<CallState>,
+    admission: Linker<CallState>,
 }
 
 fn runtime() -> &'static Runtime {
@@ -219,7 +228,9 @@ fn runtime() -> &'static Runtime {
             .expect("host functions link");
         let mut room_routing = Linker::new(&engine);
         RoomRouting::add_to_linker::<_, HasSelf<_>>(&mut room_routing, |s| s).expect("host functions link");
-        Runtime { engine, node_selection, room_routing }
+        let mut admission = Linker::new(&engine);
+        AdmissionWorld::add_to_linker::<_, HasSelf<_>>(&mut admission, |s| s).expect("host functions link");
+        Runtime { engine, node_selection, room_routing, admission }
     })
 }
 
@@ -273,6 +284,10 @@ impl PolicyHost {
             Role::RoomRouting => {
                 let pre = rt.room_routing.instantiate_pre(&component).map_err(wrong)?;
                 Pre::RoomRouting(RoomRoutingPre::new(pre).map_err(wrong)?)
+            }
+            Role::Admission => {
+                let pre = rt.admission.instantiate_pre(&component).map_err(wrong)?;
+                Pre::Admission(AdmissionPre::new(pre).map_err(wrong)?)
             }
         };
         Ok(Compiled { role, sha256, id: next_id(), pre })
@@ -336,6 +351,7 @@ impl PolicyHost {
                 let bindings = match &compiled.pre {
                     Pre::NodeSelection(pre) => pre.instantiate(&mut store).map(Bindings::NodeSelection),
                     Pre::RoomRouting(pre) => pre.instantiate(&mut store).map(Bindings::RoomRouting),
+                    Pre::Admission(pre) => pre.instantiate(&mut store).map(Bindings::Admission),
                 };
                 match bindings {
                     Ok(bindings) => Warm { store, bindings },
@@ -418,6 +434,28 @@ impl PolicyHost {
                 .map_err(|e| CallError::Returned(clip(&e, LOG_LINE_CHARS)))?;
             validate_routes(&routes, members)?;
             Ok(routes)
+        })
+        .0
+    }
+}
+
+impl PolicyHost {
+    /// Decides how a new task is admitted. The answer is validated: band 0 to 9, weight in
+    /// (0, 1000], a cap of at least 1, a rejection with a reason.
+    pub fn admit(
+        &self,
+        compiled: &Compiled,
+        request: &AdmissionRequest,
+    ) -> Result<AdmissionDecision, CallError> {
+        assert_eq!(compiled.role, Role::Admission, "not an admission policy");
+        self.with_instance(compiled, |store, bindings| {
+            let Bindings::Admission(instance) = bindings else { unreachable!("role checked") };
+            let decision = instance
+                .call_admit(&mut *store, request)
+                .map_err(|e| self.trap(e))?
+                .map_err(|e| CallError::Returned(clip(&e, LOG_LINE_CHARS)))?;
+            validate_admission(&decision)?;
+            Ok(decision)
         })
         .0
     }

@@ -1,5 +1,6 @@
-//! Policies: WebAssembly components that rank nodes for a task (node selection) and decide who
-//! hears which language in a room (room routing). See docs/policies.md.
+//! Policies: WebAssembly components that rank nodes for a task (node selection), decide who
+//! hears which language in a room (room routing) and where a new task waits under load
+//! (admission). See docs/policies.md.
 //!
 //! Each role has an active version (the embedded default until a custom one is loaded) and may have
 //! a shadow version that runs beside it without being enforced, and a canary that decides a share
@@ -26,7 +27,9 @@ pub mod watch;
 
 pub use sync::run as sync_stored;
 
-pub use bindings::{Availability, Member, Route, Task, Utterance};
+pub use bindings::{
+    AdmissionDecision, AdmissionRequest, Availability, Member, Mode, Route, Task, Terms, Utterance,
+};
 pub use breaker::Breaker;
 pub use canary::{CanaryLimits, CanaryVerdict};
 pub use convert::samples;
@@ -98,8 +101,10 @@ pub struct Policies {
     /// Recent inputs and decisions, for `policy replay`.
     selection_samples: replay::Samples<replay::SelectionSample>,
     routing_samples: replay::Samples<replay::RoutingSample>,
+    admission_samples: replay::Samples<replay::AdmissionSample>,
     node_selection: Slot,
     room_routing: Slot,
+    admission: Slot,
     /// sha256s allowed to load (`policy.pinned_sha256`); empty = any version that passes checks.
     pinned: std::collections::BTreeSet<String>,
 }
@@ -114,11 +119,13 @@ impl Policies {
         Self {
             node_selection: Slot::new(embedded(Role::NodeSelection, artifacts::LEAST_LOADED)),
             room_routing: Slot::new(embedded(Role::RoomRouting, artifacts::BY_LANGUAGE)),
+            admission: Slot::new(embedded(Role::Admission, artifacts::CONFIGURED)),
             host,
             breaker: Breaker::default(),
             canary_limits: CanaryLimits::default(),
             selection_samples: replay::Samples::new(16, 256),
             routing_samples: replay::Samples::new(16, 256),
+            admission_samples: replay::Samples::new(16, 256),
             pinned: Default::default(),
         }
     }
@@ -137,6 +144,7 @@ impl Policies {
     pub fn sampling(mut self, every: u64, capacity: usize) -> Self {
         self.selection_samples = replay::Samples::new(every, capacity);
         self.routing_samples = replay::Samples::new(every, capacity);
+        self.admission_samples = replay::Samples::new(every, capacity);
         self
     }
 
@@ -148,6 +156,11 @@ impl Policies {
     /// The kept room-routing decisions (`policy replay`).
     pub fn routing_samples(&self) -> Vec<replay::RoutingSample> {
         self.routing_samples.list()
+    }
+
+    /// The kept admission decisions (`policy replay`).
+    pub fn admission_samples(&self) -> Vec<replay::AdmissionSample> {
+        self.admission_samples.list()
     }
 
     /// Accepts only versions whose sha256 is in `pinned` (when it is not empty); the embedded
@@ -165,6 +178,7 @@ impl Policies {
         match role {
             Role::NodeSelection => &self.node_selection,
             Role::RoomRouting => &self.room_routing,
+            Role::Admission => &self.admission,
         }
     }
 
@@ -230,6 +244,37 @@ impl Policies {
         }
         self.routing_samples.offer(|| replay::RoutingSample::new(utterance, members, availability, &routes));
         routes
+    }
+
+    /// Whether a new task needs the admission policy: only when a custom version is active, or
+    /// runs as shadow or canary. The embedded default answers `configured` to every task, so
+    /// without one the gateway neither reads the tenant's state nor calls it.
+    pub fn admission_in_use(&self) -> bool {
+        let slot = &self.admission;
+        !Arc::ptr_eq(&slot.active.load(), &slot.default)
+            || slot.shadow.load().is_some()
+            || slot.canary.load().is_some()
+    }
+
+    /// How a new task is admitted. A version that fails the call falls back to the default
+    /// (`configured`), like the other roles.
+    pub fn admit(&self, request: &AdmissionRequest) -> AdmissionDecision {
+        let slot = &self.admission;
+        let run = |l: &Loaded| {
+            let (out, us) = host::timed(|| off_worker_if_slow(l, || self.host.admit(&l.compiled, request)));
+            l.stats.record(us);
+            out
+        };
+        let key = format!("{}:{}:{}", request.session_id, request.utterance_index, request.tgt_lang);
+        let deciding = canary_or_active(slot, &key);
+        let decision = self.with_fallback(slot, &deciding, run).unwrap_or(AdmissionDecision::Configured);
+        if let Some(shadow) = slot.shadow.load_full()
+            && let Some(theirs) = self.guarded(&shadow, &run)
+        {
+            count_agreement(&shadow, theirs.is_ok_and(|theirs| theirs == decision));
+        }
+        self.admission_samples.offer(|| replay::AdmissionSample::new(request, &decision));
+        decision
     }
 
     /// Runs the active version (unless its breaker holds it suspended); on failure, counts it and

@@ -7,9 +7,10 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Availability, RoomView, Route, Utterance};
+use super::bindings::Mode;
+use super::{AdmissionDecision, AdmissionRequest, Availability, RoomView, Route, Terms, Utterance};
 use crate::store::{Candidate, TaskSpec};
 
 /// One kept decision, in the fixture format of `policy test --fixtures`: the inputs, and the
@@ -146,6 +147,137 @@ impl RoutingSample {
                 .collect(),
             availability: availability.iter().map(|a| (a.tgt_lang.clone(), a.free_slots)).collect(),
             expect_routes: routes.iter().map(|r| (r.tgt_lang.clone(), r.recipients.clone())).collect(),
+        }
+    }
+}
+
+/// One kept admission decision, in the fixture format of `policy test --fixtures`: the request,
+/// and the decision as `expect_admission`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdmissionSample {
+    pub name: String,
+    pub admission: SampleAdmission,
+    pub expect_admission: SampleDecision,
+}
+
+/// An admission request as fixtures and samples write it (`mode`: `one_way` or `two_way_auto`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleAdmission {
+    pub session_id: String,
+    pub utterance_index: u64,
+    pub src_lang: String,
+    pub tgt_lang: String,
+    pub mode: String,
+    pub tenant_id: Option<String>,
+    pub room_code: Option<String>,
+    pub recipients: u32,
+    pub tenant_waiting: u32,
+    pub tenant_running: u32,
+    pub pool_waiting: u32,
+}
+
+impl Default for SampleAdmission {
+    fn default() -> Self {
+        Self {
+            session_id: "s-fixture".into(),
+            utterance_index: 0,
+            src_lang: "zh".into(),
+            tgt_lang: "en".into(),
+            mode: "one_way".into(),
+            tenant_id: None,
+            room_code: None,
+            recipients: 1,
+            tenant_waiting: 0,
+            tenant_running: 0,
+            pool_waiting: 0,
+        }
+    }
+}
+
+impl SampleAdmission {
+    pub fn request(&self) -> AdmissionRequest {
+        AdmissionRequest {
+            session_id: self.session_id.clone(),
+            utterance_index: self.utterance_index,
+            src_lang: self.src_lang.clone(),
+            tgt_lang: self.tgt_lang.clone(),
+            mode: if self.mode == "two_way_auto" { Mode::TwoWayAuto } else { Mode::OneWay },
+            tenant_id: self.tenant_id.clone(),
+            room_code: self.room_code.clone(),
+            recipients: self.recipients,
+            tenant_waiting: self.tenant_waiting,
+            tenant_running: self.tenant_running,
+            pool_waiting: self.pool_waiting,
+        }
+    }
+}
+
+impl From<&AdmissionRequest> for SampleAdmission {
+    fn from(r: &AdmissionRequest) -> Self {
+        Self {
+            session_id: r.session_id.clone(),
+            utterance_index: r.utterance_index,
+            src_lang: r.src_lang.clone(),
+            tgt_lang: r.tgt_lang.clone(),
+            mode: if r.mode == Mode::TwoWayAuto { "two_way_auto" } else { "one_way" }.into(),
+            tenant_id: r.tenant_id.clone(),
+            room_code: r.room_code.clone(),
+            recipients: r.recipients,
+            tenant_waiting: r.tenant_waiting,
+            tenant_running: r.tenant_running,
+            pool_waiting: r.pool_waiting,
+        }
+    }
+}
+
+/// An admission decision as fixtures and samples write it: `"configured"`,
+/// `{"admit": {"band": 0, "weight": 1.0, "max_running": 2}}` or `{"reject": "why"}` (in a fixture,
+/// `{"reject": ""}` accepts any reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SampleDecision {
+    Configured,
+    Admit {
+        band: u8,
+        weight: f64,
+        #[serde(default)]
+        max_running: Option<u32>,
+    },
+    Reject(String),
+}
+
+impl From<&AdmissionDecision> for SampleDecision {
+    fn from(d: &AdmissionDecision) -> Self {
+        match d {
+            AdmissionDecision::Configured => Self::Configured,
+            AdmissionDecision::Admit(Terms { band, weight, max_running }) => {
+                Self::Admit { band: *band, weight: *weight, max_running: *max_running }
+            }
+            AdmissionDecision::Reject(why) => Self::Reject(why.clone()),
+        }
+    }
+}
+
+impl SampleDecision {
+    /// Whether `got` is this decision (a fixture's empty rejection reason accepts any reason).
+    pub fn matches(&self, got: &SampleDecision) -> bool {
+        match (self, got) {
+            (Self::Reject(want), Self::Reject(_)) if want.is_empty() => true,
+            _ => self == got,
+        }
+    }
+}
+
+impl AdmissionSample {
+    pub fn new(request: &AdmissionRequest, decision: &AdmissionDecision) -> Self {
+        AdmissionSample {
+            name: format!(
+                "{} utterance {} to {}",
+                request.session_id, request.utterance_index, request.tgt_lang
+            ),
+            admission: request.into(),
+            expect_admission: decision.into(),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::CallError;
-use super::bindings::{Member, Node, Route};
+use super::bindings::{AdmissionDecision, Member, Node, Route};
 use crate::protocol::clip;
 
 /// Sorted slices rather than hash sets: this runs on every dispatch, with a few dozen ids.
@@ -57,4 +57,23 @@ pub(super) fn validate_routes(routes: &[Route], members: &[Member]) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Band 0 to 9, weight in (0, 1000] (a NaN is not), a cap of at least 1, a rejection's reason not
+/// empty (it is clipped to a log line).
+pub(super) fn validate_admission(decision: &AdmissionDecision) -> Result<(), CallError> {
+    let invalid = |why: String| Err(CallError::InvalidOutput(why));
+    match decision {
+        AdmissionDecision::Configured => Ok(()),
+        AdmissionDecision::Reject(reason) if reason.trim().is_empty() => {
+            invalid("a rejection without a reason".into())
+        }
+        AdmissionDecision::Reject(_) => Ok(()),
+        AdmissionDecision::Admit(a) if a.band > 9 => invalid(format!("band {} (0 to 9)", a.band)),
+        AdmissionDecision::Admit(a) if !(a.weight > 0.0 && a.weight <= 1000.0) => {
+            invalid(format!("weight {} (greater than 0, at most 1000)", a.weight))
+        }
+        AdmissionDecision::Admit(a) if a.max_running == Some(0) => invalid("max-running 0".into()),
+        AdmissionDecision::Admit(_) => Ok(()),
+    }
 }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde::Serialize;
 
 use super::{
-    CallError, Candidates, Compiled, LoadError, Policies, Role, RoomView, Stats, samples, sha256_hex, short,
+    AdmissionRequest, CallError, Candidates, Compiled, LoadError, Policies, Role, RoomView, Stats, samples,
+    sha256_hex, short,
 };
 use crate::protocol::now_ms;
 
@@ -77,6 +78,12 @@ impl Policies {
                 host.route(compiled, &samples::utterance(), &members, &samples::availability())?;
                 let alone = RoomView::from(members.members[..1].to_vec());
                 host.route(compiled, &samples::utterance(), &alone, &[])?;
+            }
+            Role::Admission => {
+                host.admit(compiled, &samples::admission_request())?;
+                let alone =
+                    AdmissionRequest { tenant_id: None, room_code: None, ..samples::admission_request() };
+                host.admit(compiled, &alone)?;
             }
         }
         Ok(())

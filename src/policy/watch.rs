@@ -1,4 +1,5 @@
-//! Hot swap from a directory: `node-selection.wasm` and `room-routing.wasm` in `policy.dir`.
+//! Hot swap from a directory: `node-selection.wasm`, `room-routing.wasm` and `admission.wasm` in
+//! `policy.dir`.
 //! Changes are debounced and content-hashed; a new version is compiled and smoke-tested off the
 //! runtime, then swapped in, or rejected with its reason while the old one stays. Deleting a file
 //! brings back the embedded default.

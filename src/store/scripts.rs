@@ -93,6 +93,7 @@ scripts!(
     room_speak,
     room_signal,
     availability,
+    admission_state,
     session_attach,
     session_detach,
     session_end,

@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::{
     Admission, Candidate, CandidatesReply, CellKeys, CompleteReply, DispatchReply, JobReply, LoadTaskReply,
-    MoveReply, Payload, Result, Store, StoreError, SweepReply, TaskSpec, new_id, parse, transient, types,
+    MoveReply, Payload, Result, Store, StoreError, SweepReply, TaskSpec, TenantLoad, new_id, parse,
+    transient, types,
 };
 
 /// A new job attempt for a task; see `dispatch_task.lua`.
@@ -137,6 +138,13 @@ impl Store {
         inv.arg(if c.fair_queue { "1" } else { "0" });
         inv.arg(admission.max_running.map(|n| n.to_string()).unwrap_or_default());
         self.call("dispatch_task", &inv).await
+    }
+
+    /// The tenant's and the pool's counts in cell `k`, for the admission policy.
+    pub async fn tenant_load(&self, k: &CellKeys, tenant: Option<&str>, pool: &str) -> Result<TenantLoad> {
+        let mut inv = self.scripts.admission_state.prepare_invoke();
+        inv.key(k.fair()).key(k.queue(pool)).arg(tenant.unwrap_or(""));
+        self.call("admission_state", &inv).await
     }
 
     /// Stamps `job_ack` (or `job_started` when `started`) on a job the node holds.

@@ -252,6 +252,15 @@ pub struct Admission {
     pub max_running: Option<u32>,
 }
 
+/// What a cell holds of a new task's tenant and pool (`admission_state.lua`), for the admission
+/// policy.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct TenantLoad {
+    pub tenant_waiting: u32,
+    pub tenant_running: u32,
+    pub pool_waiting: u32,
+}
+
 /// A waiting task the script assigned to the slot another task could not take.
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct Handoff {

@@ -6,7 +6,7 @@ wit_bindgen::generate!({
         package evil:policy;
 
         world foreign-import {
-            include switchboard:policy/node-selection@0.1.1;
+            include switchboard:policy/node-selection@0.1.2;
             import steal-secrets: func() -> string;
         }
     "#,

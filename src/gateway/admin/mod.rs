@@ -102,7 +102,7 @@ pub enum AdminError {
     Unauthorized,
     #[error("admin_token is not configured: the admin API is read-only")]
     ReadOnly,
-    #[error("unknown policy role `{0}`: use node-selection or room-routing")]
+    #[error("unknown policy role `{0}`: use node-selection, room-routing or admission")]
     UnknownRole(String),
     #[error("unknown mode `{0}`: use active or shadow")]
     UnknownMode(String),

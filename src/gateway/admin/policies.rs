@@ -57,7 +57,7 @@ pub struct PushQuery {
 
 /// Validates a component like the loader does, then stores it; every gateway loads it from Redis.
 #[utoipa::path(put, path = "/admin/policies/{role}", tag = "policies",
-    params(("role" = String, Path, description = "node-selection or room-routing"), PushQuery),
+    params(("role" = String, Path, description = "node-selection, room-routing or admission"), PushQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The policy component"),
     responses(
         (status = 200, description = "Stored; every gateway loads it", body = serde_json::Value),
@@ -110,7 +110,7 @@ pub async fn push(
 
 /// Makes the previous active version active again.
 #[utoipa::path(post, path = "/admin/policies/{role}/rollback", tag = "policies",
-    params(("role" = String, Path, description = "node-selection or room-routing")),
+    params(("role" = String, Path, description = "node-selection, room-routing or admission")),
     responses((status = 200, description = "Rolled back", body = serde_json::Value),
         (status = 409, description = "No earlier version")))]
 pub async fn rollback(
@@ -130,7 +130,7 @@ pub async fn rollback(
 
 /// Makes the shadow version active on every gateway (its stored blob; the shadow slot empties).
 #[utoipa::path(post, path = "/admin/policies/{role}/promote", tag = "policies",
-    params(("role" = String, Path, description = "node-selection or room-routing")),
+    params(("role" = String, Path, description = "node-selection, room-routing or admission")),
     responses((status = 200, description = "Promoted", body = serde_json::Value),
         (status = 409, description = "No shadow version to promote")))]
 pub async fn promote(
@@ -157,7 +157,7 @@ pub async fn promote(
 /// Recent live decisions of this gateway with their inputs, in the fixture format of `policy test
 /// --fixtures`: what `policy replay` runs a candidate version on.
 #[utoipa::path(get, path = "/admin/policies/{role}/samples", tag = "policies",
-    params(("role" = String, Path, description = "node-selection or room-routing")),
+    params(("role" = String, Path, description = "node-selection, room-routing or admission")),
     responses((status = 200, description = "The kept decisions, oldest first", body = serde_json::Value)))]
 pub async fn samples(
     State(state): State<AppState>,
@@ -166,12 +166,13 @@ pub async fn samples(
     match role(&name)? {
         Role::NodeSelection => Ok(Json(json!(state.policies.selection_samples()))),
         Role::RoomRouting => Ok(Json(json!(state.policies.routing_samples()))),
+        Role::Admission => Ok(Json(json!(state.policies.admission_samples()))),
     }
 }
 
 /// Ends the role's canary on every gateway (an operator's rollback of it).
 #[utoipa::path(delete, path = "/admin/policies/{role}/canary", tag = "policies",
-    params(("role" = String, Path, description = "node-selection or room-routing")),
+    params(("role" = String, Path, description = "node-selection, room-routing or admission")),
     responses((status = 200, description = "Canary ended", body = serde_json::Value),
         (status = 409, description = "No canary")))]
 pub async fn end_canary(
@@ -193,7 +194,7 @@ pub async fn end_canary(
 
 /// Stops running a shadow version.
 #[utoipa::path(delete, path = "/admin/policies/{role}/shadow", tag = "policies",
-    params(("role" = String, Path, description = "node-selection or room-routing")),
+    params(("role" = String, Path, description = "node-selection, room-routing or admission")),
     responses((status = 200, description = "Shadow cleared", body = serde_json::Value)))]
 pub async fn clear_shadow(
     State(state): State<AppState>,
