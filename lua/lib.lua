@@ -162,7 +162,8 @@ end
 --             tenant's tasks ends (`unhold`)
 --   P..fair   hash: `v` the virtual clock (the finish time of the last task dispatched from the
 --             queue), `f:<tenant>` the finish time last given to the tenant, `n:<tenant>` how many
---             of its tasks wait (queued or held), `r:<tenant>` how many run (tasks with a tenant)
+--             of its tasks wait (queued or held), `p:<pool>` how many of the pool's, `r:<tenant>`
+--             how many run (tasks with a tenant)
 -- A task entering the queue starts at max(v, its tenant's last finish) and finishes 1/weight
 -- later: tenants that keep tasks waiting share freed slots in proportion to their weights, and a
 -- tenant that was idle starts at the clock, not with credit. A lower band always goes first. The
@@ -189,6 +190,7 @@ end
 local function enqueue(tid, t)
   local tenant = t.tenant or ''
   redis.call('HINCRBY', P .. 'fair', 'n:' .. tenant, 1)
+  redis.call('HINCRBY', P .. 'fair', 'p:' .. t.pool, 1)
   redis.call('HSET', P .. 'fair', 'f:' .. (t.fifo and '' or tenant), t.fair)
   redis.call('ZADD', queue_key(t), (t.band or 1) * 1e12 + t.fair, tid)
 end
@@ -208,6 +210,7 @@ local function dequeue(tid, t, dispatched)
   if not t.fair then return end
   redis.call('ZREM', queue_key(t), tid)
   redis.call('HINCRBY', P .. 'fair', 'n:' .. (t.tenant or ''), -1)
+  redis.call('HINCRBY', P .. 'fair', 'p:' .. t.pool, -1)
   if dispatched then
     if t.fair > (tonumber(redis.call('HGET', P .. 'fair', 'v')) or 0) then
       redis.call('HSET', P .. 'fair', 'v', t.fair)

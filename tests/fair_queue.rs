@@ -113,7 +113,7 @@ async fn a_free_slot_goes_to_the_head_of_the_queue(backend: Backend) {
     assert!(handoff.job_id.ends_with(&format!(":{}", a0.task_id())), "{}", handoff.job_id);
     assert_eq!(handoff.spec.tenant_id.as_deref(), Some("a"), "the head's own spec");
     assert_eq!(handoff.payload, payload());
-    assert_eq!(node_jobs(&s, "n1").await, [handoff.job_id.clone()]);
+    assert_eq!(node_jobs(&s, "n1").await, std::slice::from_ref(&handoff.job_id));
     assert_eq!(queue(&s).await, [b0.task_id()], "the new task waits");
     let problems = redis_problems(&s).await;
     assert!(problems.is_empty(), "{problems:?}");

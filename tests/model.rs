@@ -1,7 +1,8 @@
 //! Model-based property test: random register / heartbeat / dispatch / complete / offline / drain /
 //! sweep sequences against the real scripts on a real redis-server, checked step by step against a
 //! small in-memory model. Invariants: running ≤ capacity and equal to the node's in-flight jobs,
-//! the load index mirrors each node, and every task ends exactly once.
+//! the load index mirrors each node, a free slot goes to the head of the fair queue (one tenant:
+//! the order tasks started waiting in), and every task ends exactly once.
 
 mod common;
 
@@ -54,7 +55,8 @@ struct NodeModel {
     capacity: u32,
     conn: String,
     secret: String,
-    jobs: BTreeSet<String>,
+    /// In the order they were assigned (a release requeues them in that order).
+    jobs: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,8 @@ struct Model {
     /// Jobs that no longer hold their task.
     old_jobs: Vec<(String, String, u32, String)>,
     conns: u32,
+    /// The fair queue: waiting tasks in the order they started waiting (one tenant, one band).
+    queue: Vec<String>,
 }
 
 fn node_id(n: u8) -> String {
@@ -105,22 +109,44 @@ impl Model {
     fn release_node(&mut self, node: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         let jobs = std::mem::take(&mut self.nodes.get_mut(node).unwrap().jobs);
         let (mut requeued, mut failed) = (BTreeSet::new(), BTreeSet::new());
-        for (tid, task) in self.tasks.iter_mut() {
-            if let TaskModel::Assigned { job, node: n, attempt, tried } = task.clone()
-                && jobs.contains(&job)
-            {
-                self.old_jobs.push((job, n, attempt, tid.clone()));
-                if attempt >= MAX_ATTEMPTS {
-                    *task = TaskModel::Ended;
-                    *self.outcomes.entry(tid.clone()).or_default() += 1;
-                    failed.insert(tid.clone());
-                } else {
-                    *task = TaskModel::Waiting { attempt, tried };
-                    requeued.insert(tid.clone());
-                }
+        for released in jobs {
+            let Some((tid, task)) = self
+                .tasks
+                .iter_mut()
+                .find(|(_, t)| matches!(t, TaskModel::Assigned { job, .. } if *job == released))
+            else {
+                continue;
+            };
+            let TaskModel::Assigned { job, node: n, attempt, tried } = task.clone() else { unreachable!() };
+            self.old_jobs.push((job, n, attempt, tid.clone()));
+            if attempt >= MAX_ATTEMPTS {
+                *task = TaskModel::Ended;
+                *self.outcomes.entry(tid.clone()).or_default() += 1;
+                failed.insert(tid.clone());
+            } else {
+                *task = TaskModel::Waiting { attempt, tried };
+                requeued.insert(tid.clone());
+                self.queue.push(tid.clone());
             }
         }
         (requeued, failed)
+    }
+
+    /// Task `tid` waits: it joins the queue's end, unless it is queued already.
+    fn wait(&mut self, tid: &str) {
+        if !self.queue.iter().any(|t| t == tid) {
+            self.queue.push(tid.to_owned());
+        }
+    }
+
+    /// Task `tid` takes a slot of `node` as job `job`.
+    fn assign(&mut self, tid: &str, node: &str, job: String, attempt: u32) {
+        let TaskModel::Waiting { tried, .. } = self.tasks[tid].clone() else { unreachable!() };
+        self.queue.retain(|t| t != tid);
+        self.nodes.get_mut(node).unwrap().jobs.push(job.clone());
+        let mut tried = tried;
+        tried.push(node.to_owned());
+        self.tasks.insert(tid.into(), TaskModel::Assigned { job, node: node.to_owned(), attempt, tried });
     }
 }
 
@@ -201,7 +227,7 @@ async fn apply(s: &Store, m: &mut Model, op: &Op) {
                 }
                 _ => panic!("{reply:?}"),
             }
-            m.nodes.get_mut(&node).unwrap().jobs.remove(&job);
+            m.nodes.get_mut(&node).unwrap().jobs.retain(|j| *j != job);
             m.tasks.insert(tid.clone(), TaskModel::Ended);
             *m.outcomes.entry(tid.clone()).or_default() += 1;
             m.old_jobs.push((job, node, attempt, tid));
@@ -259,19 +285,36 @@ async fn apply(s: &Store, m: &mut Model, op: &Op) {
 
 fn dispatch_outcome(m: &mut Model, tid: &str, node: Option<String>, reply: DispatchReply) {
     let TaskModel::Waiting { attempt, tried } = m.tasks[tid].clone() else { unreachable!() };
-    match (node, m.expect_dispatch(None, &tried)) {
-        (None, _) => assert_eq!(reply, DispatchReply::Waiting),
-        (Some(node), _) => match m.expect_dispatch(Some(&node), &tried) {
-            Some(reason) => assert_eq!(reply, DispatchReply::Refused { reason: reason.into() }),
-            None => {
-                let DispatchReply::Assigned { attempt: a, job_id } = reply else { panic!("{reply:?}") };
-                assert_eq!(a, attempt + 1);
-                m.nodes.get_mut(&node).unwrap().jobs.insert(job_id.clone());
-                let mut tried = tried;
-                tried.push(node.clone());
-                m.tasks.insert(tid.into(), TaskModel::Assigned { job: job_id, node, attempt: a, tried });
-            }
-        },
+    let Some(node) = node else {
+        assert_eq!(reply, DispatchReply::Waiting);
+        m.wait(tid);
+        return;
+    };
+    if let Some(reason) = m.expect_dispatch(Some(&node), &tried) {
+        assert_eq!(reply, DispatchReply::Refused { reason: reason.into() });
+        m.wait(tid);
+        return;
+    }
+    // A free slot: the queue's head takes it, unless this task is the head, or the head already
+    // tried this node (then this task does).
+    let head = m.queue.first().filter(|h| *h != tid).cloned();
+    let head_tried = |h: &String| match &m.tasks[h] {
+        TaskModel::Waiting { tried, .. } => tried.contains(&node),
+        other => panic!("{h} is queued but {other:?}"),
+    };
+    match head.filter(|h| !head_tried(h)) {
+        Some(head) => {
+            let DispatchReply::Queued { handoff } = reply else { panic!("{reply:?}, head {head}") };
+            let TaskModel::Waiting { attempt: head_attempt, .. } = m.tasks[&head] else { unreachable!() };
+            assert_eq!((handoff.task_id.as_str(), handoff.attempt), (head.as_str(), head_attempt + 1));
+            m.wait(tid);
+            m.assign(&head, &node, handoff.job_id, handoff.attempt);
+        }
+        None => {
+            let DispatchReply::Assigned { attempt: a, job_id } = reply else { panic!("{reply:?}") };
+            assert_eq!(a, attempt + 1);
+            m.assign(tid, &node, job_id, a);
+        }
     }
 }
 
@@ -311,13 +354,10 @@ async fn finish(s: &Store, m: &mut Model) {
         "final".into(),
         NodeModel { online: true, capacity: 64, conn: "final".into(), ..Default::default() },
     );
-    let waiting: Vec<String> = m
-        .tasks
-        .iter()
-        .filter(|(_, t)| matches!(t, TaskModel::Waiting { .. }))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for tid in waiting {
+    // Each try gives the slot to the task or to the queue's head: try until nothing waits.
+    while let Some(tid) =
+        m.tasks.iter().find(|(_, t)| matches!(t, TaskModel::Waiting { .. })).map(|(k, _)| k.clone())
+    {
         let TaskModel::Waiting { attempt, .. } = m.tasks[&tid] else { unreachable!() };
         let task = format!("t{}", tid.split(':').nth(1).unwrap());
         let reply = direct::retry(s, &spec(&task), attempt, Some("final")).await;

@@ -32,12 +32,28 @@ pub async fn render(state: &AppState) -> String {
             let _ = writeln!(out, "switchboard_nodes{{cell=\"{cell}\",state=\"live\"}} {live}");
         }
     }
-    if let Ok(cells) = state.store.waiting_by_tenant().await {
+    if let Ok(cells) = state.store.queues().await {
+        let label = |s: &str| s.replace(['"', '\\', '\n'], "_");
         let _ = writeln!(out, "# TYPE switchboard_waiting_tasks gauge");
-        for (cell, tenants) in cells {
-            for (tenant, n) in tenants {
-                let tenant = tenant.replace(['"', '\\', '\n'], "_");
+        for q in &cells {
+            for (tenant, n) in &q.waiting {
+                let (cell, tenant) = (&q.cell, label(tenant));
                 let _ = writeln!(out, "switchboard_waiting_tasks{{cell=\"{cell}\",tenant=\"{tenant}\"}} {n}");
+            }
+        }
+        let _ = writeln!(out, "# TYPE switchboard_waiting_tasks_by_pool gauge");
+        for q in &cells {
+            for (pool, n) in &q.pools {
+                let (cell, pool) = (&q.cell, label(pool));
+                let _ =
+                    writeln!(out, "switchboard_waiting_tasks_by_pool{{cell=\"{cell}\",pool=\"{pool}\"}} {n}");
+            }
+        }
+        let _ = writeln!(out, "# TYPE switchboard_running_tasks gauge");
+        for q in &cells {
+            for (tenant, n) in &q.running {
+                let (cell, tenant) = (&q.cell, label(tenant));
+                let _ = writeln!(out, "switchboard_running_tasks{{cell=\"{cell}\",tenant=\"{tenant}\"}} {n}");
             }
         }
     }

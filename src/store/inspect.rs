@@ -162,9 +162,9 @@ impl Store {
         Ok(counts.chunks(2).map(|c| (c[0], c[1])).collect())
     }
 
-    /// Per cell (by tag), the tasks each tenant has waiting in the fair queue (`""`: no tenant);
-    /// one pipeline.
-    pub async fn waiting_by_tenant(&self) -> Result<Vec<(String, BTreeMap<String, u64>)>> {
+    /// Per cell, the fair queue's counts: tasks waiting per tenant (`""`: no tenant) and per pool,
+    /// tasks running per tenant; one pipeline.
+    pub async fn queues(&self) -> Result<Vec<CellQueues>> {
         let mut batch = Batch::new(&self.conn);
         for cell in self.cells() {
             batch.on(&cell.fair()).cmd("HGETALL").arg(cell.fair());
@@ -175,11 +175,20 @@ impl Store {
             .iter()
             .zip(hashes)
             .map(|(cell, fair)| {
-                let waiting = fair
-                    .iter()
-                    .filter_map(|(field, n)| Some((field.strip_prefix("n:")?.to_owned(), n.parse().ok()?)))
-                    .collect();
-                (cell.tag().to_owned(), waiting)
+                let counts = |prefix: &str| -> BTreeMap<String, u64> {
+                    fair.iter()
+                        .filter_map(|(field, n)| {
+                            Some((field.strip_prefix(prefix)?.to_owned(), n.parse().ok()?))
+                        })
+                        .filter(|(_, n)| *n > 0)
+                        .collect()
+                };
+                CellQueues {
+                    cell: cell.tag().to_owned(),
+                    waiting: counts("n:"),
+                    pools: counts("p:"),
+                    running: counts("r:"),
+                }
             })
             .collect())
     }
@@ -194,6 +203,18 @@ impl Store {
             .query_async(&mut conn)
             .await?)
     }
+}
+
+/// One cell's fair queue counts (`Store::queues`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CellQueues {
+    pub cell: String,
+    /// Tasks waiting (queued or held) per tenant.
+    pub waiting: BTreeMap<String, u64>,
+    /// Tasks waiting per pool (`src>tgt`).
+    pub pools: BTreeMap<String, u64>,
+    /// Tasks running per tenant (tasks with a tenant only).
+    pub running: BTreeMap<String, u64>,
 }
 
 /// The fields of a stored task (`<state JSON>\n<spec JSON>\n<payload JSON>`, lua/lib.lua) as

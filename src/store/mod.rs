@@ -20,7 +20,7 @@ mod types;
 
 pub use connection::{Batch, RedisConn, Target};
 pub use inbox::{Inbox, InboxEntry};
-pub use inspect::Record;
+pub use inspect::{CellQueues, Record};
 pub use keys::{
     CellKeys, GatewayKeys, PolicyKeys, RegistryKeys, RoomKeys, SessionKeys, cell_tag, is_cell_tag, key_slot,
     slot,

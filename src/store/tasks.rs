@@ -143,7 +143,7 @@ impl Store {
     /// The tenant's and the pool's counts in cell `k`, for the admission policy.
     pub async fn tenant_load(&self, k: &CellKeys, tenant: Option<&str>, pool: &str) -> Result<TenantLoad> {
         let mut inv = self.scripts.admission_state.prepare_invoke();
-        inv.key(k.fair()).key(k.queue(pool)).arg(tenant.unwrap_or(""));
+        inv.key(k.fair()).arg(tenant.unwrap_or("")).arg(pool);
         self.call("admission_state", &inv).await
     }
 

@@ -158,7 +158,11 @@ async fn queue_problems(
                 t["state"] == "waiting" && t.get("fair").is_some() && (t["held"] == true) == held
             };
             match task.as_ref().filter(fits) {
-                Some(t) => *per_tenant.entry(t["tenant"].as_str().unwrap_or("").to_owned()).or_default() += 1,
+                Some(t) => {
+                    *per_tenant.entry(t["tenant"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+                    // Per pool too, under a `p:` key (tenant ids and pools share the map).
+                    *per_tenant.entry(format!("p:{}", t["pool"].as_str().unwrap_or(""))).or_default() += 1;
+                }
                 None => problems.push(format!("{key}: {task_id} is queued, but its task says {task:?}")),
             }
         }
@@ -179,8 +183,13 @@ async fn queue_problems(
         for (tenant, jobs) in in_flight.into_iter().filter(|(_, n)| *n > 0) {
             problems.push(format!("{base}fair: tenant {tenant:?} has {jobs} in flight and no running count"));
         }
-        for (field, count) in counts.iter().filter_map(|(f, c)| Some((f.strip_prefix("n:")?, c))) {
-            let queued = per_tenant.remove(field).unwrap_or(0);
+        let waiting_counts = counts.iter().filter_map(|(f, c)| {
+            f.strip_prefix("n:")
+                .map(|t| (t.to_owned(), c))
+                .or_else(|| f.starts_with("p:").then(|| (f.clone(), c)))
+        });
+        for (field, count) in waiting_counts {
+            let queued = per_tenant.remove(&field).unwrap_or(0);
             if count.parse::<i64>().unwrap_or(-1) != queued {
                 problems
                     .push(format!("{base}fair: tenant {field:?} counts {count} waiting, {queued} queued"));

@@ -137,19 +137,20 @@ pub async fn log_level(body: Bytes) -> Result<Json<Value>, AdminError> {
     Ok(Json(json!({ "filter": filter })))
 }
 
-/// Tasks waiting for a slot, per cell and tenant (the fair queue's counts).
+/// Tasks waiting for a slot per cell, tenant and pool, and running per tenant (the fair queue's
+/// counts).
 #[utoipa::path(get, path = "/admin/queues", tag = "fleet",
-    responses((status = 200, description = "Waiting tasks per cell and tenant", body = serde_json::Value)))]
+    responses((status = 200, description = "Per cell: `tenants` (waiting), `pools` (waiting), `running`", body = serde_json::Value)))]
 pub async fn queues(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
     Ok(Json(json!({ "waiting": waiting(&state).await? })))
 }
 
 pub(super) async fn waiting(state: &AppState) -> Result<Value, AdminError> {
-    let cells = state.store.waiting_by_tenant().await?;
+    let cells = state.store.queues().await?;
     Ok(json!(
         cells
             .into_iter()
-            .map(|(cell, tenants)| json!({ "cell": cell, "tenants": tenants }))
+            .map(|q| json!({ "cell": q.cell, "tenants": q.waiting, "pools": q.pools, "running": q.running }))
             .collect::<Vec<_>>()
     ))
 }
