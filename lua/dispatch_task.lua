@@ -32,14 +32,16 @@
 --   waiting                              no node given; the task waits for a slot
 --   queued    {handoff}                  the node has a slot, but a task of the pool that the fair
 --                                        queue puts first waits (lib.lua, enqueue): this task waits
---                                        and the slot is the head's — `handoff` {task_id, attempt,
---                                        job_id, spec, payload} is assigned to the node; send it
+--                                        and the slot is the head's — `handoff` {task_id, node_id,
+--                                        attempt, job_id, spec, payload} is assigned to the node;
+--                                        send it
 --   held      {handoff}                  the task's tenant runs as many tasks as its cap: it waits,
 --                                        held (lib.lua, at_cap); `handoff` as above, or null
---   failed    {code, spec}               no node given and the dispatch wait is over
+--   failed    {code, spec, handoff?}     no node given and the dispatch wait is over
 --                                        (NO_AVAILABLE_NODE); or the task would wait and its
 --                                        tenant already has the most tasks waiting, or its cap held
---                                        it for its whole dispatch wait (NODE_OVERLOADED)
+--                                        it for its whole dispatch wait (NODE_OVERLOADED); a
+--                                        `handoff` as above when the slot went to the queue's head
 --   duplicate {state}                    a task with this id exists, in `state` (first call only;
 --                                        a record left by an earlier move out of this cell does
 --                                        not count)
@@ -123,12 +125,13 @@ local function fail(code)
 end
 
 -- The task waits: in the fair queue (entered once; lib.lua, queue_score), or held by its tenant's
--- cap (`held`), and for its next try. Returns nil, or the reply that ends the call instead.
+-- cap (`held`), and for its next try. Returns nil, or the reply that ends the call instead (and
+-- true when that reply is the task's failure: its tenant has the most tasks waiting).
 local function park(held)
   local queued = t.fair ~= nil
   if not queued then
     t.fair = queue_score(t, true)
-    if not t.fair then return fail('NODE_OVERLOADED') end
+    if not t.fair then return fail('NODE_OVERLOADED'), true end
     t.held = held or nil
   else
     set_held(tid, t, held)
@@ -216,8 +219,8 @@ local function occupy(task, jid)
 end
 
 if head or capped then
-  local ended = park(capped)
-  if ended then return ended end
+  local ended, failed = park(capped)
+  if ended and not failed then return ended end
   local handoff = cjson.null
   if head then
     local jid = string.match(ARGV[4], '^[^:]*') .. ':' .. head
@@ -226,7 +229,14 @@ if head or capped then
     store_task(head, h)
     occupy(h, jid)
     redis.call('ZREM', KEYS[2], head)
-    handoff = { task_id = head, attempt = h.attempt, job_id = jid, spec = spec, payload = payload }
+    handoff = { task_id = head, node_id = node, attempt = h.attempt, job_id = jid, spec = spec,
+      payload = payload }
+  end
+  if failed then
+    -- This task fails its tenant's bound; the slot still goes to the head.
+    local reply = cjson.decode(ended)
+    reply.handoff = handoff
+    return cjson.encode(reply)
   end
   return cjson.encode({ status = capped and 'held' or 'queued', handoff = handoff })
 end

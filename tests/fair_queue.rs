@@ -56,8 +56,9 @@ async fn fair_queue_orders_by_weight_band_and_bound(backend: Backend) {
 
     // The bound: a fifth waiting task of a tenant is refused, not queued; other tenants go on.
     match create(&s, &spec("a", 4), None).await {
-        DispatchReply::Failed { code, spec } => {
+        DispatchReply::Failed { code, spec, handoff } => {
             assert_eq!(code, ErrorCode::NodeOverloaded);
+            assert_eq!(handoff, None, "no node offered, no slot to give");
             assert_eq!(spec.tenant_id.as_deref(), Some("a"));
         }
         other => panic!("{other:?}"),
@@ -120,6 +121,17 @@ async fn a_free_slot_goes_to_the_head_of_the_queue(backend: Backend) {
     // The head's job is a job like any other: its result frees the slot for the next head.
     match s.complete_task(&handoff.job_id, "n1", Some(1), Outcome::Completed).await.unwrap() {
         CompleteReply::Completed(ended) => assert_eq!(ended.wake, b0.task_id()),
+        other => panic!("{other:?}"),
+    }
+    // A task that fails its tenant's bound (4 waiting) still gives the slot it found to the head.
+    for i in 1..4 {
+        assert_eq!(create(&s, &spec("b", i), None).await, DispatchReply::Waiting);
+    }
+    match create(&s, &spec("b", 4), Some("n1")).await {
+        DispatchReply::Failed { code, handoff: Some(handoff), .. } => {
+            assert_eq!(code, ErrorCode::NodeOverloaded);
+            assert_eq!((handoff.task_id, handoff.node_id), (b0.task_id(), "n1".to_owned()));
+        }
         other => panic!("{other:?}"),
     }
     let problems = redis_problems(&s).await;
@@ -229,6 +241,14 @@ async fn a_burst_and_a_steady_tenant(fair_queue: bool) -> (usize, Value) {
     assert!(queues["waiting"][0]["tenants"]["burst"].as_u64().is_some_and(|n| n > 0), "{queues}");
     let (_, metrics) = admin(&b, "GET", "/metrics", None, b"").await;
     assert!(metrics.as_str().unwrap().contains("switchboard_waiting_tasks{cell="), "{metrics}");
+    assert!(queues["waiting"][0]["pools"]["zh>en"].as_u64().is_some_and(|n| n > 0), "{queues}");
+    let running = &queues["waiting"][0]["running"];
+    assert!(running.is_object() && running["burst"].as_u64().unwrap_or(0) <= 1, "one slot: {queues}");
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("switchboard_waiting_tasks_by_pool{cell=") && metrics.contains("pool=\"zh>en\"}")
+    );
+    assert!(metrics.contains("# TYPE switchboard_running_tasks gauge"), "{metrics}");
     steady.expect("translation_result").await;
     // Jobs the node got after the steady tenant's task came, before it.
     let place = seen.lock().iter().position(|s| *s == steady_session).unwrap() - before;

@@ -279,7 +279,7 @@ async fn waiting_task_fails_after_the_dispatch_wait() {
     assert_eq!(retry(&s, &a, 0, None).await, DispatchReply::Waiting);
     tokio::time::sleep(Duration::from_millis(250)).await;
     match retry(&s, &a, 0, None).await {
-        DispatchReply::Failed { code, spec } => {
+        DispatchReply::Failed { code, spec, .. } => {
             assert_eq!(code, ErrorCode::NoAvailableNode);
             assert_eq!(spec, a);
         }

@@ -364,6 +364,16 @@ fn test(file: &Path, role: Option<&str>, candidates: usize, calls: usize) -> any
     let compiled = compile(&host, &bytes, role)?;
     let stats = Stats::default();
     let mut peak = 0;
+    // A call can miss its deadline when the machine preempts the thread (a busy machine, a CI
+    // runner): counted and reported; any other failure is the policy's and stops the test.
+    let mut misses = 0;
+    let mut tolerate = |out: Result<(), policy::CallError>| match out {
+        Err(policy::CallError::Deadline(_)) => {
+            misses += 1;
+            Ok(())
+        }
+        other => other,
+    };
     match compiled.role {
         Role::NodeSelection => {
             let (task, nodes) = (samples::task(), samples::nodes(candidates));
@@ -374,7 +384,7 @@ fn test(file: &Path, role: Option<&str>, candidates: usize, calls: usize) -> any
                 let (out, memory) = host.select_measured(&compiled, &task, &nodes);
                 stats.record(start.elapsed().as_micros() as u64);
                 peak = peak.max(memory);
-                out?;
+                tolerate(out.map(drop))?;
             }
         }
         Role::RoomRouting => {
@@ -382,8 +392,9 @@ fn test(file: &Path, role: Option<&str>, candidates: usize, calls: usize) -> any
             println!("decision {:?}", host.route(&compiled, &u, &m, &a));
             for _ in 0..calls {
                 let start = Instant::now();
-                host.route(&compiled, &u, &m, &a)?;
+                let out = host.route(&compiled, &u, &m, &a);
                 stats.record(start.elapsed().as_micros() as u64);
+                tolerate(out.map(drop))?;
             }
         }
         Role::Admission => {
@@ -391,10 +402,16 @@ fn test(file: &Path, role: Option<&str>, candidates: usize, calls: usize) -> any
             println!("decision {:?}", host.admit(&compiled, &request));
             for _ in 0..calls {
                 let start = Instant::now();
-                host.admit(&compiled, &request)?;
+                let out = host.admit(&compiled, &request);
                 stats.record(start.elapsed().as_micros() as u64);
+                tolerate(out.map(drop))?;
             }
         }
+    }
+    if misses > 0 {
+        println!(
+            "deadline {misses} of {calls} calls missed the 5 ms deadline (a busy machine, or a slow policy)"
+        );
     }
     println!("calls    {calls} ({} candidates)", candidates);
     println!(

@@ -226,7 +226,7 @@ impl AppState {
                     DispatchReply::Queued { handoff } => {
                         // Behind the pool's fair queue: the free slot went to the queue's head,
                         // this task waits, and its speaker is told when it is new.
-                        self.send_handoff(cell, &node_id, handoff);
+                        self.send_handoff(cell, handoff);
                         if first {
                             self.tell_queued(cell, spec).await;
                         }
@@ -236,14 +236,14 @@ impl AppState {
                         // Its tenant runs as many tasks as its cap: it waits for one of them to
                         // end, and the slot went to the queue's head, if any.
                         if let Some(handoff) = handoff {
-                            self.send_handoff(cell, &node_id, handoff);
+                            self.send_handoff(cell, handoff);
                         }
                         if first {
                             self.tell_queued(cell, spec).await;
                         }
                         return Ok(Tried::Done(Dispatched::Waiting));
                     }
-                    reply => return Ok(Tried::Done(self.settle(reply))),
+                    reply => return Ok(Tried::Done(self.settle(cell, reply))),
                 }
             }
         }
@@ -271,7 +271,7 @@ impl AppState {
         if creating == Creating::New {
             self.announce(cell, spec, &reply);
         }
-        Ok(self.settle(reply))
+        Ok(self.settle(cell, reply))
     }
 
     /// `park`, where no cell has a node for the task: a task that starts waiting here is told to
@@ -316,13 +316,16 @@ impl AppState {
     }
 
     /// The replies of `dispatch_task` that end this dispatch call without a node.
-    fn settle(&self, reply: DispatchReply) -> Dispatched {
+    fn settle(&self, cell: &CellKeys, reply: DispatchReply) -> Dispatched {
         match reply {
             DispatchReply::Waiting | DispatchReply::Refused { .. } => Dispatched::Waiting,
             DispatchReply::Queued { .. } | DispatchReply::Held { .. } => {
                 unreachable!("queued and held replies are handled by try_nodes")
             }
-            DispatchReply::Failed { code, spec } => {
+            DispatchReply::Failed { code, spec, handoff } => {
+                if let Some(handoff) = handoff {
+                    self.send_handoff(cell, handoff);
+                }
                 self.fail_task(&spec, code, None, None);
                 Dispatched::Failed
             }
@@ -394,9 +397,9 @@ impl AppState {
     }
 
     /// Sends the job of a waiting task `dispatch_task` gave the slot another task could not take.
-    fn send_handoff(&self, cell: &CellKeys, node_id: &str, handoff: Handoff) {
-        let Handoff { attempt, job_id, spec, payload, .. } = handoff;
-        self.send_job(cell, &spec, &payload, node_id, &job_id, attempt);
+    fn send_handoff(&self, cell: &CellKeys, handoff: Handoff) {
+        let Handoff { node_id, attempt, job_id, spec, payload, .. } = handoff;
+        self.send_job(cell, &spec, &payload, &node_id, &job_id, attempt);
     }
 
     pub fn spawn_redispatch(&self, cell: &CellKeys, task_id: String) {

@@ -234,6 +234,9 @@ pub enum DispatchReply {
         code: ErrorCode,
         #[serde(deserialize_with = "json_string")]
         spec: TaskSpec,
+        /// The slot this task would have waited behind went to the queue's head.
+        #[serde(default)]
+        handoff: Option<Handoff>,
     },
     /// The task exists, in `state` (`waiting`, `assigned`, `completed`, `failed`, …).
     Duplicate {
@@ -265,6 +268,7 @@ pub struct TenantLoad {
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct Handoff {
     pub task_id: String,
+    pub node_id: String,
     pub attempt: u32,
     pub job_id: String,
     #[serde(deserialize_with = "json_string")]

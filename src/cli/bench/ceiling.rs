@@ -94,7 +94,14 @@ pub(super) async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> any
                         .arg("")
                         .arg(&class)
                         .arg(cfg.liveness_ms())
-                        .arg(&pool);
+                        .arg(&pool)
+                        // No tenant, the fair queue as the gateway runs it, no cap.
+                        .arg("")
+                        .arg(1)
+                        .arg(1)
+                        .arg(cfg.max_waiting_per_tenant)
+                        .arg(if cfg.fair_queue { "1" } else { "0" })
+                        .arg("");
                     jobs.push((job, node));
                 }
                 for (job, node) in &jobs {
@@ -108,7 +115,8 @@ pub(super) async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> any
                         .arg(node)
                         .arg("")
                         .arg("completed")
-                        .arg(format!("done-{job}"));
+                        .arg(format!("done-{job}"))
+                        .arg(if cfg.fair_queue { "1" } else { "0" });
                 }
                 let replies = match pipe.query_async::<Vec<String>>(&mut conn).await {
                     Ok(replies) => replies,
