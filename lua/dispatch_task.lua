@@ -172,51 +172,16 @@ if refused then
 end
 
 -- Who takes the free slot (docs/overload.md). A task whose tenant is at its cap does not: it is
--- held. With the gate, a task the pool's fair queue puts first does: the head, unless its tenant
--- is at its cap (then it is held, and the next head is looked at) or it lost a job on this node.
--- Otherwise this task. One read on the common path (the queue's head).
+-- held. With the fair queue, a task the pool's queue puts first does: its head (lib.lua,
+-- fair_head). Otherwise this task. One read on the common path (the queue's head).
 local capped = at_cap(t)
 if capped and now >= t.wait_until then return fail('NODE_OVERLOADED') end
 local head, h
 if ARGV[20] == '1' then
   local mine = capped and math.huge or (t.band or 1) * 1e12 + (t.fair or queue_score(t, false))
-  local queue = P .. 'queue:' .. ARGV[15]
-  for _ = 1, 8 do
-    local top = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-    if not top[1] or top[1] == tid or tonumber(top[2]) >= mine then break end
-    local ht = load_task(top[1])
-    if not ht or ht.state ~= 'waiting' then
-      redis.call('ZREM', queue, top[1])
-    elseif not at_cap(ht) then
-      if not contains(ht.tried, node) then head, h = top[1], ht end
-      break
-    else
-      set_held(top[1], ht, true)
-      store_task(top[1], ht)
-    end
-  end
+  head, h = fair_head(ARGV[15], node, mine, tid)
 end
-
--- Assigns task `task` (id `id`) to the node as job `jid`; the caller stores the task, then
--- `occupy` takes the slot.
-local function assign(id, task, jid)
-  task.state = 'assigned'
-  task.attempt = task.attempt + 1
-  task.job = jid
-  task.node = node
-  task.tried = task.tried == '' and node or (task.tried .. ',' .. node)
-  task.assigned_ms = now
-  task.lost = nil
-  dequeue(id, task, true)
-end
-
-local function occupy(task, jid)
-  count_running(task, 1)
-  jobs[#jobs + 1] = jid
-  redis.call('HSET', KEYS[4], 'running', #jobs, 'jobs', jobs_json(jobs))
-  reindex(node, n[4], true, #jobs, tonumber(n[3]))
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), jid)
-end
+local cap, timeout = tonumber(n[3]), tonumber(ARGV[5])
 
 if head or capped then
   local ended, failed = park(capped)
@@ -224,13 +189,7 @@ if head or capped then
   local handoff = cjson.null
   if head then
     local jid = string.match(ARGV[4], '^[^:]*') .. ':' .. head
-    local spec, payload = h.spec, h.payload
-    assign(head, h, jid)
-    store_task(head, h)
-    occupy(h, jid)
-    redis.call('ZREM', KEYS[2], head)
-    handoff = { task_id = head, node_id = node, attempt = h.attempt, job_id = jid, spec = spec,
-      payload = payload }
+    handoff = hand_off(head, h, node, n[4], cap, jobs, jid, now, timeout)
   end
   if failed then
     -- This task fails its tenant's bound; the slot still goes to the head.
@@ -242,9 +201,9 @@ if head or capped then
 end
 
 local jid = ARGV[4]
-assign(tid, t, jid)
+assign(tid, t, node, jid, now)
 local other = save()
 if other then return cjson.encode(other) end
-occupy(t, jid)
+occupy(node, n[4], cap, jobs, t, jid, now, timeout)
 if not creating then redis.call('ZREM', KEYS[2], tid) end
 return cjson.encode({ status = 'assigned', attempt = t.attempt, job_id = jid })

@@ -245,8 +245,66 @@ local function count_running(t, delta)
   return first
 end
 
+-- The waiting task of `pool` that a free slot of `node` goes to: the head of the pool's queue if
+-- it scores below `before` (math.huge: any head) and is not `except`. A head whose tenant is at
+-- its cap is held on the way and the next one looked at (up to 8); a head that lost a job on
+-- `node` before does not take it (nil: the caller's task may). Returns the id and the task, or nil.
+local function fair_head(pool, node, before, except)
+  local queue = P .. 'queue:' .. pool
+  for _ = 1, 8 do
+    local top = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+    if not top[1] or top[1] == except or tonumber(top[2]) >= before then return nil end
+    local h = load_task(top[1])
+    if not h or h.state ~= 'waiting' then
+      redis.call('ZREM', queue, top[1])
+    elseif not at_cap(h) then
+      if contains(h.tried, node) then return nil end
+      return top[1], h
+    else
+      set_held(top[1], h, true)
+      store_task(top[1], h)
+    end
+  end
+  return nil
+end
+
+-- Assigns waiting task `t` (id `tid`) to `node` as job `jid` at `now`: out of the fair queue, its
+-- attempt counted. The caller stores the task and takes the slot (`occupy`).
+local function assign(tid, t, node, jid, now)
+  t.state = 'assigned'
+  t.attempt = t.attempt + 1
+  t.job = jid
+  t.node = node
+  t.tried = t.tried == '' and node or (t.tried .. ',' .. node)
+  t.assigned_ms = now
+  t.lost = nil
+  dequeue(tid, t, true)
+end
+
+-- Takes a slot of `node` (whose class is `cid`, capacity `cap`, jobs in flight `jobs`, a list this
+-- appends to) for job `jid` of task `t`, due in `timeout_ms`.
+local function occupy(node, cid, cap, jobs, t, jid, now, timeout_ms)
+  count_running(t, 1)
+  jobs[#jobs + 1] = jid
+  redis.call('HSET', node_key(node), 'running', #jobs, 'jobs', jobs_json(jobs))
+  reindex(node, cid, true, #jobs, cap)
+  redis.call('ZADD', P .. 'deadlines', now + timeout_ms, jid)
+end
+
+-- Hands a free slot of `node` to waiting task `h` (id `hid`) as job `jid`: the reply's `handoff`,
+-- which the caller sends to the node.
+local function hand_off(hid, h, node, cid, cap, jobs, jid, now, timeout_ms)
+  local spec, payload = h.spec, h.payload
+  assign(hid, h, node, jid, now)
+  store_task(hid, h)
+  occupy(node, cid, cap, jobs, h, jid, now, timeout_ms)
+  redis.call('ZREM', P .. 'waiting', hid)
+  return { task_id = hid, node_id = node, attempt = h.attempt, job_id = jid, spec = spec, payload = payload }
+end
+
 -- Frees job `jid`'s slot on its node (the job ended, or was taken away): one read, one write and
--- the node's place in its index. Returns whether the node was full.
+-- the node's place in its index. Returns whether the node was full, and the freed slot when the
+-- node takes tasks ({cid, cap, jobs}).
 local function free_slot(node, jid)
   local n = redis.call('HMGET', node_key(node), 'state', 'draining', 'class', 'capacity', 'jobs')
   if not n[1] then return false end
@@ -254,8 +312,11 @@ local function free_slot(node, jid)
   for _, j in ipairs(jobs) do if j ~= jid then kept[#kept + 1] = j end end
   if #kept == #jobs then return false end
   redis.call('HSET', node_key(node), 'running', #kept, 'jobs', jobs_json(kept))
-  if n[3] then reindex(node, n[3], n[1] == 'online' and n[2] == '0', #kept, tonumber(n[4]) or 1) end
-  return #jobs >= (tonumber(n[4]) or 1)
+  local open = n[1] == 'online' and n[2] == '0'
+  if n[3] then reindex(node, n[3], open, #kept, tonumber(n[4]) or 1) end
+  -- What a handoff of the freed slot needs (complete_task): the node takes tasks, its class.
+  local slot = open and n[3] and { cid = n[3], cap = tonumber(n[4]) or 1, jobs = kept } or nil
+  return #jobs >= (tonumber(n[4]) or 1), slot
 end
 
 -- Ends the job `jid` early (its node went away, or its deadline passed): frees the node's slot

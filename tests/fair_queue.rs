@@ -69,7 +69,8 @@ async fn fair_queue_orders_by_weight_band_and_bound(backend: Backend) {
     assert_eq!(create(&s, &spec("vip", 0), None).await, DispatchReply::Waiting);
     assert_eq!(tenant_of(&queue(&s).await[0]), "vip");
 
-    // A freed slot wakes the head of the queue; a dispatched task leaves it and moves the clock.
+    // A freed slot goes to the head of the queue in the same call (the handoff); a dispatched
+    // task leaves the queue and moves the clock.
     register(&s, &node("n1", &["zh>en"], 1)).await;
     let vip = spec("vip", 0);
     let job = job_id(&retry(&s, &vip, 0, Some("n1")).await);
@@ -78,11 +79,14 @@ async fn fair_queue_orders_by_weight_band_and_bound(backend: Backend) {
     // n1 is full now: a refused try leaves a0 queued where it was.
     assert!(matches!(retry(&s, &a0, 0, Some("n1")).await, DispatchReply::Refused { .. }));
     assert_eq!(queue(&s).await[0], a0.task_id());
-    match s.complete_task(&job, "n1", None, Outcome::Completed).await.unwrap() {
-        CompleteReply::Completed(ended) => assert_eq!(ended.wake, a0.task_id(), "the head of the queue"),
+    let job = match s.complete_task(&job, "n1", None, Outcome::Completed).await.unwrap() {
+        CompleteReply::Completed(ended) => {
+            let handoff = ended.handoff.expect("the slot goes to the head");
+            assert_eq!(handoff.task_id, a0.task_id(), "the head of the queue");
+            handoff.job_id
+        }
         other => panic!("{other:?}"),
-    }
-    let job = job_id(&retry(&s, &a0, 0, Some("n1")).await);
+    };
     assert_eq!(queue(&s).await.len(), 7, "vip and a0 left the queue");
     // a went from 4 waiting to 3: one more of its tasks fits again.
     assert_eq!(create(&s, &spec("a", 5), None).await, DispatchReply::Waiting);
@@ -118,19 +122,23 @@ async fn a_free_slot_goes_to_the_head_of_the_queue(backend: Backend) {
     assert_eq!(queue(&s).await, [b0.task_id()], "the new task waits");
     let problems = redis_problems(&s).await;
     assert!(problems.is_empty(), "{problems:?}");
-    // The head's job is a job like any other: its result frees the slot for the next head.
+    // The head's job is a job like any other: its result hands the slot to the next head.
     match s.complete_task(&handoff.job_id, "n1", Some(1), Outcome::Completed).await.unwrap() {
-        CompleteReply::Completed(ended) => assert_eq!(ended.wake, b0.task_id()),
+        CompleteReply::Completed(ended) => {
+            assert_eq!(ended.handoff.map(|h| h.task_id), Some(b0.task_id()));
+            assert_eq!(ended.wake, "");
+        }
         other => panic!("{other:?}"),
     }
     // A task that fails its tenant's bound (4 waiting) still gives the slot it found to the head.
-    for i in 1..4 {
+    register(&s, &node("n2", &["zh>en"], 1)).await;
+    for i in 1..5 {
         assert_eq!(create(&s, &spec("b", i), None).await, DispatchReply::Waiting);
     }
-    match create(&s, &spec("b", 4), Some("n1")).await {
+    match create(&s, &spec("b", 5), Some("n2")).await {
         DispatchReply::Failed { code, handoff: Some(handoff), .. } => {
             assert_eq!(code, ErrorCode::NodeOverloaded);
-            assert_eq!((handoff.task_id, handoff.node_id), (b0.task_id(), "n1".to_owned()));
+            assert_eq!((handoff.task_id, handoff.node_id), (spec("b", 1).task_id(), "n2".to_owned()));
         }
         other => panic!("{other:?}"),
     }
@@ -163,13 +171,15 @@ async fn a_tenant_cap_holds_its_tasks_without_blocking_the_pool(backend: Backend
     assert_eq!(held, [t1.task_id(), t2.task_id()], "held in their order");
     let problems = redis_problems(&s).await;
     assert!(problems.is_empty(), "{problems:?}");
-    // t0 ends: t's first held task goes back to the queue, and is dispatched (n1 has a slot).
+    // t0 ends: t's first held task goes back to the queue, and takes the freed slot at once.
     match s.complete_task(&t0_job, "n1", None, Outcome::Completed).await.unwrap() {
-        CompleteReply::Completed(ended) => assert_eq!(ended.unheld, t1.task_id()),
+        CompleteReply::Completed(ended) => {
+            assert_eq!(ended.handoff.map(|h| h.task_id), Some(t1.task_id()));
+            assert_eq!(ended.unheld, "", "dispatched already");
+        }
         other => panic!("{other:?}"),
     }
-    assert_eq!(queue(&s).await, [t1.task_id()]);
-    job_id(&retry(&s, &t1, 0, Some("n1")).await);
+    assert!(queue(&s).await.is_empty());
     // A task that would be held past its dispatch wait fails with NODE_OVERLOADED.
     let no_wait = SchedulerConfig { dispatch_wait_ms: 0, ..s.config().clone() };
     let s2 = Store::connect(&backend.url(), no_wait).await.unwrap();

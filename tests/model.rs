@@ -220,17 +220,34 @@ async fn apply(s: &Store, m: &mut Model, op: &Op) {
             };
             let outcome = if ok { Outcome::Completed } else { Outcome::Failed };
             let reply = s.complete_task(&job, &node, Some(attempt), outcome).await.unwrap();
-            match (&reply, ok) {
+            let handoff = match (reply, ok) {
                 (CompleteReply::Completed(e), true) | (CompleteReply::Failed(e), false) => {
                     assert_eq!(e.task_id, tid);
                     assert_eq!(e.attempt, attempt);
+                    e.handoff
                 }
-                _ => panic!("{reply:?}"),
-            }
+                (reply, _) => panic!("{reply:?}"),
+            };
             m.nodes.get_mut(&node).unwrap().jobs.retain(|j| *j != job);
             m.tasks.insert(tid.clone(), TaskModel::Ended);
             *m.outcomes.entry(tid.clone()).or_default() += 1;
-            m.old_jobs.push((job, node, attempt, tid));
+            m.old_jobs.push((job, node.clone(), attempt, tid));
+            // The freed slot goes to the queue's head, when the node takes tasks and the head did
+            // not lose a job there before.
+            let n = &m.nodes[&node];
+            let head = m.queue.first().filter(|h| {
+                n.online
+                    && !n.draining
+                    && matches!(&m.tasks[*h], TaskModel::Waiting { tried, .. } if !tried.contains(&node))
+            });
+            match (head.cloned(), handoff) {
+                (Some(head), Some(h)) => {
+                    assert_eq!(h.task_id, head);
+                    m.assign(&head, &node, h.job_id, h.attempt);
+                }
+                (None, None) => {}
+                (head, handoff) => panic!("expected the slot to go to {head:?}, got {handoff:?}"),
+            }
         }
         Op::LateResult { task } => {
             let Some((job, node, attempt, _)) =

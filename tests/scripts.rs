@@ -77,13 +77,19 @@ async fn dispatch_takes_a_slot_and_complete_frees_it() {
             assert_eq!(ended.task_id, spec.task_id());
             assert_eq!(ended.attempt, 1);
             assert_eq!(ended.spec, Some(spec.clone()));
-            // The refused task is waiting: the freed slot (the node's last) wakes it.
-            assert_eq!(ended.wake, other.task_id());
+            // The refused task is waiting, at the head of the pool's fair queue: the freed slot
+            // goes to it in the same call (the handoff), and the caller sends its job.
+            let handoff = ended.handoff.expect("a handoff");
+            assert_eq!(
+                (handoff.task_id.as_str(), handoff.node_id.as_str()),
+                (other.task_id().as_str(), "n1")
+            );
+            assert_eq!(ended.wake, "", "nothing to wake: the slot is taken");
+            assert_eq!(node_jobs(&s, "n1").await, [handoff.job_id]);
         }
         other => panic!("{other:?}"),
     }
-    let c = s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap();
-    assert_eq!(c[0].running, 0);
+    assert!(s.candidates(s.cell(0), "zh>en", &[], None).await.unwrap().is_empty(), "n1 is full again");
     // The audit's view (a speaker's gap timer asks it): the completed task ended, the waiting one
     // did not, an unknown one counts as ended.
     let refs: Vec<TaskRef> = [spec.task_id(), other.task_id(), "s-none:0:en".into()]

@@ -187,6 +187,8 @@ impl AppState {
         // Spec and payload go with the first dispatch_task call only: it creates the task.
         let mut create = (creating != Creating::No).then_some((spec, payload));
         let mut excluded = tried;
+        // Whether the task went into the fair queue behind its head (and was new then).
+        let (mut queued, mut queued_new) = (false, false);
         for _ in 0..READS {
             Metrics::inc(&self.metrics.dispatch_script_calls);
             let candidates = self.store.candidates(cell, &pool, &excluded, affinity).await?;
@@ -224,13 +226,12 @@ impl AppState {
                         excluded.push(node_id);
                     }
                     DispatchReply::Queued { handoff } => {
-                        // Behind the pool's fair queue: the free slot went to the queue's head,
-                        // this task waits, and its speaker is told when it is new.
+                        // Behind the pool's fair queue: the free slot went to the queue's head and
+                        // this task waits in the queue. The next node may have a slot for it (or
+                        // for the next head): with free slots, arrivals drain the queue.
                         self.send_handoff(cell, handoff);
-                        if first {
-                            self.tell_queued(cell, spec).await;
-                        }
-                        return Ok(Tried::Done(Dispatched::Waiting));
+                        queued_new |= first;
+                        queued = true;
                     }
                     DispatchReply::Held { handoff } => {
                         // Its tenant runs as many tasks as its cap: it waits for one of them to
@@ -245,6 +246,13 @@ impl AppState {
                     }
                     reply => return Ok(Tried::Done(self.settle(cell, reply))),
                 }
+            }
+            if queued {
+                // It waits its turn; its speaker is told when it is new.
+                if queued_new {
+                    self.tell_queued(cell, spec).await;
+                }
+                return Ok(Tried::Done(Dispatched::Waiting));
             }
         }
         Ok(Tried::NoNode { exists: create.is_none() })
@@ -397,7 +405,7 @@ impl AppState {
     }
 
     /// Sends the job of a waiting task `dispatch_task` gave the slot another task could not take.
-    fn send_handoff(&self, cell: &CellKeys, handoff: Handoff) {
+    pub(super) fn send_handoff(&self, cell: &CellKeys, handoff: Handoff) {
         let Handoff { node_id, attempt, job_id, spec, payload, .. } = handoff;
         self.send_job(cell, &spec, &payload, &node_id, &job_id, attempt);
     }

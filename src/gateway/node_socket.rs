@@ -297,20 +297,20 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
             Metrics::inc(&state.metrics.undeliverable);
             warn!(job.id = %result.job_id, "Result recorded, but its reply was lost and the task's recipients are gone.");
         }
-        Ok(CompleteReply::Completed(Ended { spec: Some(spec), wake: next, unheld, .. })) => {
+        Ok(CompleteReply::Completed(Ended { spec: Some(spec), wake: next, unheld, handoff, .. })) => {
             if let Some(reason) = result.empty_reason() {
                 debug!(job.id = %result.job_id, reason, "Empty result: silence.");
                 state.deliver_silence(&spec, &result.job_id);
             } else {
                 state.deliver_result(&spec, &result.job_id, &result);
             }
-            wake(state, &result.job_id, [next, unheld]);
+            wake(state, &result.job_id, handoff, [next, unheld]);
         }
-        Ok(CompleteReply::Failed(Ended { spec: Some(spec), wake: next, unheld, .. })) => {
+        Ok(CompleteReply::Failed(Ended { spec: Some(spec), wake: next, unheld, handoff, .. })) => {
             let node_code = result.error.as_ref().map(|e| e.code.as_str());
             let code = node_code.and_then(ErrorCode::parse).unwrap_or(ErrorCode::InternalError);
             state.fail_task(&spec, code, node_code, Some(&result.job_id));
-            wake(state, &result.job_id, [next, unheld]);
+            wake(state, &result.job_id, handoff, [next, unheld]);
         }
         Ok(CompleteReply::Stale { state: job_state }) => {
             Metrics::inc(&state.metrics.results_stale);
@@ -329,10 +329,13 @@ async fn job_result(state: &AppState, socket: &Socket, node: &Registered, result
     }
 }
 
-/// A slot of the job's cell just freed: dispatch the head of its pool's fair queue now, and the
-/// task of the same tenant that its cap held, when this job's end let it go.
-fn wake(state: &AppState, job_id: &str, tasks: [String; 2]) {
+/// A slot of the job's cell just freed: send the job of the waiting task it went to, dispatch the
+/// queue's head when it is to be woken instead, and the task of the same tenant its cap held.
+fn wake(state: &AppState, job_id: &str, handoff: Option<crate::store::Handoff>, tasks: [String; 2]) {
     let Some((cell, _)) = state.store.job_task(job_id) else { return };
+    if let Some(handoff) = handoff {
+        state.send_handoff(&cell, handoff);
+    }
     for task_id in tasks.into_iter().filter(|t| !t.is_empty()) {
         state.spawn_redispatch(&cell, task_id);
     }

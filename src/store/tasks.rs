@@ -190,7 +190,9 @@ impl Store {
                 Outcome::Failed => "failed",
             })
             .arg(new_id("", 16))
-            .arg(if self.config.fair_queue { "1" } else { "0" });
+            .arg(if self.config.fair_queue { "1" } else { "0" })
+            .arg(new_id(&format!("job-{}-", k.tag()), 16))
+            .arg(self.config.job_timeout_ms);
         // A node's result is not dropped because Redis was away for a moment (frozen, restarting,
         // failing over): the call is sent again — with the same call id, so one that did run is
         // answered again, not run twice — until Redis answers, or until the job's own timeout

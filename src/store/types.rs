@@ -294,13 +294,16 @@ pub struct Ended {
     /// keeps its spec (docs/redis.md, "Memory per task").
     #[serde(default, deserialize_with = "optional_json_string")]
     pub spec: Option<TaskSpec>,
-    /// The head of the fair queue of the task's pool, or empty: a slot just freed, so it may be
-    /// dispatched now.
+    /// Without the fair queue: its head when a full node's slot just freed (dispatch it now), or
+    /// empty.
     pub wake: String,
     /// A task of the same tenant its cap held, back in its queue now that this one ended, or
     /// empty: dispatch it too.
     #[serde(default)]
     pub unheld: String,
+    /// The waiting task the freed slot went to (the fair queue's head): send it its job.
+    #[serde(default)]
+    pub handoff: Option<Handoff>,
 }
 
 #[derive(Debug, Deserialize)]

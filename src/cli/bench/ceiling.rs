@@ -116,7 +116,9 @@ pub(super) async fn ceiling(redis_url: &str, seconds: u64, shape: &Shape) -> any
                         .arg("")
                         .arg("completed")
                         .arg(format!("done-{job}"))
-                        .arg(if cfg.fair_queue { "1" } else { "0" });
+                        .arg(if cfg.fair_queue { "1" } else { "0" })
+                        .arg(format!("job-{}-handoff-{job}", k.tag()))
+                        .arg(cfg.job_timeout_ms);
                 }
                 let replies = match pipe.query_async::<Vec<String>>(&mut conn).await {
                     Ok(replies) => replies,
