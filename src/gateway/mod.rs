@@ -8,6 +8,7 @@ mod connections;
 mod delivery;
 mod dispatch;
 mod forwarder;
+mod jobs;
 mod limits;
 mod metrics;
 mod node_socket;

@@ -1,7 +1,7 @@
 //! The wasmtime host: one `Engine` for the process with epoch interruption, one compiled
 //! `InstancePre` per loaded policy version, and a deadline and a memory cap on every call. A call
-//! that traps, overruns or returns something invalid is an error. Slightly over 400 lines: the
-//! engine, compilation, warm instances and the two calls share private state; what a policy may
+//! that traps, overruns or returns something invalid is an error. Over 400 lines: the engine,
+//! compilation, warm instances and the three worlds' calls share private state; what a policy may
 //! call back is `call_state.rs`, the checks on its answers `validate.rs`.
 //!
 //! Instances are kept warm between calls, one per version per thread: a fresh instance per call
