@@ -191,6 +191,33 @@ fn ping(port: u16) -> std::io::Result<()> {
     }
 }
 
+/// Starts one cluster node on a free port and waits for its PONG. A cluster node also listens on
+/// its port + 10000 (the cluster bus), and a port found free can be taken before the server binds
+/// it (tests start clusters side by side): a node that exits at start is tried again on another
+/// port.
+fn start_cluster_node(dir: &std::path::Path) -> Result<(u16, Child), DevRedisError> {
+    let mut why = String::new();
+    for _ in 0..5 {
+        let port = free_port()?;
+        if port > u16::MAX - 10_000 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+            continue;
+        }
+        let mut child = spawn_cluster_node(port, dir)?;
+        let answered =
+            wait(Duration::from_secs(10), || ping(port).is_ok() || matches!(child.try_wait(), Ok(Some(_))));
+        if answered.is_ok() && ping(port).is_ok() {
+            return Ok((port, child));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        why = format!("cluster node {port} did not answer");
+        // What the failed node wrote (its nodes.conf names its port) must not follow the next one.
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+    }
+    Err(DevRedisError::Start(why))
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -249,15 +276,11 @@ impl RedisCluster {
         let dir = tempfile::Builder::new().prefix("switchboard-cluster-").tempdir()?;
         let mut nodes = Vec::new();
         for i in 0..primaries {
-            let port = free_port()?;
-            std::fs::create_dir_all(dir.path().join(format!("n{i}")))?;
-            nodes.push((port, spawn_cluster_node(port, &dir.path().join(format!("n{i}")))?));
+            let node_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            nodes.push(start_cluster_node(&node_dir)?);
         }
         let cluster = Self { nodes, dir };
-        for (port, _) in &cluster.nodes {
-            wait(Duration::from_secs(10), || ping(*port).is_ok())
-                .map_err(|_| DevRedisError::Start(format!("cluster node {port} did not answer")))?;
-        }
         let created = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
