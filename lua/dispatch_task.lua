@@ -178,7 +178,9 @@ local capped = at_cap(t)
 if capped and now >= t.wait_until then return fail('NODE_OVERLOADED') end
 local head, h
 if ARGV[20] == '1' then
-  local mine = capped and math.huge or (t.band or 1) * 1e12 + (t.fair or queue_score(t, false))
+  local function mine()
+    return capped and math.huge or (t.band or 1) * 1e12 + (t.fair or queue_score(t, false))
+  end
   head, h = fair_head(ARGV[15], node, mine, tid)
 end
 local cap, timeout = tonumber(n[3]), tonumber(ARGV[5])

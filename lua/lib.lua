@@ -246,14 +246,17 @@ local function count_running(t, delta)
 end
 
 -- The waiting task of `pool` that a free slot of `node` goes to: the head of the pool's queue if
--- it scores below `before` (math.huge: any head) and is not `except`. A head whose tenant is at
+-- it scores below `before` (a number, or a function giving it, called only when the queue has a
+-- head: it may cost a read; math.huge: any head) and is not `except`. A head whose tenant is at
 -- its cap is held on the way and the next one looked at (up to 8); a head that lost a job on
 -- `node` before does not take it (nil: the caller's task may). Returns the id and the task, or nil.
 local function fair_head(pool, node, before, except)
   local queue = P .. 'queue:' .. pool
   for _ = 1, 8 do
     local top = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-    if not top[1] or top[1] == except or tonumber(top[2]) >= before then return nil end
+    if not top[1] or top[1] == except then return nil end
+    if type(before) == 'function' then before = before() end
+    if tonumber(top[2]) >= before then return nil end
     local h = load_task(top[1])
     if not h or h.state ~= 'waiting' then
       redis.call('ZREM', queue, top[1])
