@@ -67,7 +67,7 @@ if t.pool and ARGV[6] == '1' and slot then
     if head == unheld then unheld = '' end
   end
 elseif t.pool and was_full then
-  wake = redis.call('ZRANGE', P .. 'queue:' .. t.pool, 0, 0)[1] or ''
+  wake = redis.call('ZRANGE', pool_queue(t.pool), 0, 0)[1] or ''
 end
 return cjson.encode({ status = outcome, task_id = tid, attempt = t.attempt, spec = t.spec, wake = wake,
   unheld = unheld, handoff = handoff })

@@ -54,7 +54,7 @@
 -- (A handoff whose reply was lost is not sent again: the head's job deadline dispatches it anew.)
 --
 -- Commands on the common path (a new task assigned at once): TIME, HMGET node, ZRANGE queue (with
--- the gate), SET task NX, HSET node, ZADD class, ZADD deadlines; HINCRBY running for a task with a
+-- the fair queue), SET task NX, HSET node, ZADD class, ZADD deadlines; HINCRBY running for a task with a
 -- tenant, HGET running for one with a cap.
 
 local tid, node = ARGV[1], ARGV[3]

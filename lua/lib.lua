@@ -156,10 +156,10 @@ end
 
 -- The fair queue (docs/overload.md): waiting tasks in the order a freed slot goes to them.
 --   P..queue:<pool>  zset of the pool's waiting tasks, score = band × 1e12 + virtual finish time
---             (per pool: a freed slot wakes the head of the queue of the pool it served)
+--             (per pool: a freed slot goes to the head of the queue of the pool it served)
 --   P..held:<tenant> zset of the tenant's waiting tasks held by its cap on running tasks (same
 --             score): out of their pools' queues, so they block no one, until one of the
---             tenant's tasks ends (`unhold`)
+--             tenant's tasks ends (`count_running`)
 --   P..fair   hash: `v` the virtual clock (the finish time of the last task dispatched from the
 --             queue), `f:<tenant>` the finish time last given to the tenant, `n:<tenant>` how many
 --             of its tasks wait (queued or held), `p:<pool>` how many of the pool's, `r:<tenant>`
@@ -180,9 +180,13 @@ local function queue_score(t, bounded)
   return math.max(tonumber(f[1]) or 0, tonumber(f[2]) or 0) + 1 / (t.weight or 1)
 end
 
+local function pool_queue(pool) return P .. 'queue:' .. pool end
+local function held_set(tenant) return P .. 'held:' .. tenant end
+
+-- Where waiting task `t` is: its tenant's held set, or its pool's queue.
 local function queue_key(t)
-  if t.held then return P .. 'held:' .. (t.tenant or '') end
-  return P .. 'queue:' .. t.pool
+  if t.held then return held_set(t.tenant or '') end
+  return pool_queue(t.pool)
 end
 
 -- Puts task `t` in its pool's queue (its tenant's held set when `t.held`) at the finish time
@@ -233,11 +237,11 @@ local function count_running(t, delta)
   if tenant == '' then return nil end
   redis.call('HINCRBY', P .. 'fair', 'r:' .. tenant, delta)
   if delta > 0 or not t.cap then return nil end
-  local first = redis.call('ZRANGE', P .. 'held:' .. tenant, 0, 0)[1]
+  local first = redis.call('ZRANGE', held_set(tenant), 0, 0)[1]
   if not first then return nil end
   local h = load_task(first)
   if not h or h.state ~= 'waiting' then
-    redis.call('ZREM', P .. 'held:' .. tenant, first)
+    redis.call('ZREM', held_set(tenant), first)
     return nil
   end
   set_held(first, h, false)
@@ -251,7 +255,7 @@ end
 -- its cap is held on the way and the next one looked at (up to 8); a head that lost a job on
 -- `node` before does not take it (nil: the caller's task may). Returns the id and the task, or nil.
 local function fair_head(pool, node, before, except)
-  local queue = P .. 'queue:' .. pool
+  local queue = pool_queue(pool)
   for _ = 1, 8 do
     local top = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
     if not top[1] or top[1] == except then return nil end

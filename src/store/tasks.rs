@@ -225,14 +225,6 @@ impl Store {
         self.call("sweep", &inv).await
     }
 
-    /// The head of `pool`'s fair queue in `cell`: the waiting task a free slot goes to.
-    pub async fn queue_head(&self, k: &CellKeys, pool: &str) -> Result<Option<String>> {
-        let mut conn = self.conn.clone();
-        let head: Vec<String> =
-            redis::cmd("ZRANGE").arg(k.queue(pool)).arg(0).arg(0).query_async(&mut conn).await?;
-        Ok(head.into_iter().next())
-    }
-
     /// How many waiting tasks of `pool` in `cell` go before `task_id` in its fair queue (`None`:
     /// it is not queued, e.g. dispatched meanwhile).
     pub async fn queue_position(&self, k: &CellKeys, pool: &str, task_id: &str) -> Result<Option<u64>> {
